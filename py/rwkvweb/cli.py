@@ -1,0 +1,111 @@
+"""`python -m rwkvweb`: inspect models, run the reference, tokenize, generate test models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import ModelConfig, ModelError, detect_config
+from .safetensors import FormatError, SafetensorsFile
+from .source import SourceError
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (FormatError, ModelError, SourceError, ValueError, FileNotFoundError) as error:
+        print(f"rwkvweb {args.command}: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rwkvweb", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    info = commands.add_parser("info", help="print a model's config and tensor table (reads only the header)")
+    info.add_argument("model", help="safetensors file path or http(s) URL")
+    info.set_defaults(run=cmd_info)
+
+    logits = commands.add_parser("logits", help='print {"logits": [[...], ...]}, one row per input token')
+    logits.add_argument("model")
+    logits.add_argument("--tokens", required=True, help="comma-separated token ids, e.g. 1,2,3")
+    logits.add_argument("--backend", choices=["numpy"], default="numpy")
+    logits.set_defaults(run=cmd_logits)
+
+    encode = commands.add_parser("encode", help="World-tokenize standard input; print the ids as a JSON list")
+    encode.add_argument("--vocab", help="vocabulary file (default: the one in the rwkv package)")
+    encode.set_defaults(run=cmd_encode)
+
+    decode = commands.add_parser("decode", help="ids (a JSON list on standard input, or arguments) -> text")
+    decode.add_argument("ids", nargs="*", type=int)
+    decode.add_argument("--vocab")
+    decode.set_defaults(run=cmd_decode)
+
+    testmodel = commands.add_parser("testmodel", help="write a random RWKV-7 model with official names and shapes")
+    testmodel.add_argument("out")
+    testmodel.add_argument("--layers", type=int, default=2)
+    testmodel.add_argument("--width", type=int, default=128, help="n_embd, a multiple of 64")
+    testmodel.add_argument("--vocab", type=int, default=256)
+    testmodel.add_argument("--seed", type=int, default=0)
+    testmodel.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32")
+    testmodel.set_defaults(run=cmd_testmodel)
+    return parser
+
+
+def cmd_info(args) -> None:
+    file = SafetensorsFile(args.model)
+    config = detect_config({name: info.shape for name, info in file.tensors.items()})
+    print(f"model    {args.model}  ({file.source.size:,} bytes)")
+    print(f"config   {config}")
+    print(f"metadata {json.dumps(file.metadata)}")
+    for name, info in file.tensors.items():
+        print(f"  {name:40s} {info.dtype:5s} {str(list(info.shape)):18s} {info.nbytes:>12,}")
+
+
+def cmd_logits(args) -> None:
+    from .reference import RWKV7
+
+    tokens = _parse_ids(args.tokens)
+    model = RWKV7.load(args.model)
+    rows, _ = model.logits(tokens)
+    json.dump({"logits": rows.tolist()}, sys.stdout)
+    print()
+
+
+def _parse_ids(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--tokens must be comma-separated integers, got {text!r}") from None
+
+
+def cmd_encode(args) -> None:
+    from .tokenizer import WorldTokenizer
+
+    data = sys.stdin.buffer.read()
+    print(json.dumps(WorldTokenizer.from_file(args.vocab).encode_bytes(data)))
+
+
+def cmd_decode(args) -> None:
+    from .tokenizer import WorldTokenizer
+
+    ids = args.ids or json.loads(sys.stdin.read())
+    sys.stdout.buffer.write(WorldTokenizer.from_file(args.vocab).decode_bytes(ids))
+    sys.stdout.flush()
+
+
+def cmd_testmodel(args) -> None:
+    from .testmodel import write_test_model
+
+    if args.width <= 0 or args.width % 64:
+        raise ValueError(f"--width must be a positive multiple of 64 (the head size), got {args.width}")
+    if args.layers <= 0 or args.vocab <= 0:
+        raise ValueError("--layers and --vocab must be positive")
+    config = ModelConfig.default_for(args.layers, args.width, args.vocab)
+    write_test_model(args.out, config, seed=args.seed, dtype=args.dtype)
+    print(f"wrote {args.out}: {config}")

@@ -1,0 +1,148 @@
+"""RWKV-7 ("x070") in RNN mode, in numpy: the oracle for every GPU result and the CPU backend.
+
+Follows BlinkDL/RWKV-LM `RWKV-v7/rwkv_v7_numpy.py` and the `rwkv` package's
+`RWKV_x070_TMix_one`. All arithmetic is float32 (weights of any stored dtype
+are widened once at load), as the GPU kernels do it.
+
+Shapes: C = n_embd, H = n_head, N = head_size (64), V = vocab_size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import ModelConfig, ModelError, detect_config
+from .safetensors import SafetensorsFile
+
+LN_EPS = 1e-5  # LayerNorm epsilon of the official models
+GN_EPS = 64e-5  # ln_x GroupNorm epsilon: 1e-5 * head_size**2 / 64 as in RWKV-LM
+DECAY_SCALE = 0.606531  # exp(-0.5): w = exp(-exp(-0.5) * sigmoid(w_raw))
+
+
+def layer_norm(x, weight, bias, eps=LN_EPS):
+    return (x - x.mean()) / np.sqrt(x.var() + eps) * weight + bias
+
+
+def group_norm(x, weight, bias, n_groups, eps=GN_EPS):  # x: [C], one group per head
+    g = x.reshape(n_groups, -1)
+    g = (g - g.mean(axis=1, keepdims=True)) / np.sqrt(g.var(axis=1, keepdims=True) + eps)
+    return g.reshape(-1) * weight + bias
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass
+class State:
+    """The recurrent state of every layer; the model's whole memory of the past."""
+
+    att_shift: np.ndarray  # [L, C]  previous token's ln1 output
+    wkv: np.ndarray  # [L, H, N, N]  S[value, key], float32
+    ffn_shift: np.ndarray  # [L, C]  previous token's ln2 output
+
+    @classmethod
+    def zeros(cls, config: ModelConfig) -> "State":
+        L, C, H, N = config.n_layer, config.n_embd, config.n_head, config.head_size
+        return cls(np.zeros((L, C), np.float32), np.zeros((L, H, N, N), np.float32), np.zeros((L, C), np.float32))
+
+    def copy(self) -> "State":
+        return State(self.att_shift.copy(), self.wkv.copy(), self.ffn_shift.copy())
+
+    def to_bytes(self) -> bytes:
+        """Canonical export: per layer, att_shift [C] | wkv [H*N*N] | ffn_shift [C], float32 little-endian."""
+        L = self.att_shift.shape[0]
+        parts = [np.concatenate([self.att_shift[i], self.wkv[i].ravel(), self.ffn_shift[i]]) for i in range(L)]
+        return np.concatenate(parts).astype("<f4").tobytes()
+
+    @classmethod
+    def from_bytes(cls, config: ModelConfig, data: bytes) -> "State":
+        L, C, H, N = config.n_layer, config.n_embd, config.n_head, config.head_size
+        per_layer = 2 * C + H * N * N
+        if len(data) != 4 * L * per_layer:
+            raise ValueError(f"state is {len(data)} bytes; this model's state is {4 * L * per_layer} bytes (another model's state?)")
+        rows = np.frombuffer(data, "<f4").reshape(L, per_layer)
+        return cls(rows[:, :C].copy(), rows[:, C : C + H * N * N].reshape(L, H, N, N).copy(), rows[:, C + H * N * N :].copy())
+
+
+class RWKV7:
+    """Weights plus the forward pass. `forward(token, state)` -> (logits [V], next state)."""
+
+    def __init__(self, config: ModelConfig, weights: dict[str, np.ndarray]):
+        self.config = config
+        # Mixing vectors come as (1, 1, C) and r_k as (H, N): flatten them all to [C].
+        self.w = {name: (w.reshape(-1) if w.ndim != 2 or name.endswith("r_k") else w) for name, w in weights.items()}
+
+    @classmethod
+    def load(cls, path_or_source) -> "RWKV7":
+        file = SafetensorsFile(path_or_source)
+        config = detect_config({name: info.shape for name, info in file.tensors.items()})
+        return cls(config, {name: file.read_array(name, "float32") for name in file.tensors})
+
+    def forward(self, token: int, state: State) -> tuple[np.ndarray, State]:
+        cfg, w = self.config, self.w
+        if not 0 <= token < cfg.vocab_size:
+            raise ModelError(f"token id {token} is outside the vocabulary [0, {cfg.vocab_size})")
+        state = state.copy()
+        x = layer_norm(w["emb.weight"][token], w["blocks.0.ln0.weight"], w["blocks.0.ln0.bias"])
+        v_first = None
+        for i in range(cfg.n_layer):
+            b = f"blocks.{i}."
+            xx = layer_norm(x, w[b + "ln1.weight"], w[b + "ln1.bias"])
+            dx, v_first = self.time_mix(i, xx, state, v_first)
+            x = x + dx
+            xx = layer_norm(x, w[b + "ln2.weight"], w[b + "ln2.bias"])
+            x = x + self.channel_mix(i, xx, state)
+        return w["head.weight"] @ layer_norm(x, w["ln_out.weight"], w["ln_out.bias"]), state
+
+    def time_mix(self, i: int, x, state: State, v_first):
+        cfg, H, N = self.config, self.config.n_head, self.config.head_size
+        p = lambda name: self.w[f"blocks.{i}.att.{name}"]  # noqa: E731
+        dx = state.att_shift[i] - x
+        state.att_shift[i] = x
+        xr, xw, xk, xv, xa, xg = (x + dx * p(m) for m in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"))
+
+        r = p("receptance.weight") @ xr
+        k = p("key.weight") @ xk
+        v = p("value.weight") @ xv
+        w = p("w0") + np.tanh(xw @ p("w1")) @ p("w2")
+        a = sigmoid(p("a0") + (xa @ p("a1")) @ p("a2"))
+        g = sigmoid(xg @ p("g1")) @ p("g2")
+
+        kk = (k * p("k_k")).reshape(H, N)
+        kk = (kk / np.maximum(np.linalg.norm(kk, axis=1, keepdims=True), 1e-12)).reshape(-1)
+        k = k * (1 + (a - 1) * p("k_a"))
+        if i == 0:
+            v_first = v
+        else:
+            v = v + (v_first - v) * sigmoid(p("v0") + (xv @ p("v1")) @ p("v2"))
+        w = np.exp(-DECAY_SCALE * sigmoid(w))
+
+        # S[h] : [N value, N key].  S = S·diag(w) + (S·(-kk))·(kk⊙a)ᵀ + v·kᵀ ;  y = S·r
+        r_, w_, k_, v_, kk_, a_ = (t.reshape(H, N) for t in (r, w, k, v, kk, a))
+        S = state.wkv[i]
+        S = S * w_[:, None, :] - (S @ kk_[:, :, None]) * (kk_ * a_)[:, None, :] + v_[:, :, None] * k_[:, None, :]
+        state.wkv[i] = S
+        y = (S @ r_[:, :, None]).reshape(-1)
+
+        y = group_norm(y, p("ln_x.weight"), p("ln_x.bias"), H)
+        y = y + ((r_ * k_ * p("r_k").reshape(H, N)).sum(axis=1, keepdims=True) * v_).reshape(-1)
+        return p("output.weight") @ (y * g), v_first
+
+    def channel_mix(self, i: int, x, state: State):
+        p = lambda name: self.w[f"blocks.{i}.ffn.{name}"]  # noqa: E731
+        dx = state.ffn_shift[i] - x
+        state.ffn_shift[i] = x
+        k = np.maximum(p("key.weight") @ (x + dx * p("x_k")), 0) ** 2
+        return p("value.weight") @ k
+
+    def logits(self, tokens: list[int], state: State | None = None) -> tuple[np.ndarray, State]:
+        """Run tokens one by one; logits [T, V] for every position, and the final state."""
+        state = state or State.zeros(self.config)
+        rows = []
+        for token in tokens:
+            logits, state = self.forward(token, state)
+            rows.append(logits)
+        return np.stack(rows), state

@@ -1,0 +1,347 @@
+#!/usr/bin/env python3
+"""serve.py: the static server for the built site (_site/), standard library only.
+
+    python serve.py                      # builds _site/ if missing or stale, serves http://127.0.0.1:8000/
+    python serve.py --port 0 --root DIR  # any folder, a free port
+
+What it does, and why:
+- GET and HEAD; single byte ranges (`a-b`, `a-`, `-n`) answer 206 so model
+  weights can stream tensor by tensor; unsatisfiable ranges 416; malformed or
+  multi-range headers get the whole file (RFC 9110 lets a server ignore them).
+- ETag / Last-Modified with If-None-Match, If-Modified-Since (304) and If-Range.
+- Cross-origin isolation (COOP/COEP/CORP) and a strict Content-Security-Policy
+  that still lets WebAssembly compile ('wasm-unsafe-eval').
+  `--embed-origin ORIGIN` (repeatable, or `*`) lets those origins frame the
+  embed page (embed.html): its frame-ancestors lists them and its CORP becomes
+  cross-origin, which a cross-origin-isolated host page requires.
+- Never serves outside its root: `..` segments, encoded or not, and symlinks
+  that resolve outside give 403; directories have no listings.
+- Every request is recorded (method, path, range, status, bytes) in
+  `server.requests`, and with `--log FILE` as JSON lines, for tests to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.utils
+import json
+import os
+import sys
+import threading
+import time
+import urllib.parse
+from dataclasses import asdict, dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_ROOT = os.path.join(HERE, "_site")
+EMBED_PAGE = "/embed.html"
+CHUNK = 1 << 20
+
+MIME_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".webmanifest": "application/manifest+json",
+    ".wasm": "application/wasm",
+    ".wgsl": "text/wgsl; charset=utf-8",  # the media type registered by the WGSL specification
+    ".txt": "text/plain; charset=utf-8",
+    ".md": "text/plain; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".whl": "application/zip",
+    ".zip": "application/zip",
+    ".tar": "application/x-tar",
+    ".safetensors": "application/octet-stream",
+    ".st": "application/octet-stream",
+    ".pth": "application/octet-stream",
+    ".bin": "application/octet-stream",
+}
+
+# 'wasm-unsafe-eval' lets WebAssembly.compile run (Pyodide) without allowing JS eval.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src 'self'; "
+    "img-src 'self' data: blob:; style-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'"
+)
+
+
+@dataclass
+class RequestRecord:
+    method: str
+    path: str
+    range: str | None
+    status: int
+    bytes_sent: int
+    time: float
+
+
+class RangeNotSatisfiable(Exception):
+    pass
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """[start, end) for a single satisfiable byte range; None to send the whole file.
+
+    Raises RangeNotSatisfiable for a well-formed range that starts past the end.
+    """
+    if not header or not header.startswith("bytes="):
+        return None
+    spec = header[len("bytes=") :].strip()
+    if "," in spec or "-" not in spec:
+        return None  # multi-range or garbage: the whole file is a valid answer
+    first, last = (part.strip() for part in spec.split("-", 1))
+    if not (first.isdigit() or first == "") or not (last.isdigit() or last == "") or first == last == "":
+        return None
+    if first == "":  # suffix: the last n bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            raise RangeNotSatisfiable
+        return max(0, size - n), size
+    start = int(first)
+    end = size - 1 if last == "" else min(int(last), size - 1)
+    if last != "" and int(last) < start:
+        return None  # a-b with b < a is invalid syntax: ignore it
+    if start >= size:
+        raise RangeNotSatisfiable
+    return start, end + 1
+
+
+class SiteServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address, root: str, embed_origins=(), log_file: str | None = None, quiet: bool = False):
+        super().__init__(address, SiteHandler)
+        self.root = os.path.realpath(root)
+        self.embed_origins = list(embed_origins)
+        self.quiet = quiet
+        self.requests: list[RequestRecord] = []
+        self._log_lock = threading.Lock()
+        self._log_file = open(log_file, "a", encoding="utf-8") if log_file else None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def record(self, entry: RequestRecord) -> None:
+        with self._log_lock:
+            self.requests.append(entry)
+            if self._log_file:
+                self._log_file.write(json.dumps(asdict(entry)) + "\n")
+                self._log_file.flush()
+
+    def server_close(self) -> None:
+        super().server_close()
+        if self._log_file:
+            self._log_file.close()
+
+
+class SiteHandler(BaseHTTPRequestHandler):
+    server: SiteServer
+    protocol_version = "HTTP/1.1"
+    server_version = "rwkvweb-serve"
+    sys_version = ""
+
+    def do_GET(self) -> None:
+        self._serve(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self._serve(send_body=False)
+
+    # --- resolving the path -------------------------------------------------
+
+    def _url_path(self) -> str:
+        return urllib.parse.unquote(urllib.parse.urlsplit(self.path).path, errors="strict")
+
+    def _resolve(self, url_path: str) -> tuple[int, str | None]:
+        """(status, file path): 200 with a file inside the root, or 301/403/404."""
+        if "\x00" in url_path or "\\" in url_path:
+            return HTTPStatus.FORBIDDEN, None
+        segments = [s for s in url_path.split("/") if s not in ("", ".")]
+        if ".." in segments:
+            return HTTPStatus.FORBIDDEN, None
+        candidate = os.path.realpath(os.path.join(self.server.root, *segments))
+        if os.path.commonpath([candidate, self.server.root]) != self.server.root:
+            return HTTPStatus.FORBIDDEN, None  # a symlink pointing out of the root
+        if os.path.isdir(candidate):
+            if not url_path.endswith("/"):
+                return HTTPStatus.MOVED_PERMANENTLY, None
+            return self._resolve(url_path + "index.html") if os.path.isfile(os.path.join(candidate, "index.html")) else (HTTPStatus.NOT_FOUND, None)
+        if not os.path.isfile(candidate):
+            return HTTPStatus.NOT_FOUND, None
+        return HTTPStatus.OK, candidate
+
+    # --- answering ----------------------------------------------------------
+
+    def _serve(self, send_body: bool) -> None:
+        range_header = self.headers.get("Range")
+        try:
+            url_path = self._url_path()
+        except UnicodeDecodeError:
+            return self._send_error(HTTPStatus.BAD_REQUEST, "path is not valid UTF-8", range_header)
+        status, path = self._resolve(url_path)
+        if status == HTTPStatus.MOVED_PERMANENTLY:
+            return self._send_redirect(urllib.parse.urlsplit(self.path).path + "/", range_header)
+        if path is None:
+            return self._send_error(status, "not found" if status == HTTPStatus.NOT_FOUND else "forbidden", range_header)
+        stat = os.stat(path)
+        size, etag = stat.st_size, f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"'
+        last_modified = email.utils.formatdate(stat.st_mtime, usegmt=True)
+        if self._not_modified(etag, stat.st_mtime):
+            return self._send_headers(HTTPStatus.NOT_MODIFIED, url_path, path, etag, last_modified, None, range_header, 0)
+        byte_range = None
+        if self._if_range_holds(etag, last_modified):
+            try:
+                byte_range = parse_range(range_header, size)
+            except RangeNotSatisfiable:
+                self._send_headers(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, url_path, path, etag, last_modified, 0, range_header, 0, extra={"Content-Range": f"bytes */{size}"})
+                return
+        start, end = byte_range or (0, size)
+        status = HTTPStatus.PARTIAL_CONTENT if byte_range else HTTPStatus.OK
+        extra = {"Content-Range": f"bytes {start}-{end - 1}/{size}"} if byte_range else {}
+        sent = end - start if send_body else 0
+        self._send_headers(status, url_path, path, etag, last_modified, end - start, range_header, sent, extra=extra)
+        if send_body:
+            self._copy(path, start, end)
+
+    def _not_modified(self, etag: str, mtime: float) -> bool:
+        if_none_match = self.headers.get("If-None-Match")
+        if if_none_match is not None:
+            tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+            return "*" in tags or etag in tags
+        since = self._parse_date(self.headers.get("If-Modified-Since"))
+        return since is not None and int(mtime) <= since
+
+    def _if_range_holds(self, etag: str, last_modified: str) -> bool:
+        """If-Range: honour the Range only while the validator still matches (strong comparison)."""
+        validator = self.headers.get("If-Range")
+        if validator is None:
+            return True
+        validator = validator.strip()
+        return validator == etag if validator.startswith('"') else validator == last_modified
+
+    @staticmethod
+    def _parse_date(value: str | None) -> float | None:
+        if not value:
+            return None
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        return parsed.timestamp() if parsed.tzinfo else None
+
+    def _security_headers(self, url_path: str) -> dict[str, str]:
+        embeddable = url_path == EMBED_PAGE and self.server.embed_origins
+        ancestors = " ".join(["'self'", *self.server.embed_origins]) if embeddable else "'self'"
+        return {
+            "Cross-Origin-Opener-Policy": "same-origin",
+            "Cross-Origin-Embedder-Policy": "require-corp",
+            "Cross-Origin-Resource-Policy": "cross-origin" if embeddable else "same-origin",
+            "Content-Security-Policy": f"{CONTENT_SECURITY_POLICY}; frame-ancestors {ancestors}",
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+        }
+
+    def _send_headers(self, status, url_path, path, etag, last_modified, length, range_header, sent, extra=None):
+        self.send_response(status)
+        if length is not None:
+            self.send_header("Content-Type", MIME_TYPES.get(os.path.splitext(path)[1].lower(), "application/octet-stream"))
+            self.send_header("Content-Length", str(length))
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", etag)
+        self.send_header("Last-Modified", last_modified)
+        self.send_header("Cache-Control", "no-cache")  # always revalidate: cheap with ETags, never stale
+        for name, value in {**self._security_headers(url_path), **(extra or {})}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self._record(status, range_header, sent)
+
+    def _send_error(self, status: int, message: str, range_header: str | None) -> None:
+        body = f"{int(status)} {message}\n".encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in self._security_headers("").items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        self._record(status, range_header, 0)
+
+    def _send_redirect(self, location: str, range_header: str | None) -> None:
+        self.send_response(HTTPStatus.MOVED_PERMANENTLY)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        self._record(HTTPStatus.MOVED_PERMANENTLY, range_header, 0)
+
+    def _copy(self, path: str, start: int, end: int) -> None:
+        try:
+            with open(path, "rb") as file:
+                file.seek(start)
+                remaining = end - start
+                while remaining:
+                    chunk = file.read(min(CHUNK, remaining))
+                    if not chunk:
+                        break
+                    self.wfile.write(chunk)
+                    remaining -= len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client aborted (e.g. a cancelled fetch): not our error
+
+    def _record(self, status: int, range_header: str | None, sent: int) -> None:
+        self.server.record(RequestRecord(self.command, self.path, range_header, int(status), sent, time.time()))
+
+    def log_message(self, format: str, *args) -> None:
+        if not self.server.quiet:
+            sys.stderr.write(f"{self.address_string()} {format % args}\n")
+
+
+def make_server(root: str = DEFAULT_ROOT, host: str = "127.0.0.1", port: int = 8000, **options) -> SiteServer:
+    return SiteServer((host, port), root, **options)
+
+
+def serve_in_thread(root: str, **options) -> SiteServer:
+    """Start a server on a free port in a daemon thread (tests, the CLI's browser backend)."""
+    server = make_server(root, port=0, quiet=True, **options)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
+    parser.add_argument("--root", default=DEFAULT_ROOT, help="folder to serve (default: the built site, _site/)")
+    parser.add_argument("--embed-origin", action="append", default=[], metavar="ORIGIN", help="an origin allowed to frame embed.html (repeatable, or *)")
+    parser.add_argument("--log", help="append a JSON line per request to this file")
+    parser.add_argument("--no-build", action="store_true", help="serve _site/ as it is, even if stale")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    if os.path.realpath(args.root) == os.path.realpath(DEFAULT_ROOT) and not args.no_build:
+        from build import site
+
+        if site.is_stale():
+            print("building the site into _site/ ...", flush=True)
+            site.build()
+    if not os.path.isdir(args.root):
+        parser.error(f"--root {args.root!r} is not a folder")
+    server = make_server(args.root, args.host, args.port, embed_origins=args.embed_origin, log_file=args.log, quiet=args.quiet)
+    print(f"serving {server.root} at {server.url}  (Ctrl+C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Shared fixtures: the built site, the server, headless Chromium, small generated models."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "py")]  # serve.py, build/, and the package from source
+
+CHROMIUM = os.environ.get("RWKVWEB_CHROMIUM", "/usr/bin/chromium")
+# SwiftShader gives headless Chromium a WebGPU adapter on machines without a GPU (DESIGN.md);
+# the rest keep Chromium from reaching for the network.
+CHROMIUM_ARGS = [
+    "--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader", "--enable-unsafe-swiftshader",
+    "--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def site_dir() -> str:
+    from build import site
+
+    site.build()
+    return site.SITE
+
+
+@pytest.fixture(scope="session")
+def server(site_dir):
+    import serve
+
+    httpd = serve.serve_in_thread(site_dir)
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium) or set RWKVWEB_CHROMIUM")
+    from playwright.sync_api import sync_playwright
+
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield context
+        context.close()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def page(browser, server):
+    """A fresh tab whose every request outside the local server is refused and recorded."""
+    tab = browser.new_page()
+    tab.outside_requests = []
+
+    def guard(route):
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            tab.outside_requests.append(route.request.url)
+            route.abort()
+
+    tab.route("**/*", guard)
+    tab.console_messages = []
+    tab.on("console", lambda message: tab.console_messages.append(message.text))
+    yield tab
+    tab.close()

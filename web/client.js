@@ -1,0 +1,26 @@
+// The page's handle on the engine worker: call(method, params) -> Promise, plus start-up events.
+export class EngineClient {
+  constructor(workerUrl, { onProgress = () => {}, onReady = () => {}, onFailed = () => {} } = {}) {
+    this.pending = new Map();
+    this.nextId = 1;
+    this.worker = new Worker(workerUrl, { type: "module" });
+    this.worker.onmessage = ({ data }) => {
+      if (data.kind === "progress") return onProgress(data);
+      if (data.kind === "ready") return onReady(data.info);
+      if (data.kind === "failed") return onFailed(data.error);
+      const call = this.pending.get(data.id);
+      if (!call) return;
+      this.pending.delete(data.id);
+      data.error === undefined ? call.resolve(data.result) : call.reject(new Error(data.error));
+    };
+    this.worker.onerror = (event) => onFailed(`the engine worker crashed: ${event.message || "unknown error"}`);
+  }
+
+  call(method, params = {}) {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ id, method, params });
+    });
+  }
+}
