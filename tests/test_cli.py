@@ -1,0 +1,76 @@
+"""`python -m rwkvweb`: the commands anyone can use to check the engine without JavaScript."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rwkvweb.reference import RWKV7
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args, stdin: bytes = b"", check=True):
+    env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "py")}
+    result = subprocess.run([sys.executable, "-m", "rwkvweb", *args], input=stdin, capture_output=True, env=env)
+    if check and result.returncode:
+        raise AssertionError(result.stderr.decode())
+    return result
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "m.st"
+    out = cli("testmodel", str(path), "--layers", "2", "--width", "128", "--vocab", "256", "--seed", "4", "--dtype", "fp16")
+    assert b"wrote" in out.stdout
+    return str(path)
+
+
+def test_info_prints_config_and_tensors(model):
+    out = cli("info", model).stdout.decode()
+    assert "n_layer=2, n_embd=128, vocab_size=256" in out
+    assert "blocks.1.att.r_k" in out and "F16" in out
+
+
+def test_logits_json_has_one_row_per_token_and_equals_the_reference(model):
+    rows = json.loads(cli("logits", model, "--tokens", "1,2,255", "--backend", "numpy").stdout)["logits"]
+    expected, _ = RWKV7.load(model).logits([1, 2, 255])
+    assert np.array(rows).shape == (3, 256)
+    np.testing.assert_array_equal(np.array(rows, np.float32), expected)
+
+
+def test_any_vocab_and_width_multiple_of_64(tmp_path):
+    path = str(tmp_path / "odd.st")
+    cli("testmodel", path, "--layers", "1", "--width", "192", "--vocab", "77")
+    rows = json.loads(cli("logits", path, "--tokens", "76,0").stdout)["logits"]
+    assert len(rows) == 2 and len(rows[0]) == 77
+
+
+def test_encode_and_decode_round_trip_through_stdin():
+    text = "Hello 世界 🌍\n"
+    ids = json.loads(cli("encode", stdin=text.encode()).stdout)
+    assert ids and all(isinstance(i, int) for i in ids)
+    assert cli("decode", stdin=json.dumps(ids).encode()).stdout.decode() == text
+    assert cli("decode", *map(str, ids)).stdout.decode() == text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(("logits", "/no/such/model.st", "--tokens", "1"), "cannot open model file"),
+     (("logits", "MODEL", "--tokens", "1,x"), "--tokens must be comma-separated integers"),
+     (("logits", "MODEL", "--tokens", "256"), "token id 256 is outside the vocabulary"),
+     (("testmodel", "/tmp/never.st", "--width", "100"), "multiple of 64"),
+     (("info", "NOTSAFETENSORS"), "header length field")],
+)
+def test_errors_are_one_clear_line_and_exit_2(model, tmp_path, args, message):
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\xff" * 64)
+    args = [model if a == "MODEL" else str(junk) if a == "NOTSAFETENSORS" else a for a in args]
+    result = cli(*args, check=False)
+    assert result.returncode == 2
+    assert message in result.stderr.decode() and "Traceback" not in result.stderr.decode()
