@@ -1,0 +1,147 @@
+"""The RWKV-7 graph: from the config and the file's tensor table to a Plan of GPU steps.
+
+`compile_model` reads like reference.py's forward pass, one op call per line of maths;
+each op (ops.py) checks its shapes. Weights keep the file's precision for matrices (f32, or
+f16 unpacked in-shader) and are widened to f32 for small vectors. Matrices larger than one
+storage binding (the head and the embedding of large vocabularies) are split by rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import ops
+from .config import ModelConfig
+from .plan import Plan, View
+from .reference import GN_EPS, LN_EPS
+from .safetensors import TensorInfo
+
+F32 = 4
+DECODE = "decode"
+DEFAULT_MAX_BINDING = 128 << 20  # WebGPU's default maxStorageBufferBindingSize
+ATT_MIX = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g")  # slot order of the token-shift outputs
+R, W, K, V, A, G = range(6)  # slots of `mixed` and of `vecs`
+
+
+@dataclass
+class CompiledModel:
+    config: ModelConfig
+    plan: Plan
+    token: View  # io: the u32 token id to run
+    logits: View  # io: [V] float32 after each decode step
+    state: View  # per layer att_shift [C] | wkv [H,N,N] | ffn_shift [C]: State.to_bytes() order
+
+
+class _Builder:
+    def __init__(self, config: ModelConfig, tensors: dict[str, TensorInfo], max_binding: int):
+        self.cfg, self.tensors, self.max_binding = config, tensors, max_binding
+        self.plan = Plan()
+
+    def matrix(self, name: str) -> tuple[View, str]:
+        """A weight matrix in its own buffer, in the file's precision (bf16 widened to f32)."""
+        info = self.tensors[name]
+        dtype = "f16" if info.dtype == "F16" else "f32"
+        view = self.plan.buffer(name, info.numel * ops.WEIGHT_BYTES[dtype], "weight")
+        self.plan.fill(view, info.start, info.end, "bf16-f32" if info.dtype == "BF16" else None)
+        return view, dtype
+
+    def row_parts(self, name: str) -> list[tuple[View, str, int, int]]:
+        """A [rows, C] matrix in parts no larger than one binding: (view, dtype, first row, rows)."""
+        info = self.tensors[name]
+        rows, C = info.shape
+        dtype = "f16" if info.dtype == "F16" else "f32"
+        per_row_file = info.nbytes // rows
+        per_part = max(1, self.max_binding // (C * ops.WEIGHT_BYTES[dtype]))
+        parts = []
+        for first in range(0, rows, per_part):
+            count = min(per_part, rows - first)
+            view = self.plan.buffer(f"{name}[{first}:{first + count}]", count * C * ops.WEIGHT_BYTES[dtype], "weight")
+            start = info.start + first * per_row_file
+            self.plan.fill(view, start, start + count * per_row_file, "bf16-f32" if info.dtype == "BF16" else None)
+            parts.append((view, dtype, first, count))
+        return parts
+
+    def vectors(self, label: str, names: list[str]) -> View:
+        """Small vectors side by side in one float32 buffer (widened from f16/bf16 as they load)."""
+        sizes = [self.tensors[n].numel for n in names]
+        view = self.plan.buffer(label, sum(sizes) * F32, "weight")
+        offset = 0
+        for name, size in zip(names, sizes):
+            info = self.tensors[name]
+            convert = {"F32": None, "F16": "f16-f32", "BF16": "bf16-f32"}[info.dtype]
+            self.plan.fill(View(view.buffer, offset, size * F32), info.start, info.end, convert)
+            offset += size * F32
+        return view
+
+    def scratch(self, name: str, floats: int) -> View:
+        return self.plan.buffer(name, floats * F32, "scratch")
+
+
+def compile_model(config: ModelConfig, tensors: dict[str, TensorInfo], max_binding: int = DEFAULT_MAX_BINDING) -> CompiledModel:
+    cfg, b = config, _Builder(config, tensors, max_binding)
+    plan, p = b.plan, DECODE
+    C, H, N, F = cfg.n_embd, cfg.n_head, cfg.head_size, cfg.dim_ffn
+    lora = max(cfg.d_decay_lora, cfg.d_aaa_lora, cfg.d_mv_lora, cfg.d_gate_lora)
+
+    token = plan.buffer("token", 4, "io")
+    logits = plan.buffer("logits", cfg.vocab_size * F32, "io")
+    layer_state = (2 * C + H * N * N) * F32
+    state = plan.buffer("state", cfg.n_layer * layer_state, "state")
+    x, xx = b.scratch("x", C), b.scratch("xx", C)  # the residual stream; a normalised copy
+    mixed, vecs = b.scratch("mixed", 6 * C), b.scratch("vecs", 6 * C)  # token-shift outputs; r w k v a g
+    hidden, gate, v_first = b.scratch("lora_hidden", lora), b.scratch("v_gate", C), b.scratch("v_first", C)
+    wkv_out, y_norm, y_gated = b.scratch("wkv_out", 2 * C), b.scratch("y_norm", C), b.scratch("y_gated", C)
+    ffn_hidden = b.scratch("ffn_hidden", F)
+    slot = lambda view, i: view.slot(i, C * F32)  # noqa: E731
+
+    for table, dtype, first, rows in b.row_parts("emb.weight"):
+        ops.embed(plan, p, table, dtype, token, xx, rows, C, row_start=first)
+    ln0 = b.vectors("blocks.0.ln0", ["blocks.0.ln0.weight", "blocks.0.ln0.bias"])
+    ops.norm(plan, p, xx, slot(ln0, 0), slot(ln0, 1), x, C, 1, LN_EPS)
+
+    for i in range(cfg.n_layer):
+        att, ffn = f"blocks.{i}.att.", f"blocks.{i}.ffn."
+        base = i * layer_state
+        att_shift, wkv_state, ffn_shift = View(state.buffer, base, C * F32), View(state.buffer, base + C * F32, H * N * N * F32), View(state.buffer, base + (C + H * N * N) * F32, C * F32)
+
+        # time mixing
+        ln1 = b.vectors(f"blocks.{i}.ln1", [f"blocks.{i}.ln1.weight", f"blocks.{i}.ln1.bias"])
+        ops.norm(plan, p, x, slot(ln1, 0), slot(ln1, 1), xx, C, 1, LN_EPS)
+        ops.token_shift(plan, p, xx, att_shift, b.vectors(att + "mix", [att + m for m in ATT_MIX]), mixed, C, 6)
+        for s, proj in ((R, "receptance"), (K, "key"), (V, "value")):
+            ops.matvec(plan, p, *b.matrix(att + proj + ".weight"), slot(mixed, s), slot(vecs, s), C, C)
+        biases = b.vectors(att + "lora_bias", [att + "w0", att + "a0"] + ([att + "v0"] if i else []))
+        _lora(b, p, att + "w", slot(mixed, W), hidden, slot(vecs, W), cfg.d_decay_lora, "tanh", slot(biases, 0), "decay")
+        _lora(b, p, att + "a", slot(mixed, A), hidden, slot(vecs, A), cfg.d_aaa_lora, "none", slot(biases, 1), "sigmoid")
+        _lora(b, p, att + "g", slot(mixed, G), hidden, slot(vecs, G), cfg.d_gate_lora, "sigmoid", None, "none")
+        if i == 0:
+            plan.copy(p, slot(vecs, V), v_first)
+        else:
+            _lora(b, p, att + "v", slot(mixed, V), hidden, gate, cfg.d_mv_lora, "none", slot(biases, 2), "sigmoid")
+            ops.lerp(plan, p, slot(vecs, V), v_first, gate, C)
+        params = b.vectors(att + "wkv_params", [att + "k_k", att + "k_a", att + "r_k"])
+        ops.wkv7(plan, p, vecs, params, wkv_state, wkv_out, C, N)
+        ln_x = b.vectors(att + "ln_x", [att + "ln_x.weight", att + "ln_x.bias"])
+        ops.norm(plan, p, slot(wkv_out, 0), slot(ln_x, 0), slot(ln_x, 1), y_norm, N, H, GN_EPS)
+        ops.add_mul(plan, p, y_norm, slot(wkv_out, 1), slot(vecs, G), y_gated, C)
+        ops.matvec(plan, p, *b.matrix(att + "output.weight"), y_gated, x, C, C, accumulate=True)
+
+        # channel mixing
+        ln2 = b.vectors(f"blocks.{i}.ln2", [f"blocks.{i}.ln2.weight", f"blocks.{i}.ln2.bias"])
+        ops.norm(plan, p, x, slot(ln2, 0), slot(ln2, 1), xx, C, 1, LN_EPS)
+        ops.token_shift(plan, p, xx, ffn_shift, b.vectors(ffn + "x_k", [ffn + "x_k"]), slot(mixed, 0), C, 1)
+        ops.matvec(plan, p, *b.matrix(ffn + "key.weight"), slot(mixed, 0), ffn_hidden, F, C, act="relu2")
+        ops.matvec(plan, p, *b.matrix(ffn + "value.weight"), ffn_hidden, x, C, F, accumulate=True)
+
+    ln_out = b.vectors("ln_out", ["ln_out.weight", "ln_out.bias"])
+    ops.norm(plan, p, x, slot(ln_out, 0), slot(ln_out, 1), xx, C, 1, LN_EPS)
+    for head, dtype, first, rows in b.row_parts("head.weight"):
+        ops.matvec(plan, p, head, dtype, xx, logits, rows, C, row_offset=first)
+    return CompiledModel(cfg, plan, token, logits, state)
+
+
+def _lora(b: _Builder, program: str, prefix: str, x: View, hidden: View, out: View, rank: int, inner: str, bias: View | None, outer: str) -> None:
+    """out = outer(bias + inner(x @ w1) @ w2): the low-rank paths of w, a, v and g."""
+    C = b.cfg.n_embd
+    ops.matvec(b.plan, program, *b.matrix(prefix + "1"), x, hidden, rank, C, row_major=False, act=inner)
+    ops.matvec(b.plan, program, *b.matrix(prefix + "2"), hidden, out, C, rank, row_major=False, act=outer, bias=bias)

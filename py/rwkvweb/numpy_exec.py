@@ -1,0 +1,145 @@
+"""Run a plan with numpy: a twin of every WGSL entry point, and an executor over plan data.
+
+This is how the graph (model.py) is checked against the reference without a browser, and
+the oracle the browser kernel tests compare against. The twins follow the shaders' contracts
+(bindings, constants) and compute in float32 like them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .plan import Plan
+
+DECAY_SCALE = np.float32(0.606531)  # exp(-0.5)
+
+
+def _f32(raw, count=None):
+    view = raw.view(np.float32)
+    return view if count is None else view[:count]
+
+
+def _weights(raw, dtype_prelude):
+    return raw.view(np.float16 if dtype_prelude.endswith("f16.wgsl") else np.float32).astype(np.float32)
+
+
+def _activate(t, act):
+    if act == 1:
+        return np.tanh(t)
+    if act == 2:
+        return 1 / (1 + np.exp(-t))
+    if act == 3:
+        return np.maximum(t, 0) ** 2
+    if act == 4:
+        return np.exp(-DECAY_SCALE * (1 / (1 + np.exp(-t))))
+    return t
+
+
+def matvec(c, include, weight, x, bias, out):
+    M, K = c["M"], c["K"]
+    W = _weights(weight, include[0])[: M * K]
+    t = (W.reshape(M, K) @ _f32(x, K)) if c["ROW_MAJOR"] else (_f32(x, K) @ W.reshape(K, M))
+    if c["HAS_BIAS"]:
+        t = t + _f32(bias, M)
+    t = _activate(t.astype(np.float32), c["ACT"])
+    rows = _f32(out)[c["ROW_OFFSET"] : c["ROW_OFFSET"] + M]
+    rows[:] = rows + t if c["ACCUMULATE"] else t
+
+
+def norm(c, include, x, weight, bias, out):
+    G = c["GROUP"]
+    n = _f32(out).size // G
+    xs = _f32(x, n * G).reshape(-1, G)
+    mean = xs.mean(axis=1, keepdims=True)
+    var = ((xs - mean) ** 2).mean(axis=1, keepdims=True)
+    y = (xs - mean) / np.sqrt(var + np.float32(c["EPS"]))
+    _f32(out, n * G)[:] = y.reshape(-1) * _f32(weight, n * G) + _f32(bias, n * G)
+
+
+def token_shift(c, include, x, prev, mix, out):
+    C, n = c["C"], c["N_MIX"]
+    now, before = _f32(x, C).copy(), _f32(prev, C)
+    _f32(out, n * C)[:] = (now + (before - now) * _f32(mix, n * C).reshape(n, C)).reshape(-1)
+    before[:] = now
+
+
+def wkv7(c, include, vecs, params, state, out):
+    C, N = c["C"], c["N"]
+    H = C // N
+    r, w, k, v, a = _f32(vecs, 5 * C).reshape(5, H, N)
+    k_k, k_a, r_k = _f32(params, 3 * C).reshape(3, H, N)
+    kk = k * k_k
+    kk = kk / np.maximum(np.sqrt((kk * kk).sum(axis=1, keepdims=True)), np.float32(1e-12))
+    k_mod = k * (1 + (a - 1) * k_a)
+    S = _f32(state, H * N * N).reshape(H, N, N)
+    sa = (S @ -kk[:, :, None])  # [H, N, 1]
+    S[:] = S * w[:, None, :] + sa * (kk * a)[:, None, :] + v[:, :, None] * k_mod[:, None, :]
+    y = (S @ r[:, :, None])[:, :, 0]
+    bonus = (r * k_mod * r_k).sum(axis=1, keepdims=True) * v
+    _f32(out, 2 * C)[:] = np.concatenate([y.reshape(-1), bonus.reshape(-1)])
+
+
+def lerp(c, include, a, b, t):
+    n = c["LEN"]
+    A = _f32(a, n)
+    A[:] = A + (_f32(b, n) - A) * _f32(t, n)
+
+
+def add_mul(c, include, a, b, t, out):
+    n = c["LEN"]
+    _f32(out, n)[:] = (_f32(a, n) + _f32(b, n)) * _f32(t, n)
+
+
+def embed(c, include, weight, token, out):
+    C, start = c["C"], c["ROW_START"]
+    row = int(token.view(np.uint32)[0])
+    if start <= row < start + c["ROWS"]:
+        _f32(out, C)[:] = _weights(weight, include[0])[(row - start) * C : (row - start + 1) * C]
+
+
+KERNELS = {
+    ("matvec.wgsl", "main"): matvec,
+    ("norm.wgsl", "main"): norm,
+    ("token_shift.wgsl", "main"): token_shift,
+    ("wkv7.wgsl", "main"): wkv7,
+    ("elementwise.wgsl", "lerp"): lerp,
+    ("elementwise.wgsl", "add_mul"): add_mul,
+    ("embed.wgsl", "main"): embed,
+}
+
+
+class NumpyExecutor:
+    """Holds the plan's buffers as byte arrays and runs its programs step by step."""
+
+    def __init__(self, plan: Plan | dict):
+        self.plan = plan.to_json() if isinstance(plan, Plan) else plan
+        self.memory = [np.zeros(b["bytes"], np.uint8) for b in self.plan["buffers"]]
+
+    def fill_from(self, file_bytes: bytes) -> None:
+        data = np.frombuffer(file_bytes, np.uint8)
+        for f in self.plan["fills"]:
+            chunk = data[f["start"] : f["end"]]
+            if f["convert"] == "f16-f32":
+                chunk = chunk.view(np.float16).astype(np.float32).view(np.uint8)
+            elif f["convert"] == "bf16-f32":
+                chunk = (chunk.view("<u2").astype(np.uint32) << 16).view(np.uint8)
+            self.memory[f["buffer"]][f["offset"] : f["offset"] + chunk.size] = chunk
+
+    def view(self, buffer: int, offset: int, size: int) -> np.ndarray:
+        return self.memory[buffer][offset : offset + size]
+
+    def write(self, buffer: int, offset: int, data: bytes) -> None:
+        self.memory[buffer][offset : offset + len(data)] = np.frombuffer(data, np.uint8)
+
+    def read(self, buffer: int, offset: int, size: int) -> bytes:
+        return self.view(buffer, offset, size).tobytes()
+
+    def run(self, program: str) -> None:
+        for step in self.plan["programs"][program]:
+            if "copy" in step:
+                src, src_offset, dst, dst_offset, size = step["copy"]
+                self.view(dst, dst_offset, size)[:] = self.view(src, src_offset, size)
+                continue
+            kernel = self.plan["kernels"][step["kernel"]]
+            views = [self.view(*binding) for binding in step["bindings"]]
+            KERNELS[(kernel["shader"], kernel["entry"])](kernel["constants"], kernel["include"], *views)

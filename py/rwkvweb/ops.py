@@ -1,0 +1,96 @@
+"""One function per shader entry point: check shapes, choose constants and workgroups, emit a step.
+
+Every function takes the plan, the program name and Views (byte ranges of buffers) with the
+sizes the kernel expects; a wrong size fails here, at plan time, with the expected numbers,
+instead of as garbage on the GPU. Activations are float32 (4 bytes per element).
+"""
+
+from __future__ import annotations
+
+from .plan import Plan, View
+
+F32 = 4
+WG = 64
+WEIGHT_BYTES = {"f32": 4, "f16": 2}
+PRELUDES = {"f32": "lib/weights_f32.wgsl", "f16": "lib/weights_f16.wgsl"}
+ACTIVATIONS = {"none": 0, "tanh": 1, "sigmoid": 2, "relu2": 3, "decay": 4}
+
+
+def _groups(n: int, per_group: int = WG) -> tuple[int, int, int]:
+    return (-(-n // per_group), 1, 1)
+
+
+def _expect(view: View, nbytes: int, what: str) -> View:
+    """The first nbytes of the view (bindings are exact), or a ValueError naming the mismatch."""
+    if view.size < nbytes:
+        raise ValueError(f"{what}: needs {nbytes} bytes, bound view has {view.size}")
+    return View(view.buffer, view.offset, nbytes)
+
+
+def matvec(plan: Plan, program: str, weight: View, dtype: str, x: View, out: View, M: int, K: int, *,
+           row_major: bool = True, act: str = "none", bias: View | None = None, accumulate: bool = False,
+           row_offset: int = 0, dummy: View | None = None) -> None:
+    """out[row_offset + m] (+)= act(W·x + bias). row_major W is [M, K]; otherwise [K, M] (x @ W)."""
+    assert K % 4 == 0, f"K={K} must be a multiple of 4"
+    assert row_major or M % 4 == 0, f"a [K, M] weight needs M % 4 == 0, got M={M}"
+    weight = _expect(weight, M * K * WEIGHT_BYTES[dtype], f"matvec weight [{M}x{K}] {dtype}")
+    x = _expect(x, K * F32, "matvec x")
+    out = _expect(out, (row_offset + M) * F32, "matvec out")
+    if bias is not None:
+        bias = _expect(bias, M * F32, "matvec bias")
+    constants = {"M": M, "K": K, "ROW_MAJOR": row_major, "ACT": ACTIVATIONS[act], "HAS_BIAS": bias is not None,
+                 "ACCUMULATE": accumulate, "ROW_OFFSET": row_offset, "WG": WG}
+    kernel = plan.kernel("matvec.wgsl", constants, include=(PRELUDES[dtype],))
+    unused_bias = bias or dummy or x  # bound but never read when HAS_BIAS is false
+    plan.dispatch(program, kernel, [weight, x, unused_bias, out], _groups(M if row_major else M // 4))
+
+
+def norm(plan: Plan, program: str, x: View, weight: View, bias: View, out: View, group: int, n_groups: int, eps: float) -> None:
+    """LayerNorm (n_groups 1) or GroupNorm (one group per head) with affine weight and bias."""
+    size = group * n_groups * F32
+    views = [_expect(v, size, f"norm {what}") for v, what in ((x, "x"), (weight, "weight"), (bias, "bias"), (out, "out"))]
+    kernel = plan.kernel("norm.wgsl", {"GROUP": group, "EPS": eps, "WG": WG})
+    plan.dispatch(program, kernel, views, (n_groups, 1, 1))
+
+
+def token_shift(plan: Plan, program: str, x: View, prev: View, mix: View, out: View, C: int, n_mix: int) -> None:
+    """out[j] = x + (prev − x)·mix[j] for each of n_mix coefficient vectors; then prev = x."""
+    x = _expect(x, C * F32, "token_shift x")
+    prev = _expect(prev, C * F32, "token_shift prev")
+    mix = _expect(mix, n_mix * C * F32, "token_shift mix")
+    out = _expect(out, n_mix * C * F32, "token_shift out")
+    kernel = plan.kernel("token_shift.wgsl", {"C": C, "N_MIX": n_mix, "WG": WG})
+    plan.dispatch(program, kernel, [x, prev, mix, out], _groups(C))
+
+
+def wkv7(plan: Plan, program: str, vecs: View, params: View, state: View, out: View, C: int, head_size: int) -> None:
+    """One token of the WKV-7 recurrence: vecs r|w|k|v|a, params k_k|k_a|r_k -> out y|bonus."""
+    assert C % head_size == 0
+    vecs = _expect(vecs, 5 * C * F32, "wkv7 vecs (r|w|k|v|a)")
+    params = _expect(params, 3 * C * F32, "wkv7 params (k_k|k_a|r_k)")
+    state = _expect(state, C * head_size * F32, "wkv7 state [H, N, N]")
+    out = _expect(out, 2 * C * F32, "wkv7 out (y|bonus)")
+    kernel = plan.kernel("wkv7.wgsl", {"C": C, "N": head_size})
+    plan.dispatch(program, kernel, [vecs, params, state, out], (C // head_size, 1, 1))
+
+
+def lerp(plan: Plan, program: str, a: View, b: View, t: View, n: int) -> None:
+    """a += (b − a)·t, in place."""
+    views = [_expect(v, n * F32, f"lerp {what}") for v, what in ((a, "a"), (b, "b"), (t, "t"))]
+    plan.dispatch(program, plan.kernel("elementwise.wgsl", {"LEN": n, "WG": WG}, entry="lerp"), views, _groups(n))
+
+
+def add_mul(plan: Plan, program: str, a: View, b: View, t: View, out: View, n: int) -> None:
+    """out = (a + b)·t."""
+    views = [_expect(v, n * F32, f"add_mul {what}") for v, what in ((a, "a"), (b, "b"), (t, "t"), (out, "out"))]
+    plan.dispatch(program, plan.kernel("elementwise.wgsl", {"LEN": n, "WG": WG}, entry="add_mul"), views, _groups(n))
+
+
+def embed(plan: Plan, program: str, table: View, dtype: str, token: View, out: View, rows: int, C: int, row_start: int = 0) -> None:
+    """out = table[token] when row_start <= token < row_start + rows (the table may come in parts)."""
+    assert C % 4 == 0
+    table = _expect(table, rows * C * WEIGHT_BYTES[dtype], f"embedding table [{rows}x{C}] {dtype}")
+    token = _expect(token, 4, "embed token")
+    out = _expect(out, C * F32, "embed out")
+    kernel = plan.kernel("embed.wgsl", {"C": C, "ROW_START": row_start, "ROWS": rows, "WG": WG}, include=(PRELUDES[dtype],))
+    plan.dispatch(program, kernel, [table, token, out], _groups(C // 4))

@@ -1,0 +1,79 @@
+"""The plan: what the GPU should hold and run, as plain data the JavaScript bridge executes.
+
+Python compiles a model once into a Plan:
+  buffers   id -> (name, bytes, role)             role: weight | state | scratch | io
+  fills     which file byte ranges go into which buffer offsets (and any widening on the way)
+  kernels   id -> (shader file, preludes, entry point, override constants)   deduplicated
+  programs  name -> ordered steps: dispatches {kernel, bindings, workgroups} and buffer copies
+
+The bridge (web/gpu/bridge.js) knows buffers, pipelines and dispatch lists, not RWKV;
+`numpy_exec.py` runs the same plan under CPython, so the graph is testable without a browser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ALIGN = 256  # minStorageBufferOffsetAlignment on every adapter we know: binding offsets must be multiples
+
+
+@dataclass(frozen=True)
+class View:
+    """A byte range of a buffer, as bound to a kernel."""
+
+    buffer: int
+    offset: int
+    size: int
+
+    def slot(self, index: int, size: int) -> "View":
+        """The index-th consecutive sub-range of `size` bytes (e.g. the k slot of r|w|k|v|a)."""
+        assert (index + 1) * size <= self.size, f"slot {index} of {size} bytes overruns a {self.size}-byte view"
+        return View(self.buffer, self.offset + index * size, size)
+
+
+@dataclass
+class Plan:
+    buffers: list[dict] = field(default_factory=list)
+    fills: list[dict] = field(default_factory=list)
+    kernels: list[dict] = field(default_factory=list)
+    programs: dict[str, list[dict]] = field(default_factory=dict)
+    _kernel_ids: dict[tuple, int] = field(default_factory=dict, repr=False)
+
+    def buffer(self, name: str, nbytes: int, role: str) -> View:
+        assert role in ("weight", "state", "scratch", "io"), role
+        padded = -(-nbytes // 4) * 4  # WebGPU sizes and copies are multiples of 4 bytes
+        self.buffers.append({"id": len(self.buffers), "name": name, "bytes": padded, "role": role})
+        return View(len(self.buffers) - 1, 0, padded)
+
+    def fill(self, view: View, start: int, end: int, convert: str | None = None) -> None:
+        """Copy file bytes [start, end) into the view, widening f16/bf16 to f32 if `convert` says so."""
+        assert convert in (None, "f16-f32", "bf16-f32"), convert
+        out_bytes = (end - start) * (2 if convert else 1)
+        assert out_bytes <= view.size, f"fill of {out_bytes} bytes overruns {view}"
+        self.fills.append({"buffer": view.buffer, "offset": view.offset, "start": start, "end": end, "convert": convert})
+
+    def kernel(self, shader: str, constants: dict, entry: str = "main", include: tuple[str, ...] = ()) -> int:
+        key = (shader, entry, include, tuple(sorted(constants.items())))
+        if key not in self._kernel_ids:
+            self._kernel_ids[key] = len(self.kernels)
+            self.kernels.append({"shader": shader, "entry": entry, "include": list(include), "constants": dict(constants)})
+        return self._kernel_ids[key]
+
+    def dispatch(self, program: str, kernel: int, bindings: list[View], workgroups: tuple[int, int, int]) -> None:
+        for view in bindings:
+            assert view.offset % ALIGN == 0, f"binding offset {view.offset} is not a multiple of {ALIGN}"
+        step = {"kernel": kernel, "bindings": [[v.buffer, v.offset, v.size] for v in bindings], "workgroups": list(workgroups)}
+        self.programs.setdefault(program, []).append(step)
+
+    def copy(self, program: str, source: View, target: View) -> None:
+        assert source.size == target.size, (source, target)
+        self.programs.setdefault(program, []).append({"copy": [source.buffer, source.offset, target.buffer, target.offset, source.size]})
+
+    def bytes_by_role(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for b in self.buffers:
+            totals[b["role"]] = totals.get(b["role"], 0) + b["bytes"]
+        return totals
+
+    def to_json(self) -> dict:
+        return {"buffers": self.buffers, "fills": self.fills, "kernels": self.kernels, "programs": self.programs}

@@ -1,0 +1,27 @@
+// out = (x - mean) / sqrt(var + EPS) · weight + bias, over groups of GROUP elements.
+// LayerNorm: one group of C (EPS 1e-5).  GroupNorm ln_x: H groups of head_size (EPS 64e-5).
+// Reference: layer_norm / group_norm in reference.py. One workgroup per group; every invocation
+// computes the group's mean and variance itself (two passes, as numpy does) instead of sharing
+// them through workgroup memory: barriers cost far more than the redundant reads on SwiftShader.
+override GROUP: u32;
+override EPS: f32;
+override WG: u32 = 64;
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;          // [groups * GROUP]
+@group(0) @binding(1) var<storage, read> weight: array<f32>;     // [groups * GROUP]
+@group(0) @binding(2) var<storage, read> bias: array<f32>;       // [groups * GROUP]
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;  // [groups * GROUP]
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let base = group.x * GROUP;
+  var sum = 0.0;
+  for (var i = 0u; i < GROUP; i++) { sum += x[base + i]; }
+  let mean = sum / f32(GROUP);
+  var squares = 0.0;
+  for (var i = 0u; i < GROUP; i++) { let d = x[base + i] - mean; squares += d * d; }
+  let inv_std = inverseSqrt(squares / f32(GROUP) + EPS);
+  for (var i = lid.x; i < GROUP; i += WG) {
+    out[base + i] = (x[base + i] - mean) * inv_std * weight[base + i] + bias[base + i];
+  }
+}
