@@ -14,6 +14,7 @@ What it does, and why:
   `--embed-origin ORIGIN` (repeatable, or `*`) lets those origins frame the
   embed page (embed.html): its frame-ancestors lists them and its CORP becomes
   cross-origin, which a cross-origin-isolated host page requires.
+- `--mount PREFIX=DIR` serves another folder (your models) at /PREFIX/, under the same rules.
 - Never serves outside its root: `..` segments, encoded or not, and symlinks
   that resolve outside give 403; directories have no listings.
 - Every request is recorded (method, path, range, status, bytes) in
@@ -115,9 +116,11 @@ class SiteServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, address, root: str, embed_origins=(), log_file: str | None = None, quiet: bool = False):
+    def __init__(self, address, root: str, embed_origins=(), log_file: str | None = None, quiet: bool = False, mounts=None):
         super().__init__(address, SiteHandler)
         self.root = os.path.realpath(root)
+        # URL prefix -> folder, e.g. {"models": "/data/rwkv"} serves /models/x.st from /data/rwkv/x.st
+        self.mounts = {prefix.strip("/"): os.path.realpath(folder) for prefix, folder in (mounts or {}).items()}
         self.embed_origins = list(embed_origins)
         self.quiet = quiet
         self.requests: list[RequestRecord] = []
@@ -166,8 +169,11 @@ class SiteHandler(BaseHTTPRequestHandler):
         segments = [s for s in url_path.split("/") if s not in ("", ".")]
         if ".." in segments:
             return HTTPStatus.FORBIDDEN, None
-        candidate = os.path.realpath(os.path.join(self.server.root, *segments))
-        if os.path.commonpath([candidate, self.server.root]) != self.server.root:
+        root = self.server.root
+        if segments and segments[0] in self.server.mounts:
+            root, segments = self.server.mounts[segments[0]], segments[1:]
+        candidate = os.path.realpath(os.path.join(root, *segments))
+        if os.path.commonpath([candidate, root]) != root:
             return HTTPStatus.FORBIDDEN, None  # a symlink pointing out of the root
         if os.path.isdir(candidate):
             if not url_path.endswith("/"):
@@ -320,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
     parser.add_argument("--root", default=DEFAULT_ROOT, help="folder to serve (default: the built site, _site/)")
     parser.add_argument("--embed-origin", action="append", default=[], metavar="ORIGIN", help="an origin allowed to frame embed.html (repeatable, or *)")
+    parser.add_argument("--mount", action="append", default=[], metavar="PREFIX=DIR", help="also serve DIR at /PREFIX/ (e.g. models=~/rwkv), repeatable")
     parser.add_argument("--log", help="append a JSON line per request to this file")
     parser.add_argument("--no-build", action="store_true", help="serve _site/ as it is, even if stale")
     parser.add_argument("--quiet", action="store_true")
@@ -332,7 +339,10 @@ def main(argv: list[str] | None = None) -> int:
             site.build()
     if not os.path.isdir(args.root):
         parser.error(f"--root {args.root!r} is not a folder")
-    server = make_server(args.root, args.host, args.port, embed_origins=args.embed_origin, log_file=args.log, quiet=args.quiet)
+    mounts = dict(m.split("=", 1) for m in args.mount if "=" in m)
+    if len(mounts) != len(args.mount) or not all(os.path.isdir(d) for d in mounts.values()):
+        parser.error(f"--mount wants PREFIX=DIR with an existing DIR, got {args.mount}")
+    server = make_server(args.root, args.host, args.port, embed_origins=args.embed_origin, log_file=args.log, quiet=args.quiet, mounts=mounts)
     print(f"serving {server.root} at {server.url}  (Ctrl+C stops)", flush=True)
     try:
         server.serve_forever()

@@ -30,10 +30,16 @@ def site_dir() -> str:
 
 
 @pytest.fixture(scope="session")
-def server(site_dir):
+def model_dir(tmp_path_factory):
+    """Generated models for browser tests, served at /models/ beside the site."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def server(site_dir, model_dir):
     import serve
 
-    httpd = serve.serve_in_thread(site_dir)
+    httpd = serve.serve_in_thread(site_dir, mounts={"models": str(model_dir)})
     yield httpd
     httpd.shutdown()
     httpd.server_close()

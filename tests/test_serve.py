@@ -36,7 +36,11 @@ def root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def httpd(root, tmp_path_factory):
     log = tmp_path_factory.mktemp("log") / "requests.jsonl"
-    server = serve.serve_in_thread(str(root), embed_origins=["https://host.example"], log_file=str(log))
+    models = root.parent / "models"
+    models.mkdir()
+    (models / "m.st").write_bytes(b"mounted")
+    os.symlink(root.parent / "secret.txt", models / "out.txt")
+    server = serve.serve_in_thread(str(root), embed_origins=["https://host.example"], log_file=str(log), mounts={"models": str(models)})
     server.log_path = log
     yield server
     server.shutdown()
@@ -136,6 +140,15 @@ def test_nothing_outside_the_root_is_served(httpd, path, status):
     response, body = request(httpd, path)
     assert response.status == status
     assert b"outside the root" not in body
+
+
+def test_mounted_folder_is_served_under_its_prefix_and_rules(httpd):
+    response, body = request(httpd, "/models/m.st", headers={"Range": "bytes=0-2"})
+    assert response.status == 206 and body == b"mou"
+    for path in ("/models/out.txt", "/models/../secret.txt", "/models/%2e%2e/secret.txt"):
+        response, body = request(httpd, path)
+        assert response.status == 403 and b"outside" not in body, path
+    assert request(httpd, "/models/nope.st")[0].status == 404
 
 
 def test_symlinks_inside_the_root_and_directories(httpd):

@@ -1,0 +1,129 @@
+"""Run plans on the browser's WebGPU bridge (headless Chromium) and on the numpy executor.
+
+The page is a blank document on the test server's origin, so `import()` loads the site's own
+bridge modules; no Pyodide is involved: this tier tests kernels, the bridge and plans.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+
+from rwkvweb.numpy_exec import NumpyExecutor
+
+BLANK = "__blank__.html"
+
+RUN_PLAN_JS = """
+async ({plan, initial, program, steps, reads, model}) => {
+  const b64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+  const toB64 = (buf) => { const u = new Uint8Array(buf); let s = ""; for (let i = 0; i < u.length; i += 0x8000) s += String.fromCharCode(...u.subarray(i, i + 0x8000)); return btoa(s); };
+  const { requestDevice } = await import("/gpu/device.js");
+  const { Bridge } = await import("/gpu/bridge.js");
+  window.__gpu ??= await requestDevice();
+  const bridge = new Bridge(window.__gpu.device, new URL("/shaders/", location.href), window.__gpu.adapter);
+  try {
+    await bridge.load(plan);
+    if (model) {
+      const file = await (await fetch(model)).arrayBuffer();
+      await bridge.fill(plan.fills, (start, end) => file.slice(start, end));
+    }
+    for (const [buffer, data] of Object.entries(initial)) bridge.write(Number(buffer), 0, b64(data));
+    const results = [];
+    for (const writes of steps) {
+      bridge.run(program, writes.map(([buffer, offset, data]) => ({ buffer, offset, data: b64(data) })));
+      const read = {};
+      for (const [buffer, offset, size] of reads) read[`${buffer}:${offset}`] = toB64(await bridge.read(buffer, offset, size));
+      results.push(read);
+    }
+    return { results, info: bridge.info() };
+  } finally {
+    bridge.destroy();
+  }
+}
+"""
+
+
+def blank_page(page, server):
+    page.route(server.url + BLANK, lambda route: route.fulfill(body="<!doctype html><title>gpu tests</title>", content_type="text/html"))
+    page.goto(server.url + BLANK)
+    return page
+
+
+def encode(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def run_in_browser(page, plan: dict, initial: dict[int, bytes], program: str, steps: list[list[tuple[int, int, bytes]]],
+                   reads: list[tuple[int, int, int]], model_url: str | None = None):
+    """Run `program` once per entry of `steps` (each a list of writes); read `reads` after each."""
+    out = page.evaluate(RUN_PLAN_JS, {
+        "plan": plan, "initial": {str(k): encode(v) for k, v in initial.items()}, "program": program,
+        "steps": [[[b, o, encode(d)] for b, o, d in writes] for writes in steps],
+        "reads": [list(r) for r in reads], "model": model_url,
+    })
+    results = [{key: base64.b64decode(value) for key, value in step.items()} for step in out["results"]]
+    return results, out["info"]
+
+
+def run_in_numpy(plan: dict, initial: dict[int, bytes], program: str, steps, reads, model_bytes: bytes | None = None):
+    executor = NumpyExecutor(plan)
+    if model_bytes is not None:
+        executor.fill_from(model_bytes)
+    for buffer, data in initial.items():
+        executor.write(buffer, 0, data)
+    results = []
+    for writes in steps:
+        for buffer, offset, data in writes:
+            executor.write(buffer, offset, data)
+        executor.run(program)
+        results.append({f"{b}:{o}": executor.read(b, o, s) for b, o, s in reads})
+    return results
+
+
+def floats(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, np.float32)
+
+
+RUN_MODEL_JS = """
+async ({plan, model, tokens, greedy, token, logits, state}) => {
+  const toB64 = (buf) => { const u = new Uint8Array(buf); let s = ""; for (let i = 0; i < u.length; i += 0x8000) s += String.fromCharCode(...u.subarray(i, i + 0x8000)); return btoa(s); };
+  const { requestDevice } = await import("/gpu/device.js");
+  const { Bridge } = await import("/gpu/bridge.js");
+  window.__gpu ??= await requestDevice();
+  const bridge = new Bridge(window.__gpu.device, new URL("/shaders/", location.href), window.__gpu.adapter);
+  try {
+    await bridge.load(plan);
+    const file = await (await fetch(model)).arrayBuffer();
+    await bridge.fill(plan.fills, (start, end) => file.slice(start, end));
+    const rows = [];
+    const chosen = [];
+    const vocab = logits[2] / 4;
+    let next = tokens[0];
+    const started = performance.now();
+    for (let i = 0; i < tokens.length + greedy; i++) {
+      const id = i < tokens.length ? tokens[i] : next;
+      bridge.run("decode", [{ buffer: token[0], offset: token[1], data: new Uint32Array([id]) }]);
+      const out = new Float32Array(await bridge.read(...logits));
+      if (i < tokens.length) rows.push(toB64(out.buffer));
+      let best = 0;
+      for (let j = 1; j < vocab; j++) if (out[j] > out[best]) best = j;
+      if (i >= tokens.length - 1) { chosen.push(best); next = best; }
+    }
+    const seconds = (performance.now() - started) / 1000;
+    return { rows, greedy: chosen.slice(0, greedy), state: toB64(await bridge.read(...state)), info: bridge.info(), seconds };
+  } finally {
+    bridge.destroy();
+  }
+}
+"""
+
+
+def run_model_in_browser(page, compiled, model_url: str, tokens: list[int], greedy: int = 0) -> dict:
+    """Teacher-force `tokens`, then decode `greedy` more by argmax; logits rows, greedy ids, final state."""
+    view = lambda v: [v.buffer, v.offset, v.size]  # noqa: E731
+    out = page.evaluate(RUN_MODEL_JS, {"plan": compiled.plan.to_json(), "model": model_url, "tokens": tokens, "greedy": greedy,
+                                       "token": view(compiled.token), "logits": view(compiled.logits), "state": view(compiled.state)})
+    out["rows"] = np.stack([floats(base64.b64decode(r))[: compiled.config.vocab_size] for r in out["rows"]])
+    out["state"] = base64.b64decode(out["state"])
+    return out

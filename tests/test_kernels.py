@@ -1,0 +1,137 @@
+"""Every WGSL kernel in headless Chromium (WebGPU on SwiftShader) against its numpy twin.
+
+Inputs are random; each test builds a one-kernel plan with the same op constructor the model
+uses, runs it on the GPU and in numpy (numpy_exec.py), and compares. The tolerance, relative
+to the output's largest magnitude, comes from float32 arithmetic in a different order: a dot
+product of K terms may differ by ~K·2^-24 relative, so 1e-5 covers K up to a few thousand,
+and the GPU's tanh/exp/sigmoid are accurate to a few ulp. f16 weights are exact once unpacked
+(the numpy twin widens the same bits), so they share the bound.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpu_harness import blank_page, floats, run_in_browser, run_in_numpy
+from rwkvweb import ops
+from rwkvweb.plan import Plan
+
+pytestmark = pytest.mark.browser
+RTOL = 1e-5  # float32 in another summation order; see the module docstring
+
+
+@pytest.fixture(scope="module")
+def gpu_page(browser, server):
+    page = browser.new_page()
+    blank_page(page, server)
+    yield page
+    page.close()
+
+
+def inputs(plan: Plan, **arrays):
+    """One buffer per array, filled with its bytes: (views by name, initial contents by buffer id)."""
+    views, initial = {}, {}
+    for name, values in arrays.items():
+        views[name] = plan.buffer(name, values.nbytes, "scratch")
+        initial[views[name].buffer] = values.tobytes()
+    return views, initial
+
+
+def check(gpu_page, plan: Plan, initial: dict, outputs: list, rtol: float = RTOL) -> None:
+    """Run the plan's 'test' program on the GPU and in numpy; every output view must agree."""
+    reads = [(v.buffer, v.offset, v.size) for v in outputs]
+    gpu, _ = run_in_browser(gpu_page, plan.to_json(), initial, "test", [[]], reads)
+    ref = run_in_numpy(plan.to_json(), initial, "test", [[]], reads)
+    for key, data in ref[0].items():
+        expected, got = floats(data), floats(gpu[0][key])
+        scale = max(float(np.abs(expected).max()), 1e-30)
+        error = float(np.abs(got - expected).max()) / scale
+        assert error <= rtol, f"buffer {key}: max error {error:.2e} of the output scale (allowed {rtol:.0e})"
+
+
+def rand(rng, *shape, scale=1.0, dtype=np.float32):
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16"])
+@pytest.mark.parametrize("row_major, act, bias, accumulate, M, K, row_offset", [
+    (True, "none", False, False, 192, 256, 0),
+    (True, "relu2", False, False, 100, 64, 8),    # M not a multiple of the workgroup; a split-head offset
+    (True, "none", False, True, 64, 1024, 0),     # the residual add
+    (False, "tanh", False, False, 32, 256, 0),    # LoRA down, x @ w1
+    (False, "decay", True, False, 256, 32, 0),    # LoRA up with bias and the decay transform
+    (False, "sigmoid", True, False, 128, 64, 0),
+])
+def test_matvec(gpu_page, dtype, row_major, act, bias, accumulate, M, K, row_offset):
+    rng = np.random.default_rng(M * K)
+    plan = Plan()
+    w = rand(rng, *((M, K) if row_major else (K, M)), scale=K**-0.5, dtype=np.float16 if dtype == "f16" else np.float32)
+    v, initial = inputs(plan, w=w, x=rand(rng, K), b=rand(rng, M), out=rand(rng, row_offset + M))
+    ops.matvec(plan, "test", v["w"], dtype, v["x"], v["out"], M, K, row_major=row_major, act=act,
+               bias=v["b"] if bias else None, accumulate=accumulate, row_offset=row_offset)
+    check(gpu_page, plan, initial, [v["out"]])
+
+
+@pytest.mark.parametrize("group, n_groups, eps", [(256, 1, 1e-5), (768, 1, 1e-5), (64, 4, 64e-5), (32, 3, 64e-5)])
+def test_norm(gpu_page, group, n_groups, eps):
+    rng = np.random.default_rng(group + n_groups)
+    n = group * n_groups
+    plan = Plan()
+    v, initial = inputs(plan, x=rand(rng, n, scale=3) + 1, w=rand(rng, n), b=rand(rng, n), out=np.zeros(n, np.float32))
+    ops.norm(plan, "test", v["x"], v["w"], v["b"], v["out"], group, n_groups, eps)
+    check(gpu_page, plan, initial, [v["out"]])
+
+
+def test_norm_epsilon_matters_for_tiny_inputs(gpu_page):
+    """Variance ~ eps: a kernel that ignored EPS, or used another, would miss by far more than RTOL."""
+    rng = np.random.default_rng(0)
+    plan = Plan()
+    v, initial = inputs(plan, x=rand(rng, 128, scale=3e-3), w=np.ones(128, np.float32), b=np.zeros(128, np.float32), out=np.zeros(128, np.float32))
+    ops.norm(plan, "test", v["x"], v["w"], v["b"], v["out"], 128, 1, 1e-5)
+    check(gpu_page, plan, initial, [v["out"]])
+
+
+@pytest.mark.parametrize("n_mix", [6, 1])
+def test_token_shift_mixes_and_remembers(gpu_page, n_mix):
+    rng = np.random.default_rng(n_mix)
+    C = 192
+    plan = Plan()
+    v, initial = inputs(plan, x=rand(rng, C), prev=rand(rng, C), mix=rng.uniform(0, 1, n_mix * C).astype(np.float32), out=np.zeros(n_mix * C, np.float32))
+    ops.token_shift(plan, "test", v["x"], v["prev"], v["mix"], v["out"], C, n_mix)
+    check(gpu_page, plan, initial, [v["out"], v["prev"]])
+
+
+@pytest.mark.parametrize("C, head_size", [(256, 64), (128, 32)])
+def test_wkv7_state_update_and_readout(gpu_page, C, head_size):
+    rng = np.random.default_rng(C)
+    r, k, v_, a = rand(rng, C), rand(rng, C), rand(rng, C), rng.uniform(0.05, 0.95, C).astype(np.float32)
+    w = np.exp(-0.606531 * rng.uniform(0, 1, C)).astype(np.float32)
+    params = np.concatenate([rng.uniform(0.5, 1.5, C), rng.uniform(0.5, 1.5, C), rand(rng, C, scale=0.5)]).astype(np.float32)
+    plan = Plan()
+    v, initial = inputs(plan, vecs=np.concatenate([r, w, k, v_, a]), params=params, state=rand(rng, C * head_size),
+                        out=np.zeros(2 * C, np.float32))
+    ops.wkv7(plan, "test", v["vecs"], v["params"], v["state"], v["out"], C, head_size)
+    check(gpu_page, plan, initial, [v["out"], v["state"]])
+
+
+def test_lerp_and_add_mul(gpu_page):
+    rng = np.random.default_rng(9)
+    n = 300
+    plan = Plan()
+    v, initial = inputs(plan, a=rand(rng, n), b=rand(rng, n), t=rng.uniform(0, 1, n).astype(np.float32), a2=rand(rng, n), out=np.zeros(n, np.float32))
+    ops.lerp(plan, "test", v["a"], v["b"], v["t"], n)
+    ops.add_mul(plan, "test", v["a2"], v["b"], v["t"], v["out"], n)
+    check(gpu_page, plan, initial, [v["a"], v["out"]])
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16"])
+@pytest.mark.parametrize("token, row_start", [(0, 0), (49, 0), (60, 50), (10, 50)])  # the last: another part's row, no write
+def test_embed_gathers_one_row(gpu_page, dtype, token, row_start):
+    rng = np.random.default_rng(token)
+    rows, C = 50, 128
+    plan = Plan()
+    v, initial = inputs(plan, table=rand(rng, rows, C, dtype=np.float16 if dtype == "f16" else np.float32),
+                        token=np.array([token], np.uint32), out=rand(rng, C))
+    ops.embed(plan, "test", v["table"], dtype, v["token"], v["out"], rows, C, row_start=row_start)
+    check(gpu_page, plan, initial, [v["out"]], rtol=0)  # a copy: exact

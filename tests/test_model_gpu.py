@@ -1,0 +1,59 @@
+"""Whole generated models on WebGPU (headless Chromium, SwiftShader) against the numpy reference.
+
+32 teacher-forced tokens, then greedy decoding. Tolerance: max |Δlogit| ≤ 1e-3 of the logit
+range. Both sides compute in float32 from the same stored weights (f16 weights are unpacked to
+the same values the reference widens them to), so the difference is only float32 rounding in a
+different order, ~1e-6 relative per layer; 1e-3 is the issue's bound and leaves room for 12+
+layers while a wrong op (a missing bias, a whole-vector norm instead of per head) moves logits
+by 0.4 or more of the range.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpu_harness import blank_page, run_model_in_browser
+from rwkvweb.config import ModelConfig
+from rwkvweb.model import compile_model
+from rwkvweb.reference import RWKV7, State
+from rwkvweb.safetensors import SafetensorsFile
+from rwkvweb.testmodel import write_test_model
+
+pytestmark = pytest.mark.browser
+TOLERANCE = 1e-3  # of the logit range; see the module docstring
+
+
+def greedy_reference(model: RWKV7, tokens: list[int], steps: int) -> tuple[np.ndarray, list[int], State]:
+    rows, state = model.logits(tokens)
+    chosen, logits = [], rows[-1]
+    for _ in range(steps):
+        chosen.append(int(np.argmax(logits)))
+        logits, state = model.forward(chosen[-1], state)
+    return rows, chosen, state
+
+
+@pytest.mark.parametrize("layers, width, vocab, dtype", [
+    (2, 128, 300, "fp32"),
+    (3, 256, 1000, "fp16"),
+    (1, 64, 256, "fp32"),  # one head, byte-level vocabulary
+])
+def test_generated_model_matches_the_reference(browser, server, model_dir, layers, width, vocab, dtype):
+    name = f"m{layers}x{width}x{vocab}-{dtype}.st"
+    cfg = ModelConfig.default_for(layers, width, vocab)
+    write_test_model(str(model_dir / name), cfg, seed=layers, dtype=dtype)
+    file = SafetensorsFile(str(model_dir / name))
+    # max_binding small enough to split the head and embedding into parts: the split path runs too
+    compiled = compile_model(cfg, file.tensors, max_binding=64 * 1024)
+    tokens = list(np.random.default_rng(0).integers(0, vocab, 32))
+    page = blank_page(browser.new_page(), server)
+    try:
+        got = run_model_in_browser(page, compiled, server.url + "models/" + name, [int(t) for t in tokens], greedy=16)
+    finally:
+        page.close()
+    expected, chosen, state = greedy_reference(RWKV7.load(str(model_dir / name)), [int(t) for t in tokens], 16)
+    scale = expected.max() - expected.min()
+    assert np.abs(got["rows"] - expected).max() <= TOLERANCE * scale
+    assert got["greedy"] == chosen
+    gpu_state = np.frombuffer(got["state"], np.float32)
+    assert np.abs(gpu_state - np.frombuffer(state.to_bytes(), np.float32)).max() <= TOLERANCE * max(1.0, np.abs(gpu_state).max())

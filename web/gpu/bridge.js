@@ -1,0 +1,195 @@
+// The bridge between a plan (built in Python) and the GPU. It knows buffers, pipelines and
+// dispatch lists; it does not know it is running RWKV. Everything crosses as plain data and
+// integer ids. A program runs as ONE command-buffer submission.
+//
+//   const bridge = new Bridge(device, shaderBaseUrl)
+//   await bridge.load(plan)                  // buffers, pipelines, bind groups: once
+//   bridge.fill(plan.fills, readRange)       // weights: file byte ranges -> buffers
+//   bridge.run("decode", [{buffer, offset, data}])
+//   await bridge.read(buffer, offset, size)  // -> ArrayBuffer
+import { describe } from "./device.js";
+
+export class Bridge {
+  constructor(device, shaderBase, adapter = null) {
+    this.device = device;
+    this.adapter = adapter;
+    this.shaderBase = shaderBase;
+    this.buffers = [];
+    this.programs = new Map();
+    this.bytesAllocated = 0;
+    this.peakBytes = 0;
+    this.sources = new Map(); // shader file -> text
+    this.modules = new Map(); // preludes + file -> GPUShaderModule
+    this.pipelines = new Map(); // kernel key -> GPUComputePipeline
+    this.failure = null; // a lost device or an asynchronous validation error: every later call reports it
+    device.lost.then((info) => { this.failure ??= `the GPU device was lost (${info.reason || "unknown"}): ${info.message}; reload the page`; });
+    device.addEventListener("uncapturederror", (event) => { this.failure ??= `GPU error: ${event.error.message}`; });
+  }
+
+  info() {
+    return { ...(this.adapter ? describe(this.adapter, this.device) : {}), bytesAllocated: this.bytesAllocated, peakBytes: this.peakBytes };
+  }
+
+  async load(plan) {
+    this.check();
+    this.buffers = plan.buffers.map((b) => this.createBuffer(b.bytes, b.name));
+    const kernels = await Promise.all(plan.kernels.map((k) => this.pipeline(k)));
+    this.device.pushErrorScope("validation");
+    for (const [name, steps] of Object.entries(plan.programs)) {
+      this.programs.set(name, steps.map((step) => this.prepare(step, kernels)));
+    }
+    const error = await this.device.popErrorScope();
+    if (error) throw new Error(`the plan does not fit this GPU: ${error.message}`);
+  }
+
+  createBuffer(bytes, label) {
+    const buffer = this.device.createBuffer({
+      label, size: Math.max(4, bytes),
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
+    });
+    this.account(buffer.size);
+    return buffer;
+  }
+
+  account(delta) {
+    this.bytesAllocated += delta;
+    this.peakBytes = Math.max(this.peakBytes, this.bytesAllocated);
+  }
+
+  async source(file) {
+    if (!this.sources.has(file)) {
+      const response = await fetch(new URL(file, this.shaderBase));
+      if (!response.ok) throw new Error(`shader ${file}: HTTP ${response.status}`);
+      this.sources.set(file, await response.text());
+    }
+    return this.sources.get(file);
+  }
+
+  async pipeline(kernel) {
+    const key = JSON.stringify([kernel.shader, kernel.include, kernel.entry, kernel.constants]);
+    if (!this.pipelines.has(key)) {
+      const moduleKey = JSON.stringify([kernel.include, kernel.shader]);
+      if (!this.modules.has(moduleKey)) {
+        // The one templating step: preludes (lib/weights_*.wgsl) are prepended to the kernel.
+        const texts = await Promise.all([...kernel.include, kernel.shader].map((f) => this.source(f)));
+        this.modules.set(moduleKey, this.device.createShaderModule({ label: kernel.shader, code: texts.join("\n") }));
+      }
+      const module = this.modules.get(moduleKey);
+      const constants = Object.fromEntries(Object.entries(kernel.constants).map(([k, v]) => [k, Number(v)]));
+      this.pipelines.set(key, this.device.createComputePipelineAsync({
+        label: `${kernel.shader}:${kernel.entry}`, layout: "auto", compute: { module, entryPoint: kernel.entry, constants },
+      }).catch(async (error) => {
+        const messages = (await module.getCompilationInfo()).messages.map((m) => `line ${m.lineNum}: ${m.message}`);
+        throw new Error(`compiling ${kernel.shader} (${kernel.entry}) with ${JSON.stringify(kernel.constants)}: ${error.message} ${messages.join("; ")}`);
+      }));
+    }
+    return this.pipelines.get(key);
+  }
+
+  prepare(step, kernels) {
+    if (step.copy) {
+      const [src, srcOffset, dst, dstOffset, size] = step.copy;
+      return { copy: [this.buffers[src], srcOffset, this.buffers[dst], dstOffset, size] };
+    }
+    const pipeline = kernels[step.kernel];
+    const bindGroup = this.device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: step.bindings.map(([buffer, offset, size], binding) => ({ binding, resource: { buffer: this.buffers[buffer], offset, size } })),
+    });
+    return { pipeline, bindGroup, workgroups: step.workgroups };
+  }
+
+  // Weights: each fill copies file bytes [start, end) into a buffer, widened to f32 if asked.
+  // readRange(start, end) returns (a promise of) an ArrayBuffer or typed array of those bytes.
+  async fill(fills, readRange) {
+    this.check();
+    for (const f of fills) {
+      let bytes = new Uint8Array(await readRange(f.start, f.end));
+      if (f.convert === "f16-f32") bytes = new Uint8Array(widenF16(bytes).buffer);
+      else if (f.convert === "bf16-f32") bytes = new Uint8Array(widenBF16(bytes).buffer);
+      this.write(f.buffer, f.offset, bytes);
+    }
+  }
+
+  write(buffer, offset, data) {
+    let bytes = data instanceof Uint8Array ? data : new Uint8Array(data.buffer ?? data, data.byteOffset ?? 0, data.byteLength);
+    if (bytes.byteLength % 4) { // writeBuffer takes whole 4-byte words
+      const padded = new Uint8Array(bytes.byteLength + 4 - (bytes.byteLength % 4));
+      padded.set(bytes);
+      bytes = padded;
+    }
+    this.device.queue.writeBuffer(this.buffers[buffer], offset, bytes);
+  }
+
+  // One program = one command buffer: the writes are queued first, then a single submit.
+  run(name, writes = []) {
+    this.check();
+    const steps = this.programs.get(name);
+    if (!steps) throw new Error(`no program named ${JSON.stringify(name)} in the plan`);
+    for (const w of writes) this.write(w.buffer, w.offset, w.data);
+    const encoder = this.device.createCommandEncoder({ label: name });
+    let pass = null;
+    for (const step of steps) {
+      if (step.copy) {
+        if (pass) { pass.end(); pass = null; }
+        encoder.copyBufferToBuffer(...step.copy);
+        continue;
+      }
+      pass ??= encoder.beginComputePass();
+      pass.setPipeline(step.pipeline);
+      pass.setBindGroup(0, step.bindGroup);
+      pass.dispatchWorkgroups(...step.workgroups);
+    }
+    pass?.end();
+    this.device.queue.submit([encoder.finish()]);
+  }
+
+  async read(buffer, offset, size) {
+    this.check();
+    const staging = this.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    this.account(staging.size);
+    try {
+      const encoder = this.device.createCommandEncoder();
+      encoder.copyBufferToBuffer(this.buffers[buffer], offset, staging, 0, size);
+      this.device.queue.submit([encoder.finish()]);
+      await staging.mapAsync(GPUMapMode.READ);
+      return staging.getMappedRange().slice(0);
+    } finally {
+      staging.destroy();
+      this.account(-staging.size);
+    }
+  }
+
+  destroy() {
+    for (const buffer of this.buffers) { buffer.destroy(); this.account(-buffer.size); }
+    this.buffers = [];
+    this.programs.clear();
+  }
+
+  check() {
+    if (this.failure) throw new Error(this.failure);
+  }
+}
+
+function widenF16(bytes) {
+  const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
+  const out = new Float32Array(halves.length);
+  for (let i = 0; i < halves.length; i++) out[i] = halfToFloat(halves[i]);
+  return out;
+}
+
+function halfToFloat(h) {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exponent = (h >> 10) & 0x1f;
+  const fraction = h & 0x3ff;
+  if (exponent === 0) return sign * fraction * 2 ** -24; // subnormal
+  if (exponent === 31) return fraction ? NaN : sign * Infinity;
+  return sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
+}
+
+function widenBF16(bytes) {
+  const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
+  const words = new Uint32Array(halves.length);
+  for (let i = 0; i < halves.length; i++) words[i] = halves[i] << 16;
+  return new Float32Array(words.buffer);
+}

@@ -1,0 +1,31 @@
+// The WebGPU device: ask the adapter for what a plan needs, and say plainly what is missing.
+
+export class GpuUnavailableError extends Error {}
+
+// Limits raised to the adapter's maximum: large weights need big buffers and bindings.
+const RAISED_LIMITS = ["maxBufferSize", "maxStorageBufferBindingSize", "maxComputeWorkgroupStorageSize"];
+
+export async function requestDevice({ powerPreference = "high-performance" } = {}) {
+  if (!globalThis.navigator?.gpu) {
+    throw new GpuUnavailableError("this browser has no WebGPU (navigator.gpu is missing): use a recent Chrome, Edge or Safari, or enable WebGPU");
+  }
+  const adapter = await navigator.gpu.requestAdapter({ powerPreference });
+  if (!adapter) throw new GpuUnavailableError("WebGPU is present but no GPU adapter was found (blocklisted driver, or no GPU)");
+  const requiredLimits = {};
+  for (const name of RAISED_LIMITS) requiredLimits[name] = adapter.limits[name];
+  const requiredFeatures = adapter.features.has("shader-f16") ? ["shader-f16"] : [];
+  const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
+  return { adapter, device };
+}
+
+export function describe(adapter, device) {
+  const info = adapter.info || {};
+  return {
+    vendor: info.vendor || "", architecture: info.architecture || "", description: info.description || "",
+    features: [...device.features].sort(),
+    maxBufferSize: device.limits.maxBufferSize,
+    maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize,
+    minStorageBufferOffsetAlignment: device.limits.minStorageBufferOffsetAlignment,
+    maxStorageBuffersPerShaderStage: device.limits.maxStorageBuffersPerShaderStage,
+  };
+}
