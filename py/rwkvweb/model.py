@@ -17,7 +17,9 @@ from .reference import GN_EPS, LN_EPS
 from .safetensors import TensorInfo
 
 F32 = 4
-DECODE = "decode"
+DECODE = "decode"  # token -> logits, state advanced
+SAMPLE = "sample"  # logits -> sampled token, which also becomes the next decode input
+GENERATE = "generate"  # decode then sample: one submission per generated token
 DEFAULT_MAX_BINDING = 128 << 20  # WebGPU's default maxStorageBufferBindingSize
 ATT_MIX = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g")  # slot order of the token-shift outputs
 R, W, K, V, A, G = range(6)  # slots of `mixed` and of `vecs`
@@ -30,6 +32,9 @@ class CompiledModel:
     token: View  # io: the u32 token id to run
     logits: View  # io: [V] float32 after each decode step
     state: View  # per layer att_shift [C] | wkv [H,N,N] | ffn_shift [C]: State.to_bytes() order
+    sampled: View  # io: the u32 token the sampler chose
+    sampler: View  # io: ops.SAMPLER_PARAMS bytes of settings (and the step counter)
+    counts: View  # state: [V] u32, how often each token was generated (for the penalties)
 
 
 class _Builder:
@@ -137,7 +142,13 @@ def compile_model(config: ModelConfig, tensors: dict[str, TensorInfo], max_bindi
     ops.norm(plan, p, x, slot(ln_out, 0), slot(ln_out, 1), xx, C, 1, LN_EPS)
     for head, dtype, first, rows in b.row_parts("head.weight"):
         ops.matvec(plan, p, head, dtype, xx, logits, rows, C, row_offset=first)
-    return CompiledModel(cfg, plan, token, logits, state)
+
+    sampled, sampler = plan.buffer("sampled", 4, "io"), plan.buffer("sampler", ops.SAMPLER_PARAMS, "io")
+    counts = plan.buffer("counts", cfg.vocab_size * 4, "state")
+    ops.sample(plan, SAMPLE, logits, counts, sampler, b.scratch("probs", cfg.vocab_size), sampled, cfg.vocab_size)
+    plan.copy(SAMPLE, sampled, token)
+    plan.programs[GENERATE] = plan.programs[DECODE] + plan.programs[SAMPLE]
+    return CompiledModel(cfg, plan, token, logits, state, sampled, sampler, counts)
 
 
 def _lora(b: _Builder, program: str, prefix: str, x: View, hidden: View, out: View, rank: int, inner: str, bias: View | None, outer: str) -> None:

@@ -97,6 +97,45 @@ def embed(c, include, weight, token, out):
         _f32(out, C)[:] = _weights(weight, include[0])[(row - start) * C : (row - start + 1) * C]
 
 
+def pcg(value: int) -> int:
+    """The sampler's hash (PCG), on 32-bit unsigned integers as in sample.wgsl."""
+    state = (value * 747796405 + 2891336453) & 0xFFFFFFFF
+    word = (((state >> ((state >> 28) + 4)) ^ state) * 277803737) & 0xFFFFFFFF
+    return (word >> 22) ^ word
+
+
+SAMPLER_FIELDS = np.dtype([("temperature", "<f4"), ("top_p", "<f4"), ("top_k", "<u4"), ("presence", "<f4"),
+                           ("frequency", "<f4"), ("repetition", "<f4"), ("seed", "<u4"), ("step", "<u4")])
+
+
+def sample(c, include, logits, counts, params, probs, token):
+    """sample.wgsl's contract with exact top-k / top-p (a sort instead of bisection)."""
+    V = c["V"]
+    p = params.view(SAMPLER_FIELDS)[0]
+    seen = counts.view(np.uint32)
+    l = _f32(logits, V).copy()
+    hit = seen > 0
+    l[hit] = np.where(l[hit] > 0, l[hit] / p["repetition"], l[hit] * p["repetition"])
+    l[hit] -= p["presence"] + p["frequency"] * seen[hit].astype(np.float32)
+    choice = int(np.argmax(l))
+    if p["temperature"] > 0 and p["top_k"] != 1:
+        probs_ = np.exp((l - l[choice]) / p["temperature"])
+        order = np.argsort(-probs_, kind="stable")
+        keep = np.ones(V, bool)
+        if 1 < p["top_k"] < V:
+            keep[probs_ < probs_[order[p["top_k"] - 1]]] = False
+        if p["top_p"] < 1:
+            cumulative = np.cumsum(probs_[order])
+            last = int(np.searchsorted(cumulative, p["top_p"] * probs_.sum()))
+            keep[probs_ < probs_[order[min(last, V - 1)]]] = False
+        kept = np.where(keep, probs_, 0)
+        u = (pcg(int(p["seed"]) ^ pcg(int(p["step"]))) >> 8) / 16777216.0
+        choice = int(min(np.searchsorted(np.cumsum(kept), u * kept.sum(), side="right"), V - 1))
+    token.view(np.uint32)[0] = choice
+    seen[choice] += 1
+    params.view(SAMPLER_FIELDS)["step"][0] = p["step"] + 1
+
+
 KERNELS = {
     ("matvec.wgsl", "main"): matvec,
     ("norm.wgsl", "main"): norm,
@@ -105,6 +144,7 @@ KERNELS = {
     ("elementwise.wgsl", "lerp"): lerp,
     ("elementwise.wgsl", "add_mul"): add_mul,
     ("embed.wgsl", "main"): embed,
+    ("sample.wgsl", "main"): sample,
 }
 
 

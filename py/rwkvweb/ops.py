@@ -94,3 +94,17 @@ def embed(plan: Plan, program: str, table: View, dtype: str, token: View, out: V
     out = _expect(out, C * F32, "embed out")
     kernel = plan.kernel("embed.wgsl", {"C": C, "ROW_START": row_start, "ROWS": rows, "WG": WG}, include=(PRELUDES[dtype],))
     plan.dispatch(program, kernel, [table, token, out], _groups(C // 4))
+
+
+SAMPLER_PARAMS = 32  # bytes: temperature, top_p, top_k, presence, frequency, repetition, seed, step
+
+
+def sample(plan: Plan, program: str, logits: View, counts: View, params: View, probs: View, token: View, V: int) -> None:
+    """token = a draw from softmax(penalised logits / T) restricted by top-k / top-p (greedy at T = 0)."""
+    logits = _expect(logits, V * F32, "sample logits")
+    counts = _expect(counts, V * 4, "sample counts")
+    params = _expect(params, SAMPLER_PARAMS, "sample params")
+    probs = _expect(probs, V * F32, "sample probs")
+    token = _expect(token, 4, "sample token")
+    kernel = plan.kernel("sample.wgsl", {"V": V, "WG": 256})
+    plan.dispatch(program, kernel, [logits, counts, params, probs, token], (1, 1, 1))
