@@ -1,41 +1,101 @@
-// The page: renders what the engine worker reports. Model and user text go into the DOM as text only.
+// The page: renders what the engine worker reports, and sends it what the user asks.
+// Model and user text go into the DOM as text only (textContent / text nodes), never as HTML.
 import { EngineClient } from "./client.js";
 
 const $ = (id) => document.getElementById(id);
-const status = $("status");
 
 function setStatus(text, state) {
-  status.textContent = text;
-  status.dataset.state = state;
+  $("status").textContent = text;
+  $("status").dataset.state = state;
 }
 
-function addStep(text) {
-  const item = document.createElement("li");
-  item.textContent = text;
-  $("steps").append(item);
+function showError(error) {
+  $("error").hidden = !error;
+  $("error").textContent = error ? String(error.message || error) : "";
 }
+
+function setBusy(busy) {
+  for (const id of ["load", "generate", "tokenize"]) $(id).disabled = busy || (id === "generate" && !state.model);
+  $("stop").disabled = !busy || !state.generating;
+}
+
+const state = { model: null, generating: false };
 
 const engine = new EngineClient(new URL("./worker.js", import.meta.url), {
-  onProgress: ({ step, ms }) => addStep(`${step}: ${ms} ms`),
-  onFailed: (error) => setStatus(error, "failed"),
+  onProgress: ({ step, ms }) => {
+    const item = document.createElement("li");
+    item.textContent = `${step}: ${ms} ms`;
+    $("steps").append(item);
+  },
+  onFailed: (error) => { setStatus(error, "failed"); showError(error); },
   onReady: (info) => {
-    setStatus(`ready: Python ${info.python}, rwkvweb ${info.packages.rwkvweb}, ${info.vocabTokens} tokens in the vocabulary`, "ready");
+    setStatus(`ready: Python ${info.python}, ${info.vocabTokens} tokens in the World vocabulary`, "ready");
+    $("packages").textContent = Object.entries(info.packages).map(([name, version]) => `${name} ${version}`).join(", ");
     $("gpu").textContent = info.webgpu
       ? `WebGPU adapter: ${info.webgpu.vendor || "?"} ${info.webgpu.architecture || ""} ${info.webgpu.description || ""}`.trim()
       : "WebGPU: no adapter (use a WebGPU-enabled browser)";
-    $("packages").textContent = Object.entries(info.packages).map(([name, version]) => `${name} ${version}`).join(", ");
     $("gpu").dataset.found = String(Boolean(info.webgpu));
-    $("tokenize").disabled = false;
+    setBusy(false);
   },
 });
 
+$("load").addEventListener("click", async () => {
+  showError(null);
+  const file = $("model-file").files[0];
+  setBusy(true);
+  setStatus(`loading ${file ? file.name : $("model-url").value}…`, "busy");
+  try {
+    const model = await engine.call("load", file ? { file } : { url: $("model-url").value });
+    state.model = model;
+    const c = model.config;
+    $("model-info").textContent = `${model.name}: ${c.n_layer} layers × ${c.n_embd} wide, ${c.vocab_size} tokens; ` +
+      `${(model.bytes / 1e6).toFixed(1)} MB loaded in ${model.seconds.toFixed(2)} s; GPU memory ${(model.gpu.bytesAllocated / 1e6).toFixed(1)} MB`;
+    $("model-info").dataset.loaded = "true";
+    setStatus("model loaded", "ready");
+  } catch (error) {
+    showError(error);
+    setStatus("no model loaded", "ready");
+  } finally {
+    setBusy(false);
+  }
+});
+
+$("generate").addEventListener("click", async () => {
+  showError(null);
+  const output = $("output");
+  output.replaceChildren();
+  delete output.dataset.done;
+  $("speed").textContent = "";
+  state.generating = true;
+  setBusy(true);
+  const options = {
+    max_tokens: Number($("max-tokens").value), temperature: Number($("temperature").value),
+    top_p: Number($("top-p").value), seed: Number($("seed").value),
+  };
+  try {
+    const result = await engine.call("generate", { prompt: $("prompt").value, options }, {
+      onText: (piece) => output.append(document.createTextNode(piece)),
+    });
+    $("speed").textContent = `${result.generated} tokens, ${result.tokens_per_second.toFixed(2)} tokens/s ` +
+      `(prompt: ${result.prompt_tokens} tokens in ${result.prefill_seconds.toFixed(2)} s); stopped by ${result.stopped_by}`;
+    output.dataset.done = result.stopped_by;
+  } catch (error) {
+    showError(error);
+  } finally {
+    state.generating = false;
+    setBusy(false);
+  }
+});
+
+$("stop").addEventListener("click", () => engine.abort());
+
 $("tokenize").addEventListener("click", async () => {
   try {
-    const ids = await engine.call("encode", { text: $("text").value });
+    const ids = await engine.call("encode", { text: $("prompt").value });
     $("ids").textContent = JSON.stringify(ids);
     $("ids").dataset.count = String(ids.length);
   } catch (error) {
-    $("ids").textContent = `error: ${error.message}`;
+    showError(error);
   }
 });
 

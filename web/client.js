@@ -1,4 +1,5 @@
-// The page's handle on the engine worker: call(method, params) -> Promise, plus start-up events.
+// The page's handle on the engine worker: call(method, params, {onText}) -> Promise, abort(),
+// plus start-up events. Messages come only from our own worker; nothing here listens to window.
 export class EngineClient {
   constructor(workerUrl, { onProgress = () => {}, onReady = () => {}, onFailed = () => {} } = {}) {
     this.pending = new Map();
@@ -10,17 +11,22 @@ export class EngineClient {
       if (data.kind === "failed") return onFailed(data.error);
       const call = this.pending.get(data.id);
       if (!call) return;
+      if (data.kind === "text") return call.onText?.(data.piece);
       this.pending.delete(data.id);
       data.error === undefined ? call.resolve(data.result) : call.reject(new Error(data.error));
     };
     this.worker.onerror = (event) => onFailed(`the engine worker crashed: ${event.message || "unknown error"}`);
   }
 
-  call(method, params = {}) {
+  call(method, params = {}, { onText } = {}) {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { resolve, reject, onText });
       this.worker.postMessage({ id, method, params });
     });
+  }
+
+  abort() {
+    return this.call("abort");
   }
 }

@@ -1,12 +1,19 @@
-// The engine's home: Pyodide and (later) the WebGPU device live in this module worker,
-// so the page's main thread only renders. Protocol (see client.js):
+// The engine's home: Pyodide and the WebGPU device live in this module worker, so the page's
+// main thread only renders. Protocol (client.js is the other end):
 //   page -> worker  {id, method, params}
-//   worker -> page  {id, result} | {id, error} | {kind: "progress", step, ms} | {kind: "ready", info} | {kind: "failed", error}
+//   worker -> page  {id, result} | {id, error} | {id, kind: "text", piece}
+//                   | {kind: "progress", step, ms} | {kind: "ready", info} | {kind: "failed", error}
 import { loadPyodide } from "./pyodide/pyodide.mjs";
+import { Bridge } from "./gpu/bridge.js";
+import { requestDevice, describe } from "./gpu/device.js";
+import { openSource } from "./net/range.js";
 
 const site = new URL("./", import.meta.url);
 let pyodide = null;
 let api = null; // the Python module rwkvweb.browser
+let gpu = null; // {adapter, device}, made on the first load
+let bridge = null;
+let busy = false; // one GPU task at a time; `abort` bypasses this
 const info = {};
 
 // Start-up, as named steps: each one reports its time, and a failure names the step.
@@ -20,16 +27,16 @@ const steps = [
     const wheels = Object.keys(manifest.files).filter((p) => p.startsWith("wheels/") && p.endsWith(".whl"));
     await pyodide.loadPackage(wheels.map((p) => new URL(p, site).href), { messageCallback: () => {} });
     api = pyodide.pyimport("rwkvweb.browser");
-    info.packages = toJs(api.package_versions());
+    info.packages = plain(api.package_versions());
   }],
   ["tokenizer", async () => {
     const vocab = await fetchOk(new URL("vocab/rwkv_vocab_v20230424.txt", site)).then((r) => r.text());
     info.vocabTokens = api.init_tokenizer(vocab);
   }],
   ["webgpu", async () => {
-    // Not fatal here: the tokenizer works without a GPU; the engine will say what is missing.
+    // Not fatal: the tokenizer works without a GPU; loading a model says what is missing.
     const adapter = navigator.gpu ? await navigator.gpu.requestAdapter() : null;
-    info.webgpu = adapter ? describeAdapter(adapter) : null;
+    info.webgpu = adapter ? { vendor: adapter.info?.vendor || "", architecture: adapter.info?.architecture || "", description: adapter.info?.description || "" } : null;
   }],
 ];
 
@@ -39,31 +46,65 @@ async function fetchOk(url) {
   return response;
 }
 
-function describeAdapter(adapter) {
-  const a = adapter.info || {};
-  return {
-    vendor: a.vendor || "", architecture: a.architecture || "", description: a.description || "",
-    features: [...adapter.features].sort(),
-    maxBufferSize: adapter.limits.maxBufferSize,
-    maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
-  };
-}
-
-const methods = {
-  encode: ({ text }) => toJs(api.encode(text)),
-  decode: ({ ids }) => api.decode(pyodide.toPy(ids)),
-  info: () => info,
-};
-
-function toJs(value) {
-  // Python lists come back as proxies: copy into plain JS values and free the proxy.
+function plain(value) {
+  // Python values come back as proxies: copy into plain JS values and free the proxy.
   if (value && typeof value.toJs === "function") {
-    const plain = value.toJs();
+    const copy = value.toJs({ dict_converter: Object.fromEntries, create_pyproxies: false });
     value.destroy();
-    return plain;
+    return copy;
   }
   return value;
 }
+
+async function ensureBridge() {
+  if (bridge?.failure) { bridge = null; gpu = null; } // a lost device: start over with a new one
+  if (!bridge) {
+    gpu = await requestDevice();
+    bridge = new Bridge(gpu.device, new URL("shaders/", site), gpu.adapter);
+  }
+  return bridge;
+}
+
+const methods = {
+  info: () => ({ ...info, gpu: bridge ? bridge.info() : null }),
+  encode: ({ text }) => plain(api.encode(text)),
+  decode: ({ ids }) => api.decode(pyodide.toPy(ids)),
+
+  async load({ url, file }) {
+    const started = performance.now();
+    const reader = await openSource(file || url);
+    const gpuBridge = await ensureBridge();
+    const maxBinding = gpu.device.limits.maxStorageBufferBindingSize;
+    const model = plain(await api.load(gpuBridge, reader, maxBinding));
+    return { ...model, name: reader.name, bytes: reader.size, seconds: (performance.now() - started) / 1000, gpu: gpuBridge.info(), device: describe(gpu.adapter, gpu.device) };
+  },
+
+  async generate({ prompt, options }, id) {
+    const onText = (piece) => self.postMessage({ id, kind: "text", piece });
+    return plain(await api.generate(pyodide.toPy(prompt), pyodide.toPy(options || {}), onText));
+  },
+
+  async logits({ tokens }) {
+    const rows = plain(await api.logits(pyodide.toPy(tokens)));
+    return rows.map((row) => Array.from(new Float32Array(row.buffer, row.byteOffset, row.byteLength / 4)));
+  },
+
+  async exportState() {
+    const bytes = plain(await api.export_state());
+    return bytes.slice().buffer;
+  },
+
+  async importState({ state }) {
+    await api.import_state(pyodide.toPy(new Uint8Array(state)));
+    return true;
+  },
+
+  async unload() {
+    if (bridge) await api.unload(bridge);
+    return bridge ? bridge.info() : null;
+  },
+};
+const gpuMethods = new Set(["load", "generate", "logits", "exportState", "importState", "unload"]);
 
 const ready = (async () => {
   for (const [name, run] of steps) {
@@ -82,11 +123,22 @@ const ready = (async () => {
 
 self.onmessage = async ({ data }) => {
   const { id, method, params } = data || {};
+  if (method === "abort") { // answered at once, even while a generation runs
+    api?.abort();
+    return self.postMessage({ id, result: true });
+  }
+  const usesGpu = gpuMethods.has(method);
   try {
     await ready;
     if (!Object.hasOwn(methods, method)) throw new Error(`unknown method ${JSON.stringify(method)}`);
-    self.postMessage({ id, result: await methods[method](params || {}) });
+    if (usesGpu && busy) throw new Error(`the engine is busy with another task; stop it first (method ${method})`);
+    if (usesGpu) busy = true;
+    try {
+      self.postMessage({ id, result: await methods[method](params || {}, id) });
+    } finally {
+      if (usesGpu) busy = false;
+    }
   } catch (error) {
-    self.postMessage({ id, error: String(error.message || error) });
+    self.postMessage({ id, error: String(error?.message || error) });
   }
 };

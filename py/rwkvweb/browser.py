@@ -1,15 +1,19 @@
 """What the Web Worker calls into: the Python side of the page, running in Pyodide.
 
-The worker (web/worker.js) imports this module after installing the wheels and
-calls these functions with plain values; results are plain values too, so
-nothing crosses the JS/Python boundary as a proxy that someone must free.
+The worker (web/worker.js) imports this module after installing the wheels and calls these
+functions with plain values (JS objects arrive as proxies and are converted here); results are
+plain values or bytes, so nothing crosses back as a proxy that someone must free.
 """
 
 from __future__ import annotations
 
+from .api import WORLD_VOCAB_SIZE, Model
+from .bridge import WebGPUBackend
 from .tokenizer import WorldTokenizer
 
 _tokenizer: WorldTokenizer | None = None
+_model: Model | None = None
+_abort_requested = False
 
 
 def package_versions() -> dict[str, str]:
@@ -34,11 +38,67 @@ def encode(text: str) -> list[int]:
     return _require_tokenizer().encode(text)
 
 
-def decode(ids: list[int]) -> str:
-    return _require_tokenizer().decode(ids)
+def decode(ids) -> str:
+    return _require_tokenizer().decode(_py(ids))
 
 
 def _require_tokenizer() -> WorldTokenizer:
     if _tokenizer is None:
         raise RuntimeError("the tokenizer is not loaded yet: wait for the worker's 'ready' message")
     return _tokenizer
+
+
+def _py(value):
+    return value.to_py() if hasattr(value, "to_py") else value
+
+
+def _require_model() -> Model:
+    if _model is None:
+        raise RuntimeError("no model is loaded: load one first")
+    return _model
+
+
+async def load(js_bridge, reader, max_binding: int) -> dict:
+    """Load a model from a JS reader (URL or file) onto the bridge's device."""
+    global _model
+    await unload(js_bridge)
+    world = lambda config, metadata: _tokenizer if config.vocab_size == WORLD_VOCAB_SIZE else None  # noqa: E731
+    _model = await Model.load(reader, backend=WebGPUBackend(js_bridge), tokenizer_for=world, max_binding=int(max_binding))
+    return _model.info()
+
+
+async def unload(js_bridge) -> None:
+    global _model
+    _model = None
+    js_bridge.destroy()
+
+
+async def generate(prompt, options, on_text) -> dict:
+    """Stream a generation; on_text(piece) is a JS callback. Returns text, ids and speed."""
+    global _abort_requested
+    _abort_requested = False
+    options = dict(_py(options) or {})
+    max_tokens = int(options.pop("max_tokens", 100))
+    prompt = _py(prompt)
+    result = await _require_model().generate(prompt, max_tokens, on_text=on_text, should_stop=lambda: _abort_requested, **options)
+    stats = result.stats
+    return {"text": result.text, "tokens": result.tokens, "stopped_by": stats.stopped_by, "prompt_tokens": stats.prompt_tokens,
+            "generated": stats.generated, "prefill_seconds": stats.prefill_seconds, "tokens_per_second": stats.tokens_per_second}
+
+
+def abort() -> None:
+    """Ask the running generation to stop before its next token."""
+    global _abort_requested
+    _abort_requested = True
+
+
+async def logits(tokens) -> list[bytes]:
+    return await _require_model().logits([int(t) for t in _py(tokens)])
+
+
+async def export_state() -> bytes:
+    return await _require_model().state()
+
+
+async def import_state(blob) -> None:
+    await _require_model().state(blob.to_bytes() if hasattr(blob, "to_bytes") else bytes(blob))

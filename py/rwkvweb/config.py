@@ -12,6 +12,12 @@ import re
 from dataclasses import dataclass
 
 
+# RWKV-7 constants, shared by the numpy reference and the GPU graph (no numpy needed here).
+LN_EPS = 1e-5  # LayerNorm epsilon of the official models
+GN_EPS = 64e-5  # ln_x GroupNorm epsilon: 1e-5 * head_size**2 / 64 as in RWKV-LM
+DECAY_SCALE = 0.606531  # exp(-0.5): w = exp(-exp(-0.5) * sigmoid(w_raw))
+
+
 class ModelError(ValueError):
     """The tensors do not describe a model this runtime can run; the message says why."""
 

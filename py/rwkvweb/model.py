@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import ops
-from .config import ModelConfig
+from .config import GN_EPS, LN_EPS, ModelConfig
 from .plan import Plan, View
-from .reference import GN_EPS, LN_EPS
 from .safetensors import TensorInfo
 
 F32 = 4

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .config import DECAY_SCALE
 from .plan import Plan
-
-DECAY_SCALE = np.float32(0.606531)  # exp(-0.5)
 
 
 def _f32(raw, count=None):
@@ -31,7 +30,7 @@ def _activate(t, act):
     if act == 3:
         return np.maximum(t, 0) ** 2
     if act == 4:
-        return np.exp(-DECAY_SCALE * (1 / (1 + np.exp(-t))))
+        return np.exp(np.float32(-DECAY_SCALE) * (1 / (1 + np.exp(-t))))
     return t
 
 
@@ -148,6 +147,28 @@ KERNELS = {
 }
 
 
+class NumpyBackend:
+    """The engine's backend interface over a NumpyExecutor (CPython: the CPU fallback and tests)."""
+
+    async def load(self, plan: dict) -> None:
+        self.executor = NumpyExecutor(plan)
+
+    async def fill(self, fills: list[dict], source) -> None:
+        self.executor.fill(fills, source.read)
+
+    async def write(self, buffer: int, offset: int, data: bytes) -> None:
+        self.executor.write(buffer, offset, data)
+
+    async def run(self, programs: list[str], writes) -> None:
+        for buffer, offset, data in writes:
+            self.executor.write(buffer, offset, data)
+        for program in programs:
+            self.executor.run(program)
+
+    async def read(self, buffer: int, offset: int, size: int) -> bytes:
+        return self.executor.read(buffer, offset, size)
+
+
 class NumpyExecutor:
     """Holds the plan's buffers as byte arrays and runs its programs step by step."""
 
@@ -156,9 +177,12 @@ class NumpyExecutor:
         self.memory = [np.zeros(b["bytes"], np.uint8) for b in self.plan["buffers"]]
 
     def fill_from(self, file_bytes: bytes) -> None:
-        data = np.frombuffer(file_bytes, np.uint8)
-        for f in self.plan["fills"]:
-            chunk = data[f["start"] : f["end"]]
+        self.fill(self.plan["fills"], lambda start, end: file_bytes[start:end])
+
+    def fill(self, fills: list[dict], read_range) -> None:
+        """Weights: file bytes [start, end) from read_range into buffers, widened as the fill says."""
+        for f in fills:
+            chunk = np.frombuffer(read_range(f["start"], f["end"]), np.uint8)
             if f["convert"] == "f16-f32":
                 chunk = chunk.view(np.float16).astype(np.float32).view(np.uint8)
             elif f["convert"] == "bf16-f32":

@@ -13,12 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import ModelConfig, ModelError, detect_config
+from .config import DECAY_SCALE, GN_EPS, LN_EPS, ModelConfig, ModelError, detect_config
 from .safetensors import SafetensorsFile
-
-LN_EPS = 1e-5  # LayerNorm epsilon of the official models
-GN_EPS = 64e-5  # ln_x GroupNorm epsilon: 1e-5 * head_size**2 / 64 as in RWKV-LM
-DECAY_SCALE = 0.606531  # exp(-0.5): w = exp(-exp(-0.5) * sigmoid(w_raw))
 
 
 def layer_norm(x, weight, bias, eps=LN_EPS):

@@ -121,15 +121,17 @@ export class Bridge {
     this.device.queue.writeBuffer(this.buffers[buffer], offset, bytes);
   }
 
-  // One program = one command buffer: the writes are queued first, then a single submit.
-  run(name, writes = []) {
+  // Programs (one name or several, in order) run as ONE command buffer: writes queue first.
+  run(names, writes = []) {
     this.check();
-    const steps = this.programs.get(name);
-    if (!steps) throw new Error(`no program named ${JSON.stringify(name)} in the plan`);
+    const programs = (typeof names === "string" ? [names] : [...names]).map((name) => {
+      if (!this.programs.has(name)) throw new Error(`no program named ${JSON.stringify(name)} in the plan`);
+      return this.programs.get(name);
+    });
     for (const w of writes) this.write(w.buffer, w.offset, w.data);
-    const encoder = this.device.createCommandEncoder({ label: name });
+    const encoder = this.device.createCommandEncoder();
     let pass = null;
-    for (const step of steps) {
+    for (const step of programs.flat()) {
       if (step.copy) {
         if (pass) { pass.end(); pass = null; }
         encoder.copyBufferToBuffer(...step.copy);

@@ -1,0 +1,163 @@
+"""The public API, the same under CPython (numpy backend) and in the browser (WebGPU):
+
+    model = await Model.load("m.st")                  # path, URL, or a reader from the page
+    ids = model.encode("Hello");  text = model.decode(ids)
+    result = await model.generate("Once upon", max_tokens=50, temperature=0.8, on_text=print)
+    blob = await model.state();  await model.state(blob)   # export / import
+    branch = await model.fork()                        # shares the weights, has its own state
+
+Everything that touches the GPU is awaitable; `encode`/`decode` are plain calls.
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import asdict, dataclass, fields
+
+from .config import ModelError, detect_config
+from .engine import Engine, GenerationStats, Sampling
+from .model import DEFAULT_MAX_BINDING, compile_model
+from .safetensors import header_length, parse_header
+
+WORLD_VOCAB_SIZE = 65536
+
+
+async def read_bytes(source, start: int, end: int) -> bytes:
+    """Bytes from a sync CPython source or an async JS reader alike."""
+    data = source.read(start, end)
+    if hasattr(data, "__await__"):
+        data = await data
+    return data if isinstance(data, bytes) else data.to_bytes()
+
+
+async def read_header(source):
+    """(tensors, metadata) from a safetensors source, reading only its header."""
+    length = header_length(await read_bytes(source, 0, min(8, source.size)), source.size)
+    return parse_header(await read_bytes(source, 8, 8 + length), source.size)
+
+
+def default_tokenizer(config, metadata):
+    if config.vocab_size == WORLD_VOCAB_SIZE:
+        from .tokenizer import WorldTokenizer
+
+        return WorldTokenizer.from_file()
+    return None
+
+
+@dataclass
+class Generation:
+    text: str
+    tokens: list[int]
+    stats: GenerationStats
+
+
+class Model:
+    def __init__(self, engine: Engine, tokenizer, metadata: dict[str, str]):
+        self.engine, self.tokenizer, self.metadata = engine, tokenizer, metadata
+        self.config = engine.config
+        self._saved_state: bytes | None = None  # this handle's state while another fork runs
+        engine.owner = self
+
+    @classmethod
+    async def load(cls, source, *, backend=None, tokenizer_for=None, max_binding: int = DEFAULT_MAX_BINDING) -> "Model":
+        """Read the header, plan the GPU buffers, stream the weights in. Nothing else is fetched.
+
+        tokenizer_for(config, metadata) picks the tokenizer (None: ids only); the default gives
+        World-vocabulary models the World tokenizer from the `rwkv` package's vocabulary file."""
+        if isinstance(source, str):
+            from .source import open_source
+
+            source = open_source(source)
+        tensors, metadata = await read_header(source)
+        config = detect_config({name: info.shape for name, info in tensors.items()})
+        if backend is None:
+            from .numpy_exec import NumpyBackend
+
+            backend = NumpyBackend()
+        engine = await Engine.create(compile_model(config, tensors, max_binding), backend, source)
+        return cls(engine, (tokenizer_for or default_tokenizer)(config, metadata), metadata)
+
+    # --- text ------------------------------------------------------------------
+
+    def encode(self, text: str) -> list[int]:
+        return self._require_tokenizer().encode(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return self._require_tokenizer().decode(ids)
+
+    def _require_tokenizer(self):
+        if self.tokenizer is None:
+            raise ModelError(f"no tokenizer for a {self.config.vocab_size}-token vocabulary: pass token ids instead of text")
+        return self.tokenizer
+
+    # --- running ---------------------------------------------------------------
+
+    async def generate(self, prompt: str | list[int], max_tokens: int = 100, *, on_text=None, on_token=None,
+                       should_stop=lambda: False, keep_state: bool = False, **sampling) -> Generation:
+        """Continue the prompt. on_text(piece) streams text as soon as it is whole UTF-8;
+        should_stop() is polled before every token (abort); sampling: see engine.Sampling."""
+        unknown = set(sampling) - {f.name for f in fields(Sampling)}
+        if unknown:
+            raise ValueError(f"unknown sampling options {sorted(unknown)}; known: {[f.name for f in fields(Sampling)]}")
+        if max_tokens < 0:
+            raise ValueError("max_tokens must be >= 0")
+        ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        await self._activate()
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pieces: list[str] = []
+
+        async def stream(token: int) -> None:
+            if on_token is not None:
+                await _maybe_await(on_token(token))
+            if self.tokenizer is not None:
+                piece = utf8.decode(self.tokenizer.decode_bytes([token]))
+                if piece:
+                    pieces.append(piece)
+                    if on_text is not None:
+                        await _maybe_await(on_text(piece))
+
+        tokens, stats = await self.engine.generate(ids, max_tokens, Sampling(**sampling), on_token=stream,
+                                                   should_stop=should_stop, keep_state=keep_state)
+        if self.tokenizer is not None:
+            tail = utf8.decode(b"", final=True)
+            if tail:
+                pieces.append(tail)
+        return Generation("".join(pieces), tokens, stats)
+
+    async def logits(self, tokens: list[int], keep_state: bool = False) -> list[bytes]:
+        """float32 logits bytes [V] after each token (from a fresh state unless keep_state)."""
+        await self._activate()
+        if not keep_state:
+            await self.engine.reset()
+        return [await self.engine.forward(token) for token in tokens]
+
+    async def state(self, blob: bytes | None = None) -> bytes | None:
+        """Export the recurrent state (no argument) or import one (the bytes an export gave)."""
+        await self._activate()
+        if blob is None:
+            return await self.engine.export_state()
+        await self.engine.import_state(bytes(blob))
+        return None
+
+    async def fork(self) -> "Model":
+        """A handle on the same weights with a copy of this state; each continues on its own."""
+        twin = Model.__new__(Model)
+        twin.engine, twin.tokenizer, twin.metadata, twin.config = self.engine, self.tokenizer, self.metadata, self.config
+        twin._saved_state = await self.state()
+        return twin
+
+    async def _activate(self) -> None:
+        """Swap this handle's state onto the GPU if another fork ran last."""
+        owner = self.engine.owner
+        if owner is not self:
+            owner._saved_state = await self.engine.export_state()
+            await self.engine.import_state(self._saved_state)
+            self.engine.owner = self
+
+    def info(self) -> dict:
+        return {"config": asdict(self.config), "metadata": self.metadata, "buffers": self.engine.compiled.plan.bytes_by_role()}
+
+
+async def _maybe_await(value) -> None:
+    if hasattr(value, "__await__"):
+        await value

@@ -1,0 +1,160 @@
+"""The engine: a compiled model on a backend, and the only generation loop.
+
+A backend executes plans: `await load(plan)`, `await fill(fills, source)`, `run(programs, writes)`,
+`await read(buffer, offset, size) -> bytes`. Two exist: NumpyBackend (CPython) and the browser's
+WebGPU bridge (browser.py wraps it). Everything here is async so one loop serves both.
+
+State semantics: the engine holds the recurrent state of every token fed so far. `generate`
+starts from a fresh state unless `keep_state=True`; the last sampled token is fed before the
+next step, so a generation that stops (or is aborted) leaves the state consistent with all the
+text it produced except that last token, which `pending` remembers.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from .model import DECODE, GENERATE, SAMPLE, CompiledModel
+
+END_OF_TEXT = 0
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 1.0  # 0: greedy
+    top_p: float = 0.85
+    top_k: int = 0  # 0: no top-k
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        checks = [(self.temperature >= 0, "temperature must be >= 0"), (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+                  (self.top_k >= 0, "top_k must be >= 0"), (self.repetition_penalty > 0, "repetition_penalty must be > 0"),
+                  (0 <= self.seed < 2**32, "seed must fit in 32 bits")]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"sampling: {message}")
+
+    def pack(self) -> bytes:
+        return struct.pack("<ffIfffII", self.temperature, self.top_p, self.top_k, self.presence_penalty,
+                           self.frequency_penalty, self.repetition_penalty, self.seed, 0)
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    generated: int = 0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    stopped_by: str = ""  # "length" | "end_of_text" | "abort"
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Decode speed: tokens after the first (whose time includes the prompt) per second."""
+        return (self.generated - 1) / self.decode_seconds if self.decode_seconds else 0.0
+
+
+class Engine:
+    def __init__(self, compiled: CompiledModel, backend):
+        self.compiled, self.backend = compiled, backend
+        self.config = compiled.config
+        self.pending: int | None = None
+        self.owner = None  # the api.Model handle whose state is on the GPU (forks swap it)
+
+    @classmethod
+    async def create(cls, compiled: CompiledModel, backend, source) -> "Engine":
+        """Allocate the plan on the backend and fill the weights from `source` (bytes by range)."""
+        await backend.load(compiled.plan.to_json())
+        await backend.fill(compiled.plan.fills, source)
+        engine = cls(compiled, backend)
+        await engine.reset()
+        return engine
+
+    async def reset(self) -> None:
+        await self._write(self.compiled.state, bytes(self.compiled.state.size))
+        self.pending = None
+
+    async def _write(self, view, data: bytes) -> None:
+        await self.backend.write(view.buffer, view.offset, data)
+
+    async def _read(self, view) -> bytes:
+        return await self.backend.read(view.buffer, view.offset, view.size)
+
+    def _check_token(self, token: int) -> int:
+        if not 0 <= token < self.config.vocab_size:
+            raise ValueError(f"token id {token} is outside the model's vocabulary [0, {self.config.vocab_size})")
+        return token
+
+    async def feed(self, tokens: list[int]) -> None:
+        """Advance the state over tokens without reading anything back."""
+        if self.pending is not None:
+            tokens, self.pending = [self.pending, *tokens], None
+        for token in tokens:
+            token_bytes = struct.pack("<I", self._check_token(token))
+            await self.backend.run([DECODE], [(self.compiled.token.buffer, self.compiled.token.offset, token_bytes)])
+
+    async def forward(self, token: int) -> bytes:
+        """Feed one token; return the logits as float32 bytes [V]."""
+        await self.feed([token])
+        return (await self._read(self.compiled.logits))[: 4 * self.config.vocab_size]
+
+    async def export_state(self) -> bytes:
+        """The state of every token fed so far, in State.to_bytes() order (float32)."""
+        if self.pending is not None:
+            await self.feed([])
+        return await self._read(self.compiled.state)
+
+    async def import_state(self, data: bytes) -> None:
+        if len(data) != self.compiled.state.size:
+            raise ValueError(f"state is {len(data)} bytes; this model's state is {self.compiled.state.size} bytes (another model's state?)")
+        await self._write(self.compiled.state, data)
+        self.pending = None
+
+    async def generate(self, prompt: list[int], max_tokens: int, sampling: Sampling = Sampling(), *,
+                       on_token: Callable[[int], Awaitable[None] | None] | None = None,
+                       should_stop: Callable[[], bool] = lambda: False, keep_state: bool = False,
+                       stop_tokens: tuple[int, ...] = (END_OF_TEXT,)) -> tuple[list[int], GenerationStats]:
+        """Sample up to max_tokens after the prompt; `on_token` sees each id as it arrives."""
+        if not prompt and (self.pending is None or not keep_state):
+            raise ValueError("generate needs at least one prompt token")
+        if not keep_state:
+            await self.reset()
+        stats = GenerationStats(prompt_tokens=len(prompt))
+        started = time.perf_counter()
+        await self.feed(prompt[:-1])
+        await self._write(self.compiled.counts, bytes(self.compiled.counts.size))
+        await self._write(self.compiled.sampler, sampling.pack())
+        await self._write(self.compiled.token, struct.pack("<I", self._check_token(prompt[-1] if prompt else self.pending)))
+        self.pending = None
+        out: list[int] = []
+        programs = [DECODE, SAMPLE]  # the first step decodes the last prompt token; later ones the sampled one
+        for _ in range(max_tokens):
+            if should_stop():
+                stats.stopped_by = "abort"
+                break
+            await self.backend.run(programs, [])
+            token = struct.unpack("<I", await self._read(self.compiled.sampled))[0]
+            if not out:
+                stats.prefill_seconds = time.perf_counter() - started
+                decode_started = time.perf_counter()
+            programs = [GENERATE]
+            out.append(token)
+            self.pending = token
+            if on_token is not None:
+                result = on_token(token)
+                if hasattr(result, "__await__"):
+                    await result
+            if token in stop_tokens:
+                stats.stopped_by = "end_of_text"
+                break
+        else:
+            stats.stopped_by = "length"
+        stats.generated = len(out)
+        if len(out) > 1:
+            stats.decode_seconds = time.perf_counter() - decode_started
+        return out, stats
