@@ -11,14 +11,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "py")]  # serve.py, build/, and the package from source
 
-CHROMIUM = os.environ.get("RWKVWEB_CHROMIUM", "/usr/bin/chromium")
-# SwiftShader gives headless Chromium a WebGPU adapter on machines without a GPU (DESIGN.md);
-# the rest keep Chromium from reaching for the network.
-CHROMIUM_ARGS = [
-    "--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader", "--enable-unsafe-swiftshader",
-    "--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]
+from rwkvweb.headless import CHROMIUM, CHROMIUM_ARGS  # noqa: E402 - after the path setup
 
 
 @pytest.fixture(scope="session")

@@ -51,6 +51,11 @@ def test_any_vocab_and_width_multiple_of_64(tmp_path):
     assert len(rows) == 2 and len(rows[0]) == 77
 
 
+def test_generate_prints_ids_for_a_model_without_tokenizer(model):
+    ids = json.loads(cli("generate", model, "--tokens", "1,2", "--max-tokens", "4", "--temperature", "0").stdout)
+    assert len(ids) == 4 and all(0 <= i < 256 for i in ids)
+
+
 def test_encode_and_decode_round_trip_through_stdin():
     text = "Hello 世界 🌍\n"
     ids = json.loads(cli("encode", stdin=text.encode()).stdout)
@@ -74,3 +79,20 @@ def test_errors_are_one_clear_line_and_exit_2(model, tmp_path, args, message):
     result = cli(*args, check=False)
     assert result.returncode == 2
     assert message in result.stderr.decode() and "Traceback" not in result.stderr.decode()
+
+
+@pytest.mark.browser
+def test_webgpu_backend_prints_the_same_json_as_numpy(model):
+    tokens = "1,7,255,0,42"
+    gpu = np.array(json.loads(cli("logits", model, "--tokens", tokens, "--backend", "webgpu").stdout)["logits"])
+    ref = np.array(json.loads(cli("logits", model, "--tokens", tokens, "--backend", "numpy").stdout)["logits"])
+    assert gpu.shape == ref.shape == (5, 256)
+    assert np.abs(gpu - ref).max() <= 1e-3 * (ref.max() - ref.min())  # float32 both sides; see test_model_gpu
+
+
+@pytest.mark.browser
+def test_generate_greedy_is_the_same_on_both_backends(tmp_path):
+    path = str(tmp_path / "world.st")
+    cli("testmodel", path, "--layers", "1", "--width", "64", "--vocab", "65536", "--dtype", "fp16", "--seed", "2")
+    outputs = [cli("generate", path, "--prompt", "Hello", "--max-tokens", "12", "--temperature", "0", "--backend", b).stdout for b in ("numpy", "webgpu")]
+    assert outputs[0] == outputs[1] and len(outputs[0].strip()) > 0

@@ -77,7 +77,8 @@ $("generate").addEventListener("click", async () => {
       onText: (piece) => output.append(document.createTextNode(piece)),
     });
     $("speed").textContent = `${result.generated} tokens, ${result.tokens_per_second.toFixed(2)} tokens/s ` +
-      `(prompt: ${result.prompt_tokens} tokens in ${result.prefill_seconds.toFixed(2)} s); stopped by ${result.stopped_by}`;
+      `(prompt: ${result.prompt_tokens} tokens in ${result.prefill_seconds.toFixed(2)} s); stopped by ${result.stopped_by}; ` +
+      `GPU memory ${(result.gpuBytes / 1e6).toFixed(1)} MB`;
     output.dataset.done = result.stopped_by;
   } catch (error) {
     showError(error);

@@ -81,11 +81,12 @@ const methods = {
 
   async generate({ prompt, options }, id) {
     const onText = (piece) => self.postMessage({ id, kind: "text", piece });
-    return plain(await api.generate(pyodide.toPy(prompt), pyodide.toPy(options || {}), onText));
+    const result = plain(await api.generate(pyodide.toPy(prompt), pyodide.toPy(options || {}), onText));
+    return { ...result, gpuBytes: bridge.bytesAllocated };
   },
 
-  async logits({ tokens }) {
-    const rows = plain(await api.logits(pyodide.toPy(tokens)));
+  async logits({ tokens, keepState = false }) {
+    const rows = plain(await api.logits(pyodide.toPy(tokens), keepState));
     return rows.map((row) => Array.from(new Float32Array(row.buffer, row.byteOffset, row.byteLength / 4)));
   },
 

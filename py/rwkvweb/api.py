@@ -59,16 +59,17 @@ class Model:
         engine.owner = self
 
     @classmethod
-    async def load(cls, source, *, backend=None, tokenizer_for=None, max_binding: int = DEFAULT_MAX_BINDING) -> "Model":
+    async def load(cls, source, *, backend=None, tokenizer_for=None, max_binding: int = DEFAULT_MAX_BINDING, header=None) -> "Model":
         """Read the header, plan the GPU buffers, stream the weights in. Nothing else is fetched.
 
         tokenizer_for(config, metadata) picks the tokenizer (None: ids only); the default gives
-        World-vocabulary models the World tokenizer from the `rwkv` package's vocabulary file."""
+        World-vocabulary models the World tokenizer from the `rwkv` package's vocabulary file.
+        `header` is read_header(source)'s result when the caller checked it already."""
         if isinstance(source, str):
             from .source import open_source
 
             source = open_source(source)
-        tensors, metadata = await read_header(source)
+        tensors, metadata = header or await read_header(source)
         config = detect_config({name: info.shape for name, info in tensors.items()})
         if backend is None:
             from .numpy_exec import NumpyBackend

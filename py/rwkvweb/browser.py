@@ -7,8 +7,9 @@ plain values or bytes, so nothing crosses back as a proxy that someone must free
 
 from __future__ import annotations
 
-from .api import WORLD_VOCAB_SIZE, Model
+from .api import WORLD_VOCAB_SIZE, Model, read_header
 from .bridge import WebGPUBackend
+from .config import detect_config
 from .tokenizer import WorldTokenizer
 
 _tokenizer: WorldTokenizer | None = None
@@ -59,11 +60,16 @@ def _require_model() -> Model:
 
 
 async def load(js_bridge, reader, max_binding: int) -> dict:
-    """Load a model from a JS reader (URL or file) onto the bridge's device."""
+    """Load a model from a JS reader (URL or file) onto the bridge's device.
+
+    The header is read and checked first: a malformed or unsupported file is refused while
+    the model loaded before stays loaded."""
     global _model
+    header = await read_header(reader)
+    detect_config({name: info.shape for name, info in header[0].items()})
     await unload(js_bridge)
     world = lambda config, metadata: _tokenizer if config.vocab_size == WORLD_VOCAB_SIZE else None  # noqa: E731
-    _model = await Model.load(reader, backend=WebGPUBackend(js_bridge), tokenizer_for=world, max_binding=int(max_binding))
+    _model = await Model.load(reader, backend=WebGPUBackend(js_bridge), tokenizer_for=world, max_binding=int(max_binding), header=header)
     return _model.info()
 
 
@@ -92,8 +98,8 @@ def abort() -> None:
     _abort_requested = True
 
 
-async def logits(tokens) -> list[bytes]:
-    return await _require_model().logits([int(t) for t in _py(tokens)])
+async def logits(tokens, keep_state: bool = False) -> list[bytes]:
+    return await _require_model().logits([int(t) for t in _py(tokens)], keep_state=bool(keep_state))
 
 
 async def export_state() -> bytes:

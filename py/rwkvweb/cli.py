@@ -34,8 +34,22 @@ def _parser() -> argparse.ArgumentParser:
     logits = commands.add_parser("logits", help='print {"logits": [[...], ...]}, one row per input token')
     logits.add_argument("model")
     logits.add_argument("--tokens", required=True, help="comma-separated token ids, e.g. 1,2,3")
-    logits.add_argument("--backend", choices=["numpy"], default="numpy")
+    logits.add_argument("--backend", choices=["numpy", "webgpu"], default="numpy",
+                        help="webgpu: the browser engine in headless Chromium (needs a source checkout)")
     logits.set_defaults(run=cmd_logits)
+
+    generate = commands.add_parser("generate", help="continue a prompt; prints the text (or ids for models without a tokenizer)")
+    generate.add_argument("model")
+    prompt = generate.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", help="prompt text (World-vocabulary models)")
+    prompt.add_argument("--tokens", help="prompt as comma-separated token ids")
+    generate.add_argument("--max-tokens", type=int, default=100)
+    generate.add_argument("--backend", choices=["numpy", "webgpu"], default="numpy")
+    generate.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    generate.add_argument("--top-p", type=float, default=0.85)
+    generate.add_argument("--top-k", type=int, default=0)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.set_defaults(run=cmd_generate)
 
     encode = commands.add_parser("encode", help="World-tokenize standard input; print the ids as a JSON list")
     encode.add_argument("--vocab", help="vocabulary file (default: the one in the rwkv package)")
@@ -68,13 +82,43 @@ def cmd_info(args) -> None:
 
 
 def cmd_logits(args) -> None:
-    from .reference import RWKV7
-
     tokens = _parse_ids(args.tokens)
-    model = RWKV7.load(args.model)
-    rows, _ = model.logits(tokens)
-    json.dump({"logits": rows.tolist()}, sys.stdout)
+    if args.backend == "webgpu":
+        from .headless import headless_engine
+
+        with headless_engine(args.model) as engine:
+            engine.load(args.model)
+            rows = engine.call("logits", {"tokens": tokens})
+    else:
+        from .reference import RWKV7
+
+        rows = RWKV7.load(args.model).logits(tokens)[0].tolist()
+    json.dump({"logits": rows}, sys.stdout)
     print()
+
+
+def cmd_generate(args) -> None:
+    prompt = args.prompt if args.prompt is not None else _parse_ids(args.tokens)
+    sampling = {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k, "seed": args.seed}
+    if args.backend == "webgpu":
+        from .headless import headless_engine
+
+        with headless_engine(args.model) as engine:
+            engine.load(args.model)
+            result = engine.call("generate", {"prompt": prompt, "options": {"max_tokens": args.max_tokens, **sampling}})
+        text, tokens = result["text"], result["tokens"]
+    else:
+        import asyncio
+
+        from .api import Model
+
+        async def run():
+            model = await Model.load(args.model)
+            return await model.generate(prompt, args.max_tokens, **sampling)
+
+        generation = asyncio.run(run())
+        text, tokens = generation.text, generation.tokens
+    print(text if text or args.prompt is not None else json.dumps(tokens))
 
 
 def _parse_ids(text: str) -> list[int]:

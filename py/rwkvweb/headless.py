@@ -1,0 +1,76 @@
+"""Run the browser engine from CPython: the built site in headless Chromium, driven by Playwright.
+
+This is the product path end to end (Pyodide in the worker, the Python graph, WGSL on WebGPU),
+used by `python -m rwkvweb logits|generate --backend webgpu` so anyone can compare the engine
+with the numpy reference without writing JavaScript. Needs a source checkout (serve.py and
+build/ beside py/), Playwright, and Chromium (Debian: /usr/bin/chromium).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CHROMIUM = os.environ.get("RWKVWEB_CHROMIUM", "/usr/bin/chromium")
+# SwiftShader gives Chromium a WebGPU adapter without a GPU; the rest keep it off the network.
+CHROMIUM_ARGS = [
+    "--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader", "--enable-unsafe-swiftshader",
+    "--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+BLANK = "__headless__.html"
+
+CALL_JS = """
+async ([method, params]) => {
+  if (!window.__engine) {
+    const { EngineClient } = await import("/client.js");
+    window.__engine = await new Promise((resolve, reject) => {
+      const engine = new EngineClient("/worker.js", { onReady: () => resolve(engine), onFailed: (e) => reject(new Error(e)) });
+    });
+  }
+  return window.__engine.call(method, params);
+}
+"""
+
+
+class HeadlessEngine:
+    """`call(method, params)` on the page's engine worker; see web/worker.js for the methods."""
+
+    def __init__(self, page, base_url: str):
+        self.page, self.base_url = page, base_url
+
+    def call(self, method: str, params: dict | None = None):
+        return self.page.evaluate(CALL_JS, [method, params or {}])
+
+    def load(self, model_path: str) -> dict:
+        return self.call("load", {"url": self.base_url + "cli-model/" + os.path.basename(model_path)})
+
+
+@contextmanager
+def headless_engine(model_path: str):
+    """Serve the site plus the model's folder, open Chromium, yield a HeadlessEngine."""
+    if not os.path.exists(os.path.join(REPO, "serve.py")):
+        raise RuntimeError("--backend webgpu needs a source checkout of rwkvweb (serve.py and build/ beside py/)")
+    if not os.path.exists(CHROMIUM):
+        raise RuntimeError(f"{CHROMIUM} not found: install Chromium (apt-get install chromium) or set RWKVWEB_CHROMIUM")
+    sys.path.insert(0, REPO)
+    import serve
+    from build import site
+    from playwright.sync_api import sync_playwright
+
+    if site.is_stale():
+        site.build()
+    server = serve.serve_in_thread(site.SITE, mounts={"cli-model": os.path.dirname(os.path.abspath(model_path))})
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.route(server.url + BLANK, lambda route: route.fulfill(body="<!doctype html>", content_type="text/html"))
+            page.goto(server.url + BLANK)
+            yield HeadlessEngine(page, server.url)
+            browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()

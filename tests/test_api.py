@@ -1,0 +1,101 @@
+"""The public API on the numpy backend: generation, streaming, state export/import, fork, abort."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from rwkvweb.api import Model
+from rwkvweb.config import ModelConfig
+from rwkvweb.reference import RWKV7
+from rwkvweb.testmodel import write_test_model
+
+
+def run(coroutine):
+    # In a thread of its own: Playwright's sync API (browser tests in the same session) keeps
+    # an event loop running on the main thread, where asyncio.run refuses to start another.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+@pytest.fixture(scope="module")
+def path(tmp_path_factory):
+    file = tmp_path_factory.mktemp("api") / "m.st"
+    write_test_model(str(file), ModelConfig.default_for(2, 128, 300), seed=8)
+    return str(file)
+
+
+@pytest.fixture(scope="module")
+def world_path(tmp_path_factory):
+    file = tmp_path_factory.mktemp("api") / "world.st"
+    write_test_model(str(file), ModelConfig.default_for(1, 64, 65536), seed=9, dtype="fp16")
+    return str(file)
+
+
+def reference_greedy(path, prompt, steps):
+    model = RWKV7.load(path)
+    rows, state = model.logits(prompt)
+    out, logits = [], rows[-1]
+    for _ in range(steps):
+        out.append(int(np.argmax(logits)))
+        logits, state = model.forward(out[-1], state)
+    return out
+
+
+def test_greedy_generation_equals_the_reference(path):
+    model = run(Model.load(path))
+    result = run(model.generate([3, 1, 4, 1, 5], 20, temperature=0))
+    assert result.tokens == reference_greedy(path, [3, 1, 4, 1, 5], 20)
+    assert result.stats.stopped_by in ("length", "end_of_text") and result.stats.prompt_tokens == 5
+
+
+def test_text_streams_in_whole_utf8_pieces(world_path):
+    model = run(Model.load(world_path))
+    pieces = []
+    result = run(model.generate("Hello 世界", 30, temperature=1.0, seed=3, on_text=pieces.append))
+    assert "".join(pieces) == result.text == model.decode(result.tokens)
+    assert all(isinstance(p, str) and p for p in pieces)
+
+
+def test_exported_state_continues_exactly_in_a_fresh_engine(path):
+    a, b = run(Model.load(path)), run(Model.load(path))
+    run(a.logits([9, 8, 7, 6]))
+    blob = run(a.state())
+    run(b.state(blob))
+    assert run(a.logits([5, 4], keep_state=True)) == run(b.logits([5, 4], keep_state=True))
+    assert run(a.generate([2], 10, temperature=1.0, seed=1, keep_state=True)).tokens == run(b.generate([2], 10, temperature=1.0, seed=1, keep_state=True)).tokens
+    with pytest.raises(ValueError, match="another model's state"):
+        run(b.state(blob[:-4]))
+
+
+def test_forks_share_weights_but_not_state(path):
+    model = run(Model.load(path))
+    run(model.logits([1, 2, 3]))
+    fork = run(model.fork())
+    first = run(model.generate([4], 8, temperature=0, keep_state=True)).tokens
+    second = run(fork.generate([4], 8, temperature=0, keep_state=True)).tokens  # from the same point
+    assert first == second
+    assert fork.engine is model.engine
+
+
+def test_abort_stops_between_tokens_and_leaves_the_engine_usable(path):
+    model = run(Model.load(path))
+    seen = []
+    result = run(model.generate([1, 2], 50, temperature=1.0, on_token=seen.append, should_stop=lambda: len(seen) >= 3))
+    assert result.stats.stopped_by == "abort" and len(result.tokens) == 3
+    assert run(model.generate([1, 2], 20, temperature=0)).tokens == reference_greedy(path, [1, 2], 20)
+
+
+def test_bad_options_are_refused_clearly(path):
+    model = run(Model.load(path))
+    with pytest.raises(ValueError, match="unknown sampling options \\['temprature'\\]"):
+        run(model.generate([1], 5, temprature=0.5))
+    with pytest.raises(ValueError, match="top_p must be in"):
+        run(model.generate([1], 5, top_p=0))
+    with pytest.raises(ValueError, match="token id 300 is outside"):
+        run(model.generate([300], 5))
+    with pytest.raises(ValueError, match="no tokenizer for a 300-token vocabulary"):
+        run(model.generate("text", 5))

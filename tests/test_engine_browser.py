@@ -1,0 +1,85 @@
+"""The engine worker in the browser (Pyodide + WebGPU): state round trips, abort, and GPU memory."""
+
+from __future__ import annotations
+
+import pytest
+
+from rwkvweb.config import ModelConfig
+from rwkvweb.headless import BLANK, CALL_JS
+from rwkvweb.testmodel import write_test_model
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def engine_page(browser, server, model_dir):
+    write_test_model(str(model_dir / "engine-2x128.st"), ModelConfig.default_for(2, 128, 300), seed=4, dtype="fp16")
+    (model_dir / "junk.st").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}" + bytes(100))
+    page = browser.new_page()
+    page.route(server.url + BLANK, lambda route: route.fulfill(body="<!doctype html>", content_type="text/html"))
+    page.goto(server.url + BLANK)
+    page.evaluate(CALL_JS, ["info", {}])  # starts the worker and waits for it
+    yield page
+    page.close()
+
+
+def call(page, method, params=None):
+    return page.evaluate(CALL_JS, [method, params or {}])
+
+
+def test_state_exported_and_imported_continues_exactly(engine_page):
+    call(engine_page, "load", {"url": "/models/engine-2x128.st"})
+    same = engine_page.evaluate("""async () => {
+      const e = window.__engine;
+      await e.call("logits", { tokens: [1, 2, 3] });
+      const saved = await e.call("exportState");
+      const first = await e.call("logits", { tokens: [4, 5], keepState: true });
+      await e.call("logits", { tokens: [9, 9, 9], keepState: true });   // wander off
+      await e.call("importState", { state: saved });
+      const again = await e.call("logits", { tokens: [4, 5], keepState: true });
+      return { bytes: saved.byteLength, equal: JSON.stringify(first) === JSON.stringify(again) };
+    }""")
+    assert same["equal"]
+    assert same["bytes"] == 4 * 2 * (2 * 128 + 2 * 64 * 64)
+
+
+def test_abort_mid_generation_then_generate_again(engine_page):
+    call(engine_page, "load", {"url": "/models/engine-2x128.st"})
+    result = engine_page.evaluate("""async () => {
+      const e = window.__engine;
+      let pieces = 0;
+      const running = e.call("generate", { prompt: [1, 2], options: { max_tokens: 100000 } });
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await e.abort();
+      const stopped = await running;
+      const next = await e.call("generate", { prompt: [1, 2], options: { max_tokens: 5 } });
+      return { stopped: stopped.stopped_by, generated: stopped.generated, next: next.stopped_by, nextCount: next.tokens.length };
+    }""")
+    assert result["stopped"] == "abort" and 0 < result["generated"] < 100000
+    assert result["next"] == "length" and result["nextCount"] == 5
+
+
+def test_gpu_memory_is_the_same_after_generations_and_reloads(engine_page):
+    loaded = call(engine_page, "load", {"url": "/models/engine-2x128.st"})
+    first = call(engine_page, "generate", {"prompt": [3], "options": {"max_tokens": 8}})
+    second = call(engine_page, "generate", {"prompt": [3], "options": {"max_tokens": 8}})
+    assert loaded["gpu"]["bytesAllocated"] == first["gpuBytes"] == second["gpuBytes"] > 0
+    assert call(engine_page, "unload")["bytesAllocated"] == 0
+    assert call(engine_page, "load", {"url": "/models/engine-2x128.st"})["gpu"]["bytesAllocated"] == loaded["gpu"]["bytesAllocated"]
+
+
+def test_errors_are_reported_and_lose_nothing(engine_page):
+    call(engine_page, "load", {"url": "/models/engine-2x128.st"})
+    with pytest.raises(Exception, match="HTTP 404 \\(no such model file\\)"):
+        call(engine_page, "load", {"url": "/models/missing.st"})
+    with pytest.raises(Exception, match="header is not valid UTF-8 JSON"):
+        call(engine_page, "load", {"url": "/models/junk.st"})
+    # the model loaded before is still there and works
+    assert call(engine_page, "generate", {"prompt": [1], "options": {"max_tokens": 2}})["stopped_by"] == "length"
+    with pytest.raises(Exception, match="unknown sampling options"):
+        call(engine_page, "generate", {"prompt": [1], "options": {"max_tokens": 2, "bogus": 1}})
+    with pytest.raises(Exception, match="token id 300 is outside"):
+        call(engine_page, "generate", {"prompt": [300], "options": {"max_tokens": 2}})
+    call(engine_page, "unload")
+    with pytest.raises(Exception, match="no model is loaded"):
+        call(engine_page, "generate", {"prompt": [1], "options": {"max_tokens": 2}})
