@@ -55,20 +55,24 @@ def rand(rng, *shape, scale=1.0, dtype=np.float32):
 
 
 @pytest.mark.parametrize("dtype", ["f32", "f16"])
-@pytest.mark.parametrize("row_major, act, bias, accumulate, M, K, row_offset", [
-    (True, "none", False, False, 192, 256, 0),
-    (True, "relu2", False, False, 100, 64, 8),    # M not a multiple of the workgroup; a split-head offset
-    (True, "none", False, True, 64, 1024, 0),     # the residual add
-    (False, "tanh", False, False, 32, 256, 0),    # LoRA down, x @ w1
-    (False, "decay", True, False, 256, 32, 0),    # LoRA up with bias and the decay transform
-    (False, "sigmoid", True, False, 128, 64, 0),
+@pytest.mark.parametrize("row_major, row_threads, act, bias, accumulate, M, K, row_offset", [
+    (True, 1, "none", False, False, 192, 256, 0),
+    (True, 1, "relu2", False, False, 100, 64, 8),   # M not a multiple of the workgroup; a split-head offset
+    (True, 1, "none", False, True, 64, 1024, 0),    # the residual add
+    (True, 32, "none", False, True, 97, 768, 4),    # workgroup reduction, 2 rows per workgroup, odd M
+    (True, 64, "relu2", False, False, 64, 256, 0),  # one row per workgroup
+    (False, 1, "tanh", False, False, 32, 256, 0),   # LoRA down, x @ w1
+    (False, 1, "decay", True, False, 256, 32, 0),   # LoRA up with bias and the decay transform
+    (False, 1, "sigmoid", True, False, 128, 64, 0),
+    (False, 1, "none", False, True, 301, 128, 3),   # a transposed head part: M padded to 304
 ])
-def test_matvec(gpu_page, dtype, row_major, act, bias, accumulate, M, K, row_offset):
+def test_matvec(gpu_page, dtype, row_major, row_threads, act, bias, accumulate, M, K, row_offset):
     rng = np.random.default_rng(M * K)
     plan = Plan()
-    w = rand(rng, *((M, K) if row_major else (K, M)), scale=K**-0.5, dtype=np.float16 if dtype == "f16" else np.float32)
+    shape = (M, K) if row_major else (K, -(-M // 4) * 4)
+    w = rand(rng, *shape, scale=K**-0.5, dtype=np.float16 if dtype == "f16" else np.float32)
     v, initial = inputs(plan, w=w, x=rand(rng, K), b=rand(rng, M), out=rand(rng, row_offset + M))
-    ops.matvec(plan, "test", v["w"], dtype, v["x"], v["out"], M, K, row_major=row_major, act=act,
+    ops.matvec(plan, "test", v["w"], dtype, v["x"], v["out"], M, K, row_major=row_major, row_threads=row_threads, act=act,
                bias=v["b"] if bias else None, accumulate=accumulate, row_offset=row_offset)
     check(gpu_page, plan, initial, [v["out"]])
 

@@ -33,18 +33,20 @@ def greedy_reference(model: RWKV7, tokens: list[int], steps: int) -> tuple[np.nd
     return rows, chosen, state
 
 
-@pytest.mark.parametrize("layers, width, vocab, dtype", [
-    (2, 128, 300, "fp32"),
-    (3, 256, 1000, "fp16"),
-    (1, 64, 256, "fp32"),  # one head, byte-level vocabulary
+@pytest.mark.parametrize("layers, width, vocab, dtype, matvec", [
+    (2, 128, 301, "fp32", "cols"),
+    (3, 256, 1000, "fp16", "cols"),
+    (2, 128, 301, "fp16", "rows-wg"),
+    (2, 128, 300, "fp32", "rows"),
+    (1, 64, 256, "fp32", "cols"),  # one head, byte-level vocabulary
 ])
-def test_generated_model_matches_the_reference(browser, server, model_dir, layers, width, vocab, dtype):
+def test_generated_model_matches_the_reference(browser, server, model_dir, layers, width, vocab, dtype, matvec):
     name = f"m{layers}x{width}x{vocab}-{dtype}.st"
     cfg = ModelConfig.default_for(layers, width, vocab)
     write_test_model(str(model_dir / name), cfg, seed=layers, dtype=dtype)
     file = SafetensorsFile(str(model_dir / name))
     # max_binding small enough to split the head and embedding into parts: the split path runs too
-    compiled = compile_model(cfg, file.tensors, max_binding=64 * 1024)
+    compiled = compile_model(cfg, file.tensors, max_binding=64 * 1024, matvec=matvec)
     tokens = list(np.random.default_rng(0).integers(0, vocab, 32))
     page = blank_page(browser.new_page(), server)
     try:

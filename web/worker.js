@@ -75,8 +75,9 @@ const methods = {
     const reader = await openSource(file || url);
     const gpuBridge = await ensureBridge();
     const maxBinding = gpu.device.limits.maxStorageBufferBindingSize;
-    const model = plain(await api.load(gpuBridge, reader, maxBinding));
-    return { ...model, name: reader.name, bytes: reader.size, seconds: (performance.now() - started) / 1000, gpu: gpuBridge.info(), device: describe(gpu.adapter, gpu.device) };
+    const device = describe(gpu.adapter, gpu.device);
+    const model = plain(await api.load(gpuBridge, reader, maxBinding, pyodide.toPy(device)));
+    return { ...model, name: reader.name, bytes: reader.size, seconds: (performance.now() - started) / 1000, gpu: gpuBridge.info(), device };
   },
 
   async generate({ prompt, options }, id) {

@@ -59,12 +59,14 @@ class Model:
         engine.owner = self
 
     @classmethod
-    async def load(cls, source, *, backend=None, tokenizer_for=None, max_binding: int = DEFAULT_MAX_BINDING, header=None) -> "Model":
+    async def load(cls, source, *, backend=None, tokenizer_for=None, max_binding: int = DEFAULT_MAX_BINDING, header=None,
+                   matvec: str = "cols") -> "Model":
         """Read the header, plan the GPU buffers, stream the weights in. Nothing else is fetched.
 
         tokenizer_for(config, metadata) picks the tokenizer (None: ids only); the default gives
         World-vocabulary models the World tokenizer from the `rwkv` package's vocabulary file.
-        `header` is read_header(source)'s result when the caller checked it already."""
+        `header` is read_header(source)'s result when the caller checked it already; `matvec` the
+        weight layout and kernel variant (model.MATVEC_VARIANTS, model.choose_matvec)."""
         if isinstance(source, str):
             from .source import open_source
 
@@ -75,7 +77,8 @@ class Model:
             from .numpy_exec import NumpyBackend
 
             backend = NumpyBackend()
-        engine = await Engine.create(compile_model(config, tensors, max_binding), backend, source)
+        engine = await Engine.create(compile_model(config, tensors, max_binding, matvec), backend, source)
+        engine.matvec = matvec
         return cls(engine, (tokenizer_for or default_tokenizer)(config, metadata), metadata)
 
     # --- text ------------------------------------------------------------------
@@ -156,7 +159,9 @@ class Model:
             self.engine.owner = self
 
     def info(self) -> dict:
-        return {"config": asdict(self.config), "metadata": self.metadata, "buffers": self.engine.compiled.plan.bytes_by_role()}
+        plan = self.engine.compiled.plan
+        return {"config": asdict(self.config), "metadata": self.metadata, "buffers": plan.bytes_by_role(),
+                "matvec": self.engine.matvec, "kernels": len(plan.kernels), "steps_per_token": len(plan.programs["generate"])}
 
 
 async def _maybe_await(value) -> None:

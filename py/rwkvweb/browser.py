@@ -10,6 +10,7 @@ from __future__ import annotations
 from .api import WORLD_VOCAB_SIZE, Model, read_header
 from .bridge import WebGPUBackend
 from .config import detect_config
+from .model import choose_matvec
 from .tokenizer import WorldTokenizer
 
 _tokenizer: WorldTokenizer | None = None
@@ -59,7 +60,7 @@ def _require_model() -> Model:
     return _model
 
 
-async def load(js_bridge, reader, max_binding: int) -> dict:
+async def load(js_bridge, reader, max_binding: int, adapter=None) -> dict:
     """Load a model from a JS reader (URL or file) onto the bridge's device.
 
     The header is read and checked first: a malformed or unsupported file is refused while
@@ -69,7 +70,9 @@ async def load(js_bridge, reader, max_binding: int) -> dict:
     detect_config({name: info.shape for name, info in header[0].items()})
     await unload(js_bridge)
     world = lambda config, metadata: _tokenizer if config.vocab_size == WORLD_VOCAB_SIZE else None  # noqa: E731
-    _model = await Model.load(reader, backend=WebGPUBackend(js_bridge), tokenizer_for=world, max_binding=int(max_binding), header=header)
+    matvec = choose_matvec(_py(adapter))
+    _model = await Model.load(reader, backend=WebGPUBackend(js_bridge), tokenizer_for=world, max_binding=int(max_binding),
+                              header=header, matvec=matvec)
     return _model.info()
 
 

@@ -36,34 +36,57 @@ class CompiledModel:
     counts: View  # state: [V] u32, how often each token was generated (for the penalties)
 
 
+# How [M, K] weight matrices are stored and multiplied (ops.matvec's variants); the plan records it.
+MATVEC_VARIANTS = {
+    "rows": {"row_major": True, "row_threads": 1},  # one invocation per row
+    "rows-wg": {"row_major": True, "row_threads": 32},  # 32 invocations per row + workgroup reduction: real GPUs
+    "cols": {"row_major": False},  # transposed at load, one invocation per 4 outputs: SwiftShader
+}
+
+
+def choose_matvec(adapter: dict | None) -> str:
+    """SwiftShader (a CPU) wants neighbouring invocations on neighbouring columns; GPUs want
+    each row read by many invocations together (measured: DESIGN.md, build/bench.py)."""
+    return "cols" if (adapter or {}).get("architecture") == "swiftshader" else "rows-wg"
+
+
 class _Builder:
-    def __init__(self, config: ModelConfig, tensors: dict[str, TensorInfo], max_binding: int):
+    def __init__(self, config: ModelConfig, tensors: dict[str, TensorInfo], max_binding: int, matvec: str):
         self.cfg, self.tensors, self.max_binding = config, tensors, max_binding
+        self.variant = MATVEC_VARIANTS[matvec]
         self.plan = Plan()
 
-    def matrix(self, name: str) -> tuple[View, str]:
-        """A weight matrix in its own buffer, in the file's precision (bf16 widened to f32)."""
-        info = self.tensors[name]
+    def _store(self, name: str, info: TensorInfo, first: int, rows: int, transpose: bool) -> tuple[View, str]:
+        """Rows [first, first + rows) of a [R, K] weight in one buffer, k-major if `transpose`."""
+        K = info.shape[1]
         dtype = "f16" if info.dtype == "F16" else "f32"
-        view = self.plan.buffer(name, info.numel * ops.WEIGHT_BYTES[dtype], "weight")
-        self.plan.fill(view, info.start, info.end, "bf16-f32" if info.dtype == "BF16" else None)
+        stored_rows = -(-rows // 4) * 4 if transpose else rows
+        view = self.plan.buffer(name, stored_rows * K * ops.WEIGHT_BYTES[dtype], "weight")
+        per_row = info.nbytes // info.shape[0]
+        start = info.start + first * per_row
+        self.plan.fill(view, start, start + rows * per_row, "bf16-f32" if info.dtype == "BF16" else None,
+                       (rows, K, stored_rows) if transpose else None)
         return view, dtype
 
-    def row_parts(self, name: str) -> list[tuple[View, str, int, int]]:
+    def lora(self, name: str) -> tuple[View, str]:
+        """A LoRA matrix: stored [K, M] already, the k-major layout."""
+        info = self.tensors[name]
+        return self._store(name, info, 0, info.shape[0], transpose=False)
+
+    def linear(self, program: str, name: str, x: View, out: View, **options) -> None:
+        """out (+)= act(W·x) for an nn.Linear weight W [M, K], in this plan's matvec variant."""
+        info = self.tensors[name]
+        M, K = info.shape
+        view, dtype = self._store(name, info, 0, M, transpose=not self.variant["row_major"])
+        ops.matvec(self.plan, program, view, dtype, x, out, M, K, **self.variant, **options)
+
+    def row_parts(self, name: str, transpose: bool) -> list[tuple[View, str, int, int]]:
         """A [rows, C] matrix in parts no larger than one binding: (view, dtype, first row, rows)."""
         info = self.tensors[name]
         rows, C = info.shape
-        dtype = "f16" if info.dtype == "F16" else "f32"
-        per_row_file = info.nbytes // rows
-        per_part = max(1, self.max_binding // (C * ops.WEIGHT_BYTES[dtype]))
-        parts = []
-        for first in range(0, rows, per_part):
-            count = min(per_part, rows - first)
-            view = self.plan.buffer(f"{name}[{first}:{first + count}]", count * C * ops.WEIGHT_BYTES[dtype], "weight")
-            start = info.start + first * per_row_file
-            self.plan.fill(view, start, start + count * per_row_file, "bf16-f32" if info.dtype == "BF16" else None)
-            parts.append((view, dtype, first, count))
-        return parts
+        per_part = max(4, self.max_binding // (C * ops.WEIGHT_BYTES["f16" if info.dtype == "F16" else "f32"]) // 4 * 4)
+        return [(*self._store(f"{name}[{first}:{first + min(per_part, rows - first)}]", info, first, min(per_part, rows - first), transpose),
+                 first, min(per_part, rows - first)) for first in range(0, rows, per_part)]
 
     def vectors(self, label: str, names: list[str]) -> View:
         """Small vectors side by side in one float32 buffer (widened from f16/bf16 as they load)."""
@@ -81,8 +104,9 @@ class _Builder:
         return self.plan.buffer(name, floats * F32, "scratch")
 
 
-def compile_model(config: ModelConfig, tensors: dict[str, TensorInfo], max_binding: int = DEFAULT_MAX_BINDING) -> CompiledModel:
-    cfg, b = config, _Builder(config, tensors, max_binding)
+def compile_model(config: ModelConfig, tensors: dict[str, TensorInfo], max_binding: int = DEFAULT_MAX_BINDING,
+                  matvec: str = "cols") -> CompiledModel:
+    cfg, b = config, _Builder(config, tensors, max_binding, matvec)
     plan, p = b.plan, DECODE
     C, H, N, F = cfg.n_embd, cfg.n_head, cfg.head_size, cfg.dim_ffn
     lora = max(cfg.d_decay_lora, cfg.d_aaa_lora, cfg.d_mv_lora, cfg.d_gate_lora)
@@ -98,7 +122,7 @@ def compile_model(config: ModelConfig, tensors: dict[str, TensorInfo], max_bindi
     ffn_hidden = b.scratch("ffn_hidden", F)
     slot = lambda view, i: view.slot(i, C * F32)  # noqa: E731
 
-    for table, dtype, first, rows in b.row_parts("emb.weight"):
+    for table, dtype, first, rows in b.row_parts("emb.weight", transpose=False):  # gathered by row
         ops.embed(plan, p, table, dtype, token, xx, rows, C, row_start=first)
     ln0 = b.vectors("blocks.0.ln0", ["blocks.0.ln0.weight", "blocks.0.ln0.bias"])
     ops.norm(plan, p, xx, slot(ln0, 0), slot(ln0, 1), x, C, 1, LN_EPS)
@@ -113,7 +137,7 @@ def compile_model(config: ModelConfig, tensors: dict[str, TensorInfo], max_bindi
         ops.norm(plan, p, x, slot(ln1, 0), slot(ln1, 1), xx, C, 1, LN_EPS)
         ops.token_shift(plan, p, xx, att_shift, b.vectors(att + "mix", [att + m for m in ATT_MIX]), mixed, C, 6)
         for s, proj in ((R, "receptance"), (K, "key"), (V, "value")):
-            ops.matvec(plan, p, *b.matrix(att + proj + ".weight"), slot(mixed, s), slot(vecs, s), C, C)
+            b.linear(p, att + proj + ".weight", slot(mixed, s), slot(vecs, s))
         biases = b.vectors(att + "lora_bias", [att + "w0", att + "a0"] + ([att + "v0"] if i else []))
         _lora(b, p, att + "w", slot(mixed, W), hidden, slot(vecs, W), cfg.d_decay_lora, "tanh", slot(biases, 0), "decay")
         _lora(b, p, att + "a", slot(mixed, A), hidden, slot(vecs, A), cfg.d_aaa_lora, "none", slot(biases, 1), "sigmoid")
@@ -128,19 +152,19 @@ def compile_model(config: ModelConfig, tensors: dict[str, TensorInfo], max_bindi
         ln_x = b.vectors(att + "ln_x", [att + "ln_x.weight", att + "ln_x.bias"])
         ops.norm(plan, p, slot(wkv_out, 0), slot(ln_x, 0), slot(ln_x, 1), y_norm, N, H, GN_EPS)
         ops.add_mul(plan, p, y_norm, slot(wkv_out, 1), slot(vecs, G), y_gated, C)
-        ops.matvec(plan, p, *b.matrix(att + "output.weight"), y_gated, x, C, C, accumulate=True)
+        b.linear(p, att + "output.weight", y_gated, x, accumulate=True)
 
         # channel mixing
         ln2 = b.vectors(f"blocks.{i}.ln2", [f"blocks.{i}.ln2.weight", f"blocks.{i}.ln2.bias"])
         ops.norm(plan, p, x, slot(ln2, 0), slot(ln2, 1), xx, C, 1, LN_EPS)
         ops.token_shift(plan, p, xx, ffn_shift, b.vectors(ffn + "x_k", [ffn + "x_k"]), slot(mixed, 0), C, 1)
-        ops.matvec(plan, p, *b.matrix(ffn + "key.weight"), slot(mixed, 0), ffn_hidden, F, C, act="relu2")
-        ops.matvec(plan, p, *b.matrix(ffn + "value.weight"), ffn_hidden, x, C, F, accumulate=True)
+        b.linear(p, ffn + "key.weight", slot(mixed, 0), ffn_hidden, act="relu2")
+        b.linear(p, ffn + "value.weight", ffn_hidden, x, accumulate=True)
 
     ln_out = b.vectors("ln_out", ["ln_out.weight", "ln_out.bias"])
     ops.norm(plan, p, x, slot(ln_out, 0), slot(ln_out, 1), xx, C, 1, LN_EPS)
-    for head, dtype, first, rows in b.row_parts("head.weight"):
-        ops.matvec(plan, p, head, dtype, xx, logits, rows, C, row_offset=first)
+    for head, dtype, first, rows in b.row_parts("head.weight", transpose=not b.variant["row_major"]):
+        ops.matvec(plan, p, head, dtype, xx, logits, rows, C, row_offset=first, **b.variant)
 
     sampled, sampler = plan.buffer("sampled", 4, "io"), plan.buffer("sampler", ops.SAMPLER_PARAMS, "io")
     counts = plan.buffer("counts", cfg.vocab_size * 4, "state")
@@ -153,5 +177,5 @@ def compile_model(config: ModelConfig, tensors: dict[str, TensorInfo], max_bindi
 def _lora(b: _Builder, program: str, prefix: str, x: View, hidden: View, out: View, rank: int, inner: str, bias: View | None, outer: str) -> None:
     """out = outer(bias + inner(x @ w1) @ w2): the low-rank paths of w, a, v and g."""
     C = b.cfg.n_embd
-    ops.matvec(b.plan, program, *b.matrix(prefix + "1"), x, hidden, rank, C, row_major=False, act=inner)
-    ops.matvec(b.plan, program, *b.matrix(prefix + "2"), hidden, out, C, rank, row_major=False, act=outer, bias=bias)
+    ops.matvec(b.plan, program, *b.lora(prefix + "1"), x, hidden, rank, C, row_major=False, act=inner)
+    ops.matvec(b.plan, program, *b.lora(prefix + "2"), hidden, out, C, rank, row_major=False, act=outer, bias=bias)

@@ -36,8 +36,11 @@ def _activate(t, act):
 
 def matvec(c, include, weight, x, bias, out):
     M, K = c["M"], c["K"]
-    W = _weights(weight, include[0])[: M * K]
-    t = (W.reshape(M, K) @ _f32(x, K)) if c["ROW_MAJOR"] else (_f32(x, K) @ W.reshape(K, M))
+    if c["ROW_MAJOR"]:
+        t = _weights(weight, include[0])[: M * K].reshape(M, K) @ _f32(x, K)
+    else:
+        m_pad = -(-M // 4) * 4
+        t = _f32(x, K) @ _weights(weight, include[0])[: K * m_pad].reshape(K, m_pad)[:, :M]
     if c["HAS_BIAS"]:
         t = t + _f32(bias, M)
     t = _activate(t.astype(np.float32), c["ACT"])
@@ -187,6 +190,12 @@ class NumpyExecutor:
                 chunk = chunk.view(np.float16).astype(np.float32).view(np.uint8)
             elif f["convert"] == "bf16-f32":
                 chunk = (chunk.view("<u2").astype(np.uint32) << 16).view(np.uint8)
+            if f.get("transpose"):
+                rows, cols, padded = f["transpose"]
+                element = np.dtype(f"u{chunk.size // (rows * cols)}")
+                out = np.zeros((cols, padded), element)
+                out[:, :rows] = chunk.view(element).reshape(rows, cols).T
+                chunk = out.reshape(-1).view(np.uint8)
             self.memory[f["buffer"]][f["offset"] : f["offset"] + chunk.size] = chunk
 
     def view(self, buffer: int, offset: int, size: int) -> np.ndarray:

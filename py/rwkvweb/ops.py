@@ -28,21 +28,29 @@ def _expect(view: View, nbytes: int, what: str) -> View:
 
 
 def matvec(plan: Plan, program: str, weight: View, dtype: str, x: View, out: View, M: int, K: int, *,
-           row_major: bool = True, act: str = "none", bias: View | None = None, accumulate: bool = False,
-           row_offset: int = 0, dummy: View | None = None) -> None:
-    """out[row_offset + m] (+)= act(W·x + bias). row_major W is [M, K]; otherwise [K, M] (x @ W)."""
+           row_major: bool = True, row_threads: int = 1, act: str = "none", bias: View | None = None,
+           accumulate: bool = False, row_offset: int = 0) -> None:
+    """out[row_offset + m] (+)= act(W·x + bias).
+
+    row_major: W is [M, K], read by `row_threads` invocations per row (1, or a power of two up to
+    the workgroup size, reduced in workgroup memory). Otherwise W is k-major [K, M_pad], M_pad = M
+    rounded up to a multiple of 4 (x @ W, or a matrix transposed at load)."""
     assert K % 4 == 0, f"K={K} must be a multiple of 4"
-    assert row_major or M % 4 == 0, f"a [K, M] weight needs M % 4 == 0, got M={M}"
-    weight = _expect(weight, M * K * WEIGHT_BYTES[dtype], f"matvec weight [{M}x{K}] {dtype}")
+    assert row_threads >= 1 and WG % row_threads == 0 and row_threads & (row_threads - 1) == 0, row_threads
+    m_pad = M if row_major else -(-M // 4) * 4
+    weight = _expect(weight, m_pad * K * WEIGHT_BYTES[dtype], f"matvec weight [{M}x{K}] {dtype}")
     x = _expect(x, K * F32, "matvec x")
     out = _expect(out, (row_offset + M) * F32, "matvec out")
     if bias is not None:
         bias = _expect(bias, M * F32, "matvec bias")
-    constants = {"M": M, "K": K, "ROW_MAJOR": row_major, "ACT": ACTIVATIONS[act], "HAS_BIAS": bias is not None,
-                 "ACCUMULATE": accumulate, "ROW_OFFSET": row_offset, "WG": WG}
+    constants = {"M": M, "K": K, "ROW_MAJOR": row_major, "ROW_THREADS": row_threads if row_major else 1,
+                 "ACT": ACTIVATIONS[act], "HAS_BIAS": bias is not None, "ACCUMULATE": accumulate, "ROW_OFFSET": row_offset, "WG": WG}
     kernel = plan.kernel("matvec.wgsl", constants, include=(PRELUDES[dtype],))
-    unused_bias = bias or dummy or x  # bound but never read when HAS_BIAS is false
-    plan.dispatch(program, kernel, [weight, x, unused_bias, out], _groups(M if row_major else M // 4))
+    if not row_major:
+        groups = _groups(m_pad // 4)
+    else:
+        groups = _groups(M, WG // row_threads)
+    plan.dispatch(program, kernel, [weight, x, bias or x, out], groups)  # x stands in for an unread bias
 
 
 def norm(plan: Plan, program: str, x: View, weight: View, bias: View, out: View, group: int, n_groups: int, eps: float) -> None:

@@ -45,12 +45,19 @@ class Plan:
         self.buffers.append({"id": len(self.buffers), "name": name, "bytes": padded, "role": role})
         return View(len(self.buffers) - 1, 0, padded)
 
-    def fill(self, view: View, start: int, end: int, convert: str | None = None) -> None:
-        """Copy file bytes [start, end) into the view, widening f16/bf16 to f32 if `convert` says so."""
+    def fill(self, view: View, start: int, end: int, convert: str | None = None, transpose: tuple[int, int, int] | None = None) -> None:
+        """Copy file bytes [start, end) into the view, widening f16/bf16 to f32 if `convert` says so.
+
+        transpose (rows, cols, padded_rows): the bytes are a row-major [rows, cols] matrix, stored
+        k-major as [cols, padded_rows] (padding rows zero)."""
         assert convert in (None, "f16-f32", "bf16-f32"), convert
         out_bytes = (end - start) * (2 if convert else 1)
+        if transpose:
+            rows, cols, padded = transpose
+            out_bytes = out_bytes // rows * padded
         assert out_bytes <= view.size, f"fill of {out_bytes} bytes overruns {view}"
-        self.fills.append({"buffer": view.buffer, "offset": view.offset, "start": start, "end": end, "convert": convert})
+        self.fills.append({"buffer": view.buffer, "offset": view.offset, "start": start, "end": end, "convert": convert,
+                           "transpose": list(transpose) if transpose else None})
 
     def kernel(self, shader: str, constants: dict, entry: str = "main", include: tuple[str, ...] = ()) -> int:
         key = (shader, entry, include, tuple(sorted(constants.items())))

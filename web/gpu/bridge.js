@@ -107,6 +107,7 @@ export class Bridge {
       let bytes = new Uint8Array(await readRange(f.start, f.end));
       if (f.convert === "f16-f32") bytes = new Uint8Array(widenF16(bytes).buffer);
       else if (f.convert === "bf16-f32") bytes = new Uint8Array(widenBF16(bytes).buffer);
+      if (f.transpose) bytes = transpose(bytes, ...f.transpose);
       this.write(f.buffer, f.offset, bytes);
     }
   }
@@ -171,6 +172,18 @@ export class Bridge {
   check() {
     if (this.failure) throw new Error(this.failure);
   }
+}
+
+// A row-major [rows, cols] matrix of 2- or 4-byte elements, stored k-major as [cols, paddedRows].
+function transpose(bytes, rows, cols, paddedRows) {
+  const Elements = bytes.byteLength / (rows * cols) === 2 ? Uint16Array : Uint32Array;
+  const source = new Elements(bytes.buffer, bytes.byteOffset, rows * cols);
+  const target = new Elements(cols * paddedRows);
+  for (let r = 0; r < rows; r++) {
+    const row = r * cols;
+    for (let k = 0; k < cols; k++) target[k * paddedRows + r] = source[row + k];
+  }
+  return new Uint8Array(target.buffer);
 }
 
 function widenF16(bytes) {
