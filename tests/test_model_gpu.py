@@ -59,3 +59,23 @@ def test_generated_model_matches_the_reference(browser, server, model_dir, layer
     assert got["greedy"] == chosen
     gpu_state = np.frombuffer(got["state"], np.float32)
     assert np.abs(gpu_state - np.frombuffer(state.to_bytes(), np.float32)).max() <= TOLERANCE * max(1.0, np.abs(gpu_state).max())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["fp16", "fp32"])
+def test_the_0_1b_shape_matches_the_reference(browser, server, model_dir, dtype):
+    """12 layers x 768 x 65536 (RWKV-7 0.1B's shape): the head is split across bindings at fp32."""
+    name = f"rwkv7-0.1b-shape-{dtype}.st"
+    cfg = ModelConfig.default_for(12, 768, 65536)
+    write_test_model(str(model_dir / name), cfg, seed=0, dtype=dtype)
+    compiled = compile_model(cfg, SafetensorsFile(str(model_dir / name)).tensors)  # default 128 MiB bindings
+    tokens = [int(t) for t in np.random.default_rng(1).integers(0, 65536, 32)]
+    page = blank_page(browser.new_page(), server)
+    try:
+        got = run_model_in_browser(page, compiled, server.url + "models/" + name, tokens, greedy=8)
+    finally:
+        page.close()
+    expected, chosen, _ = greedy_reference(RWKV7.load(str(model_dir / name)), tokens, 8)
+    assert np.abs(got["rows"] - expected).max() <= TOLERANCE * (expected.max() - expected.min())
+    assert got["greedy"] == chosen
+    (model_dir / name).unlink()  # 380-760 MB

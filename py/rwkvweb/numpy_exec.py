@@ -178,12 +178,14 @@ class NumpyExecutor:
     def __init__(self, plan: Plan | dict):
         self.plan = plan.to_json() if isinstance(plan, Plan) else plan
         self.memory = [np.zeros(b["bytes"], np.uint8) for b in self.plan["buffers"]]
+        self.widened: dict[tuple, np.ndarray] = {}  # f16 weights as float32, made once: weights change only by fill
 
     def fill_from(self, file_bytes: bytes) -> None:
         self.fill(self.plan["fills"], lambda start, end: file_bytes[start:end])
 
     def fill(self, fills: list[dict], read_range) -> None:
         """Weights: file bytes [start, end) from read_range into buffers, widened as the fill says."""
+        self.widened.clear()
         for f in fills:
             chunk = np.frombuffer(read_range(f["start"], f["end"]), np.uint8)
             if f["convert"] == "f16-f32":
@@ -215,4 +217,10 @@ class NumpyExecutor:
                 continue
             kernel = self.plan["kernels"][step["kernel"]]
             views = [self.view(*binding) for binding in step["bindings"]]
-            KERNELS[(kernel["shader"], kernel["entry"])](kernel["constants"], kernel["include"], *views)
+            include = kernel["include"]
+            if include and include[0].endswith("f16.wgsl"):  # binding 0 is the weight buffer
+                key = tuple(step["bindings"][0])
+                if key not in self.widened:
+                    self.widened[key] = views[0].view(np.float16).astype(np.float32).view(np.uint8)
+                views[0], include = self.widened[key], ["lib/weights_f32.wgsl"]
+            KERNELS[(kernel["shader"], kernel["entry"])](kernel["constants"], include, *views)
