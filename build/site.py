@@ -5,6 +5,7 @@
     _site/pyodide/                  Pyodide's core from the pinned npm package (no CDN)
     _site/wheels/*.whl              micropip, jinja2, pure-Python markupsafe, and rwkvweb itself
     _site/vocab/                    the World tokenizer vocabulary, taken from the `rwkv` package
+    _site/models/                   the models shipped with the site (from models/), and index.json listing them
     _site/asset-manifest.json       every file with its sha256 and size (for the service worker)
 
 Incremental: files are copied or written only when their bytes changed, files
@@ -31,7 +32,8 @@ NODE_MODULES = os.path.join(ROOT, "node_modules")
 PYODIDE_VERSION = "314.0.7"  # also pinned in package.json / package-lock.json
 # The core Pyodide needs to start: the loader, the runtime, the standard library, the lockfile.
 PYODIDE_FILES = ["pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip", "pyodide-lock.json"]
-SOURCES = ["web", "shaders", "py/rwkvweb", "build", "package.json", "package-lock.json"]
+SOURCES = ["web", "shaders", "py/rwkvweb", "build", "models", "package.json", "package-lock.json"]
+MODEL_SUFFIXES = (".st", ".safetensors")
 STAMP = ".build-stamp"
 MANIFEST = "asset-manifest.json"
 
@@ -58,7 +60,7 @@ def build(site: str = SITE) -> dict:
 def _copies() -> list[tuple[str, str]]:
     """(source file, path inside the site) for everything copied as is."""
     pairs = []
-    for folder, prefix in (("web", ""), ("shaders", "shaders/")):
+    for folder, prefix in (("web", ""), ("shaders", "shaders/"), ("models", "models/")):
         for source in _files_under(os.path.join(ROOT, folder)):
             pairs.append((source, prefix + os.path.relpath(source, os.path.join(ROOT, folder)).replace(os.sep, "/")))
     pyodide = _pyodide_dir()
@@ -68,14 +70,23 @@ def _copies() -> list[tuple[str, str]]:
     return pairs
 
 
+def _model_index() -> bytes:
+    """models/index.json: the shipped models, for the page's model list (the first is the default)."""
+    folder = os.path.join(ROOT, "models")
+    names = sorted(n for n in os.listdir(folder) if n.endswith(MODEL_SUFFIXES)) if os.path.isdir(folder) else []
+    entries = [{"file": f"models/{n}", "name": n.rsplit(".", 1)[0], "bytes": os.path.getsize(os.path.join(folder, n))} for n in names]
+    return (json.dumps({"models": entries}, indent=1) + "\n").encode()
+
+
 def _generated() -> dict[str, bytes]:
-    """Files the build makes: the wheels that PyPI has no pure-Python form of."""
+    """Files the build makes: the model index, and the wheels PyPI has no pure-Python form of."""
     version = rwkvweb_version()
     ours = wheels.pure_wheel_bytes("rwkvweb", version, wheels.package_files(os.path.join(ROOT, "py", "rwkvweb"), "rwkvweb/"), "RWKV in the browser")
     sdist = wheels.fetch_pinned("markupsafe", os.path.join(CACHE, "wheels"))
     markupsafe_version = wheels.PINNED["markupsafe"][0]
     markupsafe = wheels.pure_wheel_bytes("markupsafe", markupsafe_version, wheels.markupsafe_pure_files(sdist), "MarkupSafe, pure-Python form")
     return {
+        "models/index.json": _model_index(),
         f"wheels/rwkvweb-{version}-py3-none-any.whl": ours,
         f"wheels/markupsafe-{markupsafe_version}-py3-none-any.whl": markupsafe,
     }

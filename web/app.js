@@ -100,4 +100,28 @@ $("tokenize").addEventListener("click", async () => {
   }
 });
 
+// The models shipped with the site (build/site.py writes models/index.json); the first is the default.
+async function listShippedModels() {
+  try {
+    const response = await fetch(new URL("models/index.json", import.meta.url));
+    const { models } = await response.json();
+    if (!models.length) return;
+    const choice = $("model-choice");
+    choice.replaceChildren(...models.map((m) => {
+      const option = document.createElement("option");
+      option.value = m.file;
+      option.textContent = `${m.name} (${(m.bytes / 1e6).toFixed(1)} MB)`;
+      return option;
+    }));
+    $("model-url").value = models[0].file;
+  } catch (error) {
+    showError(`could not list the shipped models: ${error.message}`);
+  }
+}
+
+$("model-choice").addEventListener("change", () => {
+  if ($("model-choice").value) $("model-url").value = $("model-choice").value;
+});
+
 setStatus("starting Python in a worker…", "loading");
+listShippedModels();

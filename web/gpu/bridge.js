@@ -32,6 +32,7 @@ export class Bridge {
 
   async load(plan) {
     this.check();
+    this.checkLimits(plan);
     this.buffers = plan.buffers.map((b) => this.createBuffer(b.bytes, b.name));
     const kernels = await Promise.all(plan.kernels.map((k) => this.pipeline(k)));
     this.device.pushErrorScope("validation");
@@ -40,6 +41,28 @@ export class Bridge {
     }
     const error = await this.device.popErrorScope();
     if (error) throw new Error(`the plan does not fit this GPU: ${error.message}`);
+  }
+
+  // Say which limit a plan exceeds, in words, before WebGPU fails with a validation error.
+  checkLimits(plan) {
+    const limits = this.device.limits;
+    for (const b of plan.buffers) {
+      if (b.bytes > limits.maxBufferSize) {
+        throw new Error(`buffer "${b.name}" needs ${b.bytes} bytes but this GPU's maxBufferSize is ${limits.maxBufferSize}: the model is too large for this device`);
+      }
+    }
+    for (const steps of Object.values(plan.programs)) {
+      for (const step of steps) {
+        for (const [buffer, , size] of step.bindings || []) {
+          if (size > limits.maxStorageBufferBindingSize) {
+            throw new Error(`a binding of "${plan.buffers[buffer].name}" is ${size} bytes but this GPU's maxStorageBufferBindingSize is ${limits.maxStorageBufferBindingSize}: plan the model with a smaller max_binding`);
+          }
+        }
+        if ((step.bindings || []).length > limits.maxStorageBuffersPerShaderStage) {
+          throw new Error(`a kernel binds ${step.bindings.length} storage buffers but this GPU allows ${limits.maxStorageBuffersPerShaderStage} per shader stage`);
+        }
+      }
+    }
   }
 
   createBuffer(bytes, label) {
