@@ -71,10 +71,17 @@ def _copies() -> list[tuple[str, str]]:
 
 
 def _model_index() -> bytes:
-    """models/index.json: the shipped models, for the page's model list (the first is the default)."""
+    """models/index.json: the shipped models for the page's list (the first is the default),
+    with the example prompt from each model card (<name>.json beside the weights) if it has one."""
     folder = os.path.join(ROOT, "models")
     names = sorted(n for n in os.listdir(folder) if n.endswith(MODEL_SUFFIXES)) if os.path.isdir(folder) else []
-    entries = [{"file": f"models/{n}", "name": n.rsplit(".", 1)[0], "bytes": os.path.getsize(os.path.join(folder, n))} for n in names]
+    entries = []
+    for name in names:
+        stem = name.rsplit(".", 1)[0]
+        card_path = os.path.join(folder, stem + ".json")
+        card = json.load(open(card_path)) if os.path.exists(card_path) else {}
+        entries.append({"file": f"models/{name}", "name": stem, "bytes": os.path.getsize(os.path.join(folder, name)),
+                        "prompt": card.get("example_prompt", ""), "card": f"models/{stem}.json" if card else None})
     return (json.dumps({"models": entries}, indent=1) + "\n").encode()
 
 

@@ -14,15 +14,19 @@ from rwkvweb.numpy_exec import NumpyExecutor
 
 BLANK = "__blank__.html"
 
-RUN_PLAN_JS = """
-async ({plan, initial, program, steps, reads, model}) => {
-  const b64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+# Shared start of the page functions below: base64 out, the site's bridge on one cached device.
+BRIDGE_SETUP_JS = """
   const toB64 = (buf) => { const u = new Uint8Array(buf); let s = ""; for (let i = 0; i < u.length; i += 0x8000) s += String.fromCharCode(...u.subarray(i, i + 0x8000)); return btoa(s); };
   const { requestDevice } = await import("/gpu/device.js");
   const { Bridge } = await import("/gpu/bridge.js");
   window.__gpu ??= await requestDevice();
   const bridge = new Bridge(window.__gpu.device, new URL("/shaders/", location.href), window.__gpu.adapter);
-  try {
+"""
+
+RUN_PLAN_JS = """
+async ({plan, initial, program, steps, reads, model}) => {
+  const b64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+""" + BRIDGE_SETUP_JS + """  try {
     await bridge.load(plan);
     if (model) {
       const file = await (await fetch(model)).arrayBuffer();
@@ -87,12 +91,7 @@ def floats(data: bytes) -> np.ndarray:
 
 RUN_MODEL_JS = """
 async ({plan, model, tokens, greedy, token, logits, state}) => {
-  const toB64 = (buf) => { const u = new Uint8Array(buf); let s = ""; for (let i = 0; i < u.length; i += 0x8000) s += String.fromCharCode(...u.subarray(i, i + 0x8000)); return btoa(s); };
-  const { requestDevice } = await import("/gpu/device.js");
-  const { Bridge } = await import("/gpu/bridge.js");
-  window.__gpu ??= await requestDevice();
-  const bridge = new Bridge(window.__gpu.device, new URL("/shaders/", location.href), window.__gpu.adapter);
-  try {
+""" + BRIDGE_SETUP_JS + """  try {
     await bridge.load(plan);
     const file = await (await fetch(model)).arrayBuffer();
     await bridge.fill(plan.fills, (start, end) => file.slice(start, end));

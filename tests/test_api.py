@@ -99,3 +99,14 @@ def test_bad_options_are_refused_clearly(path):
         run(model.generate([300], 5))
     with pytest.raises(ValueError, match="no tokenizer for a 300-token vocabulary"):
         run(model.generate("text", 5))
+
+
+def test_generation_continues_from_where_the_last_one_ended(path):
+    """Two generations with keep_state equal one long one: the last token is carried over."""
+    model = run(Model.load(path))
+    whole = run(model.generate([5, 6], 12, temperature=0)).tokens
+    first = run(model.generate([5, 6], 5, temperature=0)).tokens
+    rest = run(model.generate([], 7, temperature=0, keep_state=True)).tokens
+    assert first + rest == whole
+    nothing = run(model.generate([5, 6], 0, temperature=0))
+    assert nothing.tokens == [] and run(model.generate([], 12, temperature=0, keep_state=True)).tokens == whole

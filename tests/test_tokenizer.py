@@ -97,3 +97,37 @@ def test_malformed_vocabularies_are_refused():
         WorldTokenizer(single_bytes + "257 __import__('os') 2\n")
     with pytest.raises(ValueError, match="lacks single-byte tokens for 1 bytes, e.g. 0xff"):
         WorldTokenizer(single_bytes.replace("256 b'\\xff' 1\n", ""))
+
+
+def test_byte_tokenizer_round_trips_any_text():
+    from rwkvweb.tokenizer import ByteTokenizer
+
+    tokenizer = ByteTokenizer()
+    for text in MULTILINGUAL:
+        assert tokenizer.decode(tokenizer.encode(text)) == text
+    assert tokenizer.encode("é") == [0xC3, 0xA9]
+    with pytest.raises(ValueError, match="ids must be 0-255"):
+        tokenizer.decode([300])
+
+
+@pytest.mark.parametrize("vocab, metadata, expected", [
+    (65536, {}, "world"), (256, {}, None), (300, {}, None),
+    (256, {"rwkvweb.tokenizer": "bytes"}, "ByteTokenizer"), (65536, {"rwkvweb.tokenizer": "none"}, None),
+    (65536, {"rwkvweb.tokenizer": "world"}, "world"),
+])
+def test_the_model_metadata_chooses_the_tokenizer(vocab, metadata, expected):
+    from rwkvweb.tokenizer import tokenizer_for
+
+    chosen = tokenizer_for(vocab, metadata, lambda: "world")
+    assert (type(chosen).__name__ if chosen not in (None, "world") else chosen) == expected
+
+
+@pytest.mark.parametrize("vocab, metadata, message", [
+    (300, {"rwkvweb.tokenizer": "bytes"}, "declares the bytes tokenizer \\(256 ids\\) but has 300"),
+    (256, {"rwkvweb.tokenizer": "gpt2"}, "asks for tokenizer 'gpt2'; known: world, bytes, none"),
+])
+def test_inconsistent_tokenizer_metadata_is_refused(vocab, metadata, message):
+    from rwkvweb.tokenizer import tokenizer_for
+
+    with pytest.raises(ValueError, match=message):
+        tokenizer_for(vocab, metadata, lambda: "world")

@@ -19,7 +19,15 @@ function setBusy(busy) {
   $("stop").disabled = !busy || !state.generating;
 }
 
-const state = { model: null, generating: false };
+const state = { ready: false, model: null, generating: false, shipped: [], loadedDefault: false };
+
+// Once the worker is ready and the shipped models are listed, load the first one (the default).
+function loadDefaultModel() {
+  if (state.ready && state.shipped.length && !state.model && !state.loadedDefault) {
+    state.loadedDefault = true;
+    loadModel();
+  }
+}
 
 const engine = new EngineClient(new URL("./worker.js", import.meta.url), {
   onProgress: ({ step, ms }) => {
@@ -36,10 +44,14 @@ const engine = new EngineClient(new URL("./worker.js", import.meta.url), {
       : "WebGPU: no adapter (use a WebGPU-enabled browser)";
     $("gpu").dataset.found = String(Boolean(info.webgpu));
     setBusy(false);
+    state.ready = true;
+    loadDefaultModel();
   },
 });
 
-$("load").addEventListener("click", async () => {
+$("load").addEventListener("click", () => loadModel());
+
+async function loadModel() {
   showError(null);
   const file = $("model-file").files[0];
   setBusy(true);
@@ -51,6 +63,8 @@ $("load").addEventListener("click", async () => {
     $("model-info").textContent = `${model.name}: ${c.n_layer} layers × ${c.n_embd} wide, ${c.vocab_size} tokens; ` +
       `${(model.bytes / 1e6).toFixed(1)} MB loaded in ${model.seconds.toFixed(2)} s; GPU memory ${(model.gpu.bytesAllocated / 1e6).toFixed(1)} MB`;
     $("model-info").dataset.loaded = "true";
+    const shipped = state.shipped.find((m) => !file && m.file === $("model-url").value);
+    if (shipped?.prompt) $("prompt").value = shipped.prompt;
     setStatus("model loaded", "ready");
   } catch (error) {
     showError(error);
@@ -58,7 +72,7 @@ $("load").addEventListener("click", async () => {
   } finally {
     setBusy(false);
   }
-});
+}
 
 $("generate").addEventListener("click", async () => {
   showError(null);
@@ -105,6 +119,7 @@ async function listShippedModels() {
   try {
     const response = await fetch(new URL("models/index.json", import.meta.url));
     const { models } = await response.json();
+    state.shipped = models;
     if (!models.length) return;
     const choice = $("model-choice");
     choice.replaceChildren(...models.map((m) => {
@@ -114,6 +129,7 @@ async function listShippedModels() {
       return option;
     }));
     $("model-url").value = models[0].file;
+    loadDefaultModel();
   } catch (error) {
     showError(`could not list the shipped models: ${error.message}`);
   }

@@ -19,9 +19,6 @@ from .engine import Engine, GenerationStats, Sampling
 from .model import DEFAULT_MAX_BINDING, compile_model
 from .safetensors import header_length, parse_header
 
-WORLD_VOCAB_SIZE = 65536
-
-
 async def read_bytes(source, start: int, end: int) -> bytes:
     """Bytes from a sync CPython source or an async JS reader alike."""
     data = source.read(start, end)
@@ -37,11 +34,10 @@ async def read_header(source):
 
 
 def default_tokenizer(config, metadata):
-    if config.vocab_size == WORLD_VOCAB_SIZE:
-        from .tokenizer import WorldTokenizer
+    """The declared tokenizer (tokenizer.tokenizer_for), World loaded from the `rwkv` package's file."""
+    from .tokenizer import WorldTokenizer, tokenizer_for
 
-        return WorldTokenizer.from_file()
-    return None
+    return tokenizer_for(config.vocab_size, metadata, WorldTokenizer.from_file)
 
 
 @dataclass

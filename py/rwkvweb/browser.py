@@ -7,11 +7,11 @@ plain values or bytes, so nothing crosses back as a proxy that someone must free
 
 from __future__ import annotations
 
-from .api import WORLD_VOCAB_SIZE, Model, read_header
+from .api import Model, read_header
 from .bridge import WebGPUBackend
 from .config import detect_config
 from .model import choose_matvec
-from .tokenizer import WorldTokenizer
+from .tokenizer import WorldTokenizer, tokenizer_for
 
 _tokenizer: WorldTokenizer | None = None
 _model: Model | None = None
@@ -36,12 +36,17 @@ def init_tokenizer(vocab_text: str) -> int:
     return len(_tokenizer.id_to_bytes)
 
 
+def _text_tokenizer():
+    """The loaded model's tokenizer, else World (the page can tokenize before a model loads)."""
+    return _model.tokenizer if _model is not None and _model.tokenizer is not None else _require_tokenizer()
+
+
 def encode(text: str) -> list[int]:
-    return _require_tokenizer().encode(text)
+    return _text_tokenizer().encode(text)
 
 
 def decode(ids) -> str:
-    return _require_tokenizer().decode(_py(ids))
+    return _text_tokenizer().decode(_py(ids))
 
 
 def _require_tokenizer() -> WorldTokenizer:
@@ -67,9 +72,10 @@ async def load(js_bridge, reader, max_binding: int, adapter=None) -> dict:
     the model loaded before stays loaded."""
     global _model
     header = await read_header(reader)
-    detect_config({name: info.shape for name, info in header[0].items()})
+    config = detect_config({name: info.shape for name, info in header[0].items()})
+    tokenizer_for(config.vocab_size, header[1], lambda: None)  # refuse an unknown tokenizer before unloading
     await unload(js_bridge)
-    world = lambda config, metadata: _tokenizer if config.vocab_size == WORLD_VOCAB_SIZE else None  # noqa: E731
+    world = lambda config, metadata: tokenizer_for(config.vocab_size, metadata, _require_tokenizer)  # noqa: E731
     matvec = choose_matvec(_py(adapter))
     _model = await Model.load(reader, backend=WebGPUBackend(js_bridge), tokenizer_for=world, max_binding=int(max_binding),
                               header=header, matvec=matvec)

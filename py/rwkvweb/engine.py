@@ -126,11 +126,15 @@ class Engine:
             await self.reset()
         stats = GenerationStats(prompt_tokens=len(prompt))
         started = time.perf_counter()
-        await self.feed(prompt[:-1])
+        if prompt:
+            await self.feed(prompt[:-1])
+            last = self._check_token(prompt[-1])
+        else:  # continue from the token the previous generation ended on
+            last, self.pending = self.pending, None
         await self._write(self.compiled.counts, bytes(self.compiled.counts.size))
         await self._write(self.compiled.sampler, sampling.pack())
-        await self._write(self.compiled.token, struct.pack("<I", self._check_token(prompt[-1] if prompt else self.pending)))
-        self.pending = None
+        await self._write(self.compiled.token, struct.pack("<I", last))
+        self.pending = last  # not fed yet: a generation stopped before its first step keeps it
         out: list[int] = []
         programs = [DECODE, SAMPLE]  # the first step decodes the last prompt token; later ones the sampled one
         for _ in range(max_tokens):

@@ -1,4 +1,13 @@
-"""The RWKV World tokenizer in pure Python (no numpy, no native code: runs in Pyodide).
+"""Tokenizers in pure Python (no numpy, no native code: they run in Pyodide), and the choice of one.
+
+A model says which tokenizer it needs in its safetensors metadata, key `rwkvweb.tokenizer`:
+    "world"   the RWKV World vocabulary (65536 ids), below
+    "bytes"   ids 0-255 are the bytes of UTF-8 text (256 ids)
+    "none"    token ids only
+Without the key, a 65536-entry vocabulary means World (official checkpoints carry no metadata)
+and anything else means ids only.
+
+The RWKV World tokenizer:
 
 The vocabulary file `rwkv_vocab_v20230424.txt` has one token per line:
 `<id> <Python literal of str or bytes> <byte length>`. Ids 1..256 are the 256
@@ -71,6 +80,41 @@ class WorldTokenizer:
     def decode(self, ids, errors: str = "replace") -> str:
         """Text for the ids; bytes that are not valid UTF-8 (a cut multi-byte char) become U+FFFD."""
         return self.decode_bytes(ids).decode("utf-8", errors=errors)
+
+
+class ByteTokenizer:
+    """Token id = byte value: any text round-trips through its UTF-8 bytes."""
+
+    def encode_bytes(self, data: bytes) -> list[int]:
+        return list(data)
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode_bytes(self, ids) -> bytes:
+        try:
+            return bytes(ids)
+        except ValueError:
+            raise ValueError(f"byte tokenizer: ids must be 0-255, got {[i for i in ids if not 0 <= i < 256][:3]}") from None
+
+    def decode(self, ids, errors: str = "replace") -> str:
+        return self.decode_bytes(ids).decode("utf-8", errors=errors)
+
+
+METADATA_KEY = "rwkvweb.tokenizer"
+VOCAB_SIZES = {"world": 65536, "bytes": 256}
+
+
+def tokenizer_for(vocab_size: int, metadata: dict[str, str], world):
+    """The tokenizer a model declares (or implies); `world()` supplies the World tokenizer."""
+    name = metadata.get(METADATA_KEY) or ("world" if vocab_size == VOCAB_SIZES["world"] else "none")
+    if name == "none":
+        return None
+    if name not in VOCAB_SIZES:
+        raise ValueError(f"the model asks for tokenizer {name!r}; known: world, bytes, none (metadata key {METADATA_KEY})")
+    if vocab_size != VOCAB_SIZES[name]:
+        raise ValueError(f"the model declares the {name} tokenizer ({VOCAB_SIZES[name]} ids) but has {vocab_size} embedding rows")
+    return world() if name == "world" else ByteTokenizer()
 
 
 def _parse_line(line: str, line_number: int) -> tuple[int, bytes]:
