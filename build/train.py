@@ -265,6 +265,8 @@ def export(model, cfg: ModelConfig, args, params: int, minutes: float, held_out_
                      "threads": args.threads, "minutes": round(minutes, 1), "machine": "2-core CPU, PyTorch " + torch.__version__,
                      "final_train_bits_per_byte": round(final_bpb, 3), "held_out_bits_per_byte": round(held_out_bpb, 3)},
         "weights": {"file": f"{NAME}.st", "dtype": "fp16", "license": "Apache-2.0"},
+        "log": f"{NAME}.log.txt",
+        "example_prompt": "garden (noun): ",
         "command": "python -m build.train " + " ".join(sys.argv[1:]),
     }
     with open(os.path.join(args.out, f"{NAME}.json"), "w") as file:

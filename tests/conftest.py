@@ -24,7 +24,7 @@ def site_dir() -> str:
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
-    """Generated models for browser tests, served at /models/ beside the site."""
+    """Generated models for browser tests, served at /test-models/ beside the site (whose own models/ stay visible)."""
     return tmp_path_factory.mktemp("models")
 
 
@@ -32,7 +32,7 @@ def model_dir(tmp_path_factory):
 def server(site_dir, model_dir):
     import serve
 
-    httpd = serve.serve_in_thread(site_dir, mounts={"models": str(model_dir)})
+    httpd = serve.serve_in_thread(site_dir, mounts={"test-models": str(model_dir)})
     yield httpd
     httpd.shutdown()
     httpd.server_close()

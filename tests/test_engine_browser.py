@@ -28,7 +28,7 @@ def call(page, method, params=None):
 
 
 def test_state_exported_and_imported_continues_exactly(engine_page):
-    call(engine_page, "load", {"url": "/models/engine-2x128.st"})
+    call(engine_page, "load", {"url": "/test-models/engine-2x128.st"})
     same = engine_page.evaluate("""async () => {
       const e = window.__engine;
       await e.call("logits", { tokens: [1, 2, 3] });
@@ -44,7 +44,7 @@ def test_state_exported_and_imported_continues_exactly(engine_page):
 
 
 def test_abort_mid_generation_then_generate_again(engine_page):
-    call(engine_page, "load", {"url": "/models/engine-2x128.st"})
+    call(engine_page, "load", {"url": "/test-models/engine-2x128.st"})
     result = engine_page.evaluate("""async () => {
       const e = window.__engine;
       let pieces = 0;
@@ -60,20 +60,20 @@ def test_abort_mid_generation_then_generate_again(engine_page):
 
 
 def test_gpu_memory_is_the_same_after_generations_and_reloads(engine_page):
-    loaded = call(engine_page, "load", {"url": "/models/engine-2x128.st"})
+    loaded = call(engine_page, "load", {"url": "/test-models/engine-2x128.st"})
     first = call(engine_page, "generate", {"prompt": [3], "options": {"max_tokens": 8}})
     second = call(engine_page, "generate", {"prompt": [3], "options": {"max_tokens": 8}})
     assert loaded["gpu"]["bytesAllocated"] == first["gpuBytes"] == second["gpuBytes"] > 0
     assert call(engine_page, "unload")["bytesAllocated"] == 0
-    assert call(engine_page, "load", {"url": "/models/engine-2x128.st"})["gpu"]["bytesAllocated"] == loaded["gpu"]["bytesAllocated"]
+    assert call(engine_page, "load", {"url": "/test-models/engine-2x128.st"})["gpu"]["bytesAllocated"] == loaded["gpu"]["bytesAllocated"]
 
 
 def test_errors_are_reported_and_lose_nothing(engine_page):
-    call(engine_page, "load", {"url": "/models/engine-2x128.st"})
+    call(engine_page, "load", {"url": "/test-models/engine-2x128.st"})
     with pytest.raises(Exception, match="HTTP 404 \\(no such model file\\)"):
-        call(engine_page, "load", {"url": "/models/missing.st"})
+        call(engine_page, "load", {"url": "/test-models/missing.st"})
     with pytest.raises(Exception, match="header is not valid UTF-8 JSON"):
-        call(engine_page, "load", {"url": "/models/junk.st"})
+        call(engine_page, "load", {"url": "/test-models/junk.st"})
     # the model loaded before is still there and works
     assert call(engine_page, "generate", {"prompt": [1], "options": {"max_tokens": 2}})["stopped_by"] == "length"
     with pytest.raises(Exception, match="unknown sampling options"):

@@ -50,7 +50,7 @@ def test_generated_model_matches_the_reference(browser, server, model_dir, layer
     tokens = list(np.random.default_rng(0).integers(0, vocab, 32))
     page = blank_page(browser.new_page(), server)
     try:
-        got = run_model_in_browser(page, compiled, server.url + "models/" + name, [int(t) for t in tokens], greedy=16)
+        got = run_model_in_browser(page, compiled, server.url + "test-models/" + name, [int(t) for t in tokens], greedy=16)
     finally:
         page.close()
     expected, chosen, state = greedy_reference(RWKV7.load(str(model_dir / name)), [int(t) for t in tokens], 16)
@@ -72,7 +72,7 @@ def test_the_0_1b_shape_matches_the_reference(browser, server, model_dir, dtype)
     tokens = [int(t) for t in np.random.default_rng(1).integers(0, 65536, 32)]
     page = blank_page(browser.new_page(), server)
     try:
-        got = run_model_in_browser(page, compiled, server.url + "models/" + name, tokens, greedy=8)
+        got = run_model_in_browser(page, compiled, server.url + "test-models/" + name, tokens, greedy=8)
     finally:
         page.close()
     expected, chosen, _ = greedy_reference(RWKV7.load(str(model_dir / name)), tokens, 8)

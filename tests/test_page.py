@@ -9,14 +9,16 @@ import pytest
 from playwright.sync_api import expect
 
 from rwkvweb.config import ModelConfig
+from rwkvweb.tokenizer import WorldTokenizer
 from rwkvweb.testmodel import write_test_model
 
 pytestmark = pytest.mark.browser
 
 
 def wait_ready(page, server):
+    """The worker started and the default (first shipped) model loaded."""
     page.goto(server.url)
-    page.wait_for_selector("#status[data-state='ready'], #status[data-state='failed']", timeout=120_000)
+    page.wait_for_selector("#model-info[data-loaded], #status[data-state='failed']", timeout=120_000)
     assert page.get_attribute("#status", "data-state") == "ready", page.text_content("#status")
 
 
@@ -24,22 +26,22 @@ def wait_ready(page, server):
 def world_model(model_dir):
     """A random model with the World vocabulary (so text comes out), small enough for SwiftShader."""
     write_test_model(str(model_dir / "world-2x64.st"), ModelConfig.default_for(2, 64, 65536), seed=11, dtype="fp16")
-    return "models/world-2x64.st"
+    return "test-models/world-2x64.st"
+
+
+TEXT = "Hello, world! 你好，世界 — naïve café 🌍\n\tdef f(x): return x**2"
 
 
 def test_page_starts_python_tokenizes_and_finds_webgpu(page, server):
-    from rwkvweb.tokenizer import WorldTokenizer
-
     wait_ready(page, server)
-    assert "Python 3.14" in page.text_content("#status")
+    assert "Python 3.14" in page.text_content("#runtime")
     # the vendored pure-Python wheels import in Pyodide (markupsafe without its C speedups)
     assert page.text_content("#packages") == "rwkvweb 0.1.0, micropip 0.11.1, jinja2 3.1.6, markupsafe 3.0.3"
 
-    text = "Hello, world! 你好，世界 — naïve café 🌍\n\tdef f(x): return x**2"
-    page.fill("#prompt", text)
+    page.fill("#prompt", TEXT)
     page.click("#tokenize")
     page.wait_for_selector("#ids[data-count]")
-    assert json.loads(page.text_content("#ids")) == WorldTokenizer.from_file().encode(text)
+    assert json.loads(page.text_content("#ids")) == list(TEXT.encode())  # the shipped model's byte tokenizer
     assert page.get_attribute("#gpu", "data-found") == "true", page.text_content("#gpu")
     assert page.outside_requests == []
 
@@ -48,8 +50,12 @@ def test_load_generate_stream_and_stop(page, server, world_model):
     wait_ready(page, server)
     page.fill("#model-url", world_model)
     page.click("#load")
-    page.wait_for_selector("#model-info[data-loaded]", timeout=60_000)
-    assert "2 layers × 64 wide, 65536 tokens" in page.text_content("#model-info")
+    expect(page.locator("#model-info")).to_contain_text("world-2x64.st: 2 layers × 64 wide, 65536 tokens", timeout=60_000)
+
+    # the World tokenizer, in Pyodide, gives the ids CPython's gives
+    page.fill("#prompt", TEXT)
+    page.click("#tokenize")
+    expect(page.locator("#ids")).to_have_text(json.dumps(WorldTokenizer.from_file().encode(TEXT)).replace(", ", ","), timeout=10_000)
 
     # a short generation runs to its length
     page.fill("#prompt", "<b>not bold</b> Once upon a time")
@@ -77,9 +83,21 @@ def test_load_generate_stream_and_stop(page, server, world_model):
     assert page.outside_requests == []
 
 
+def test_the_shipped_model_loads_by_default_and_writes_words(page, server):
+    wait_ready(page, server)
+    assert "rwkv7-tiny-wordnet.st: 4 layers × 192 wide, 256 tokens" in page.text_content("#model-info")
+    assert page.input_value("#prompt") == "garden (noun): "  # the model card's example prompt
+    page.fill("#max-tokens", "40")
+    page.fill("#temperature", "0")
+    page.click("#generate")
+    page.wait_for_selector("#output[data-done]", timeout=60_000)
+    words = page.text_content("#output").split()
+    assert len(words) >= 5 and sum(w.isalpha() for w in words) >= 0.6 * len(words), words
+
+
 def test_a_wrong_model_url_is_explained(page, server):
     wait_ready(page, server)
-    page.fill("#model-url", "models/no-such-model.st")
+    page.fill("#model-url", "test-models/no-such-model.st")
     page.click("#load")
     page.wait_for_selector("#error:not([hidden])", timeout=30_000)
     assert "HTTP 404 (no such model file)" in page.text_content("#error")

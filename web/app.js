@@ -37,7 +37,8 @@ const engine = new EngineClient(new URL("./worker.js", import.meta.url), {
   },
   onFailed: (error) => { setStatus(error, "failed"); showError(error); },
   onReady: (info) => {
-    setStatus(`ready: Python ${info.python}, ${info.vocabTokens} tokens in the World vocabulary`, "ready");
+    setStatus("ready", "ready");
+    $("runtime").textContent = `Python ${info.python} (Pyodide) in a worker; World tokenizer with ${info.vocabTokens} tokens`;
     $("packages").textContent = Object.entries(info.packages).map(([name, version]) => `${name} ${version}`).join(", ");
     $("gpu").textContent = info.webgpu
       ? `WebGPU adapter: ${info.webgpu.vendor || "?"} ${info.webgpu.architecture || ""} ${info.webgpu.description || ""}`.trim()

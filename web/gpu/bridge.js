@@ -122,17 +122,39 @@ export class Bridge {
     return { pipeline, bindGroup, workgroups: step.workgroups };
   }
 
-  // Weights: each fill copies file bytes [start, end) into a buffer, widened to f32 if asked.
-  // readRange(start, end) returns (a promise of) an ArrayBuffer or typed array of those bytes.
-  async fill(fills, readRange) {
+  // Weights: each fill copies file bytes [start, end) into a buffer, widened to f32 and/or
+  // transposed if asked. readRange(start, end) resolves to those bytes (ArrayBuffer or typed
+  // array). Fills whose bytes are contiguous in the file are read as one range of at most
+  // maxBatchBytes, and `parallel` ranges are in flight at once: few requests, bounded memory.
+  async fill(fills, readRange, { maxBatchBytes = 16 << 20, parallel = 4 } = {}) {
     this.check();
-    for (const f of fills) {
-      let bytes = new Uint8Array(await readRange(f.start, f.end));
-      if (f.convert === "f16-f32") bytes = new Uint8Array(widenF16(bytes).buffer);
-      else if (f.convert === "bf16-f32") bytes = new Uint8Array(widenBF16(bytes).buffer);
-      if (f.transpose) bytes = transpose(bytes, ...f.transpose);
-      this.write(f.buffer, f.offset, bytes);
+    const batches = [];
+    for (const f of [...fills].sort((a, b) => a.start - b.start)) {
+      const last = batches.at(-1);
+      if (last && f.start === last.end && f.end - last.start <= maxBatchBytes) {
+        last.fills.push(f);
+        last.end = f.end;
+      } else {
+        batches.push({ start: f.start, end: f.end, fills: [f] });
+      }
     }
+    let next = 0;
+    const lane = async () => {
+      while (next < batches.length) {
+        const batch = batches[next++];
+        const bytes = new Uint8Array(await readRange(batch.start, batch.end));
+        for (const f of batch.fills) this.upload(f, bytes.subarray(f.start - batch.start, f.end - batch.start));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(parallel, batches.length) }, lane));
+    this.check();
+  }
+
+  upload(f, bytes) {
+    if (f.convert === "f16-f32") bytes = new Uint8Array(widenF16(bytes).buffer);
+    else if (f.convert === "bf16-f32") bytes = new Uint8Array(widenBF16(bytes).buffer);
+    if (f.transpose) bytes = transpose(bytes, ...f.transpose);
+    this.write(f.buffer, f.offset, bytes);
   }
 
   write(buffer, offset, data) {
@@ -200,6 +222,7 @@ export class Bridge {
 // A row-major [rows, cols] matrix of 2- or 4-byte elements, stored k-major as [cols, paddedRows].
 function transpose(bytes, rows, cols, paddedRows) {
   const Elements = bytes.byteLength / (rows * cols) === 2 ? Uint16Array : Uint32Array;
+  if (bytes.byteOffset % Elements.BYTES_PER_ELEMENT) bytes = bytes.slice();
   const source = new Elements(bytes.buffer, bytes.byteOffset, rows * cols);
   const target = new Elements(cols * paddedRows);
   for (let r = 0; r < rows; r++) {
@@ -210,6 +233,7 @@ function transpose(bytes, rows, cols, paddedRows) {
 }
 
 function widenF16(bytes) {
+  bytes = bytes.byteOffset % 2 ? bytes.slice() : bytes; // a typed-array view needs an aligned start
   const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
   const out = new Float32Array(halves.length);
   for (let i = 0; i < halves.length; i++) out[i] = halfToFloat(halves[i]);
@@ -226,6 +250,7 @@ function halfToFloat(h) {
 }
 
 function widenBF16(bytes) {
+  bytes = bytes.byteOffset % 2 ? bytes.slice() : bytes;
   const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
   const words = new Uint32Array(halves.length);
   for (let i = 0; i < halves.length; i++) words[i] = halves[i] << 16;
