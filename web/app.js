@@ -58,7 +58,17 @@ async function loadModel() {
   setBusy(true);
   setStatus(`loading ${file ? file.name : $("model-url").value}…`, "busy");
   try {
-    const model = await engine.call("load", file ? { file } : { url: $("model-url").value });
+    const bar = $("load-progress");
+    bar.hidden = false;
+    bar.value = 0;
+    const model = await engine.call("load", file ? { file } : { url: $("model-url").value }, {
+      onProgress: (p) => {
+        bar.value = p.bytesDone / p.bytesTotal;
+        $("load-detail").textContent = `${(p.bytesDone / 1e6).toFixed(1)} of ${(p.bytesTotal / 1e6).toFixed(1)} MB, ` +
+          `${p.fillsDone}/${p.fillsTotal} tensors, ${(p.bytesPerSecond / 1e6).toFixed(1)} MB/s, ${Math.ceil(p.etaSeconds)} s left`;
+        bar.dataset.done = String(p.bytesDone === p.bytesTotal);
+      },
+    });
     state.model = model;
     const c = model.config;
     $("model-info").textContent = `${model.name}: ${c.n_layer} layers × ${c.n_embd} wide, ${c.vocab_size} tokens; ` +

@@ -1,4 +1,4 @@
-// The page's handle on the engine worker: call(method, params, {onText}) -> Promise, abort(),
+// The page's handle on the engine worker: call(method, params, {onText, onProgress}) -> Promise, abort(),
 // plus start-up events. Messages come only from our own worker; nothing here listens to window.
 export class EngineClient {
   constructor(workerUrl, { onProgress = () => {}, onReady = () => {}, onFailed = () => {} } = {}) {
@@ -6,22 +6,23 @@ export class EngineClient {
     this.nextId = 1;
     this.worker = new Worker(workerUrl, { type: "module" });
     this.worker.onmessage = ({ data }) => {
-      if (data.kind === "progress") return onProgress(data);
+      if (data.kind === "progress" && data.id === undefined) return onProgress(data); // start-up steps
       if (data.kind === "ready") return onReady(data.info);
       if (data.kind === "failed") return onFailed(data.error);
       const call = this.pending.get(data.id);
       if (!call) return;
       if (data.kind === "text") return call.onText?.(data.piece);
+      if (data.kind === "progress") return call.onProgress?.(data);
       this.pending.delete(data.id);
       data.error === undefined ? call.resolve(data.result) : call.reject(new Error(data.error));
     };
     this.worker.onerror = (event) => onFailed(`the engine worker crashed: ${event.message || "unknown error"}`);
   }
 
-  call(method, params = {}, { onText } = {}) {
+  call(method, params = {}, { onText, onProgress } = {}) {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, onText });
+      this.pending.set(id, { resolve, reject, onText, onProgress });
       this.worker.postMessage({ id, method, params });
     });
   }

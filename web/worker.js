@@ -70,9 +70,14 @@ const methods = {
   encode: ({ text }) => plain(api.encode(text)),
   decode: ({ ids }) => api.decode(pyodide.toPy(ids)),
 
-  async load({ url, file }) {
+  async load({ url, file }, id) {
     const started = performance.now();
     const reader = await openSource(file || url);
+    reader.onProgress = (p) => {
+      const seconds = (performance.now() - started) / 1000;
+      const rate = p.bytesDone / Math.max(seconds, 1e-3);
+      self.postMessage({ id, kind: "progress", ...p, bytesPerSecond: rate, etaSeconds: (p.bytesTotal - p.bytesDone) / Math.max(rate, 1) });
+    };
     const gpuBridge = await ensureBridge();
     const maxBinding = gpu.device.limits.maxStorageBufferBindingSize;
     const device = describe(gpu.adapter, gpu.device);

@@ -22,8 +22,10 @@ class WebGPUBackend:
         await self.js.load(_to_js(plan))
 
     async def fill(self, fills: list[dict], source) -> None:
-        """`source` is a JS reader whose read(start, end) resolves to the bytes (see web/net/range.js)."""
-        await self.js.fill(_to_js(fills), source.read)
+        """`source` is a JS reader whose read(start, end) resolves to the bytes (see web/net/range.js);
+        its optional onProgress receives the bridge's load progress."""
+        options = {"onProgress": source.onProgress} if getattr(source, "onProgress", None) else {}
+        await self.js.fill(_to_js(fills), source.read, _to_js(options))
 
     async def write(self, buffer: int, offset: int, data: bytes) -> None:
         self.js.write(buffer, offset, _to_js(data))

@@ -126,8 +126,10 @@ export class Bridge {
   // transposed if asked. readRange(start, end) resolves to those bytes (ArrayBuffer or typed
   // array). Fills whose bytes are contiguous in the file are read as one range of at most
   // maxBatchBytes, and `parallel` ranges are in flight at once: few requests, bounded memory.
-  async fill(fills, readRange, { maxBatchBytes = 16 << 20, parallel = 4 } = {}) {
+  // onProgress({bytesDone, bytesTotal, fillsDone, fillsTotal}) follows each batch.
+  async fill(fills, readRange, { maxBatchBytes = 16 << 20, parallel = 4, onProgress = () => {} } = {}) {
     this.check();
+    const progress = { bytesDone: 0, bytesTotal: fills.reduce((n, f) => n + f.end - f.start, 0), fillsDone: 0, fillsTotal: fills.length };
     const batches = [];
     for (const f of [...fills].sort((a, b) => a.start - b.start)) {
       const last = batches.at(-1);
@@ -144,6 +146,9 @@ export class Bridge {
         const batch = batches[next++];
         const bytes = new Uint8Array(await readRange(batch.start, batch.end));
         for (const f of batch.fills) this.upload(f, bytes.subarray(f.start - batch.start, f.end - batch.start));
+        progress.bytesDone += batch.end - batch.start;
+        progress.fillsDone += batch.fills.length;
+        onProgress({ ...progress });
       }
     };
     await Promise.all(Array.from({ length: Math.min(parallel, batches.length) }, lane));
