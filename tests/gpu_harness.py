@@ -10,9 +10,8 @@ import base64
 
 import numpy as np
 
+from rwkvweb.headless import open_blank
 from rwkvweb.numpy_exec import NumpyExecutor
-
-BLANK = "__blank__.html"
 
 # Shared start of the page functions below: base64 out, the site's bridge on one cached device.
 BRIDGE_SETUP_JS = """
@@ -49,9 +48,7 @@ async ({plan, initial, program, steps, reads, model}) => {
 
 
 def blank_page(page, server):
-    page.route(server.url + BLANK, lambda route: route.fulfill(body="<!doctype html><title>gpu tests</title>", content_type="text/html"))
-    page.goto(server.url + BLANK)
-    return page
+    return open_blank(page, server.url)
 
 
 def encode(data: bytes) -> str:

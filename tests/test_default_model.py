@@ -7,15 +7,14 @@ must write the same continuation as the numpy backend.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from rwkvweb.api import Model
+from test_api import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "models", "rwkv7-tiny-wordnet.st")
@@ -23,11 +22,6 @@ CARD = os.path.join(ROOT, "models", "rwkv7-tiny-wordnet.json")
 WORDS = "/usr/share/dict/words"
 PROMPT = "garden (noun): "
 THRESHOLD = 0.70  # share of whitespace-separated words found in the word list
-
-
-def run(coroutine):
-    with ThreadPoolExecutor(1) as pool:  # see test_api.run
-        return pool.submit(asyncio.run, coroutine).result()
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +61,11 @@ def test_greedy_output_is_mostly_dictionary_words(greedy):
 
 @pytest.mark.browser
 def test_the_browser_engine_writes_the_same_continuation(browser, server, greedy):
-    from rwkvweb.headless import BLANK, CALL_JS
+    from gpu_harness import blank_page
+    from rwkvweb.headless import CALL_JS
 
-    page = browser.new_page()
+    page = blank_page(browser.new_page(), server)
     try:
-        page.route(server.url + BLANK, lambda route: route.fulfill(body="<!doctype html>", content_type="text/html"))
-        page.goto(server.url + BLANK)
         page.evaluate(CALL_JS, ["load", {"url": "/models/rwkv7-tiny-wordnet.st"}])  # shipped in _site/models/
         result = page.evaluate(CALL_JS, ["generate", {"prompt": PROMPT, "options": {"max_tokens": 100, "temperature": 0}}])
     finally:

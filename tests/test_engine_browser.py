@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from rwkvweb.config import ModelConfig
-from rwkvweb.headless import BLANK, CALL_JS
+from gpu_harness import blank_page
+from rwkvweb.headless import CALL_JS
 from rwkvweb.testmodel import write_test_model
 
 pytestmark = pytest.mark.browser
@@ -15,9 +16,7 @@ pytestmark = pytest.mark.browser
 def engine_page(browser, server, model_dir):
     write_test_model(str(model_dir / "engine-2x128.st"), ModelConfig.default_for(2, 128, 300), seed=4, dtype="fp16")
     (model_dir / "junk.st").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}" + bytes(100))
-    page = browser.new_page()
-    page.route(server.url + BLANK, lambda route: route.fulfill(body="<!doctype html>", content_type="text/html"))
-    page.goto(server.url + BLANK)
+    page = blank_page(browser.new_page(), server)
     page.evaluate(CALL_JS, ["info", {}])  # starts the worker and waits for it
     yield page
     page.close()

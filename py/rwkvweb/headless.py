@@ -35,6 +35,14 @@ async ([method, params]) => {
 """
 
 
+def open_blank(page, base_url: str):
+    """Point the page at an empty document on the server's origin (served by Playwright, not
+    the site), so `import()` of the site's modules and same-origin fetches work from it."""
+    page.route(base_url + BLANK, lambda route: route.fulfill(body="<!doctype html>", content_type="text/html"))
+    page.goto(base_url + BLANK)
+    return page
+
+
 class HeadlessEngine:
     """`call(method, params)` on the page's engine worker; see web/worker.js for the methods."""
 
@@ -66,9 +74,7 @@ def headless_engine(model_path: str):
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            page = browser.new_page()
-            page.route(server.url + BLANK, lambda route: route.fulfill(body="<!doctype html>", content_type="text/html"))
-            page.goto(server.url + BLANK)
+            page = open_blank(browser.new_page(), server.url)
             yield HeadlessEngine(page, server.url)
             browser.close()
     finally:
