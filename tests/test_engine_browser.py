@@ -82,3 +82,43 @@ def test_errors_are_reported_and_lose_nothing(engine_page):
     call(engine_page, "unload")
     with pytest.raises(Exception, match="no model is loaded"):
         call(engine_page, "generate", {"prompt": [1], "options": {"max_tokens": 2}})
+
+
+def test_a_server_without_range_support_still_loads(engine_page, server):
+    """Every request for the model answered 200 with the whole file: read as one stream, in order."""
+    path = "/test-models/engine-2x128.st"
+    seen = []
+
+    def whole_file(route):
+        seen.append(route.request.headers.get("range"))
+        response = route.fetch(headers={k: v for k, v in route.request.headers.items() if k.lower() != "range"})
+        route.fulfill(response=response, status=200)
+
+    engine_page.route(server.url + path.lstrip("/"), whole_file)
+    try:
+        loaded = call(engine_page, "load", {"url": path})
+    finally:
+        engine_page.unroute(server.url + path.lstrip("/"))
+    assert "does not support Range requests" in loaded["note"]
+    reference = call(engine_page, "logits", {"tokens": [1, 2, 3]})
+    call(engine_page, "load", {"url": path})  # with Range again
+    assert call(engine_page, "logits", {"tokens": [1, 2, 3]}) == reference
+    assert len(seen) == 3  # HEAD, the 1-byte probe, one streamed GET
+
+
+def test_transient_failures_are_retried(engine_page, server):
+    path = "/test-models/engine-2x128.st"
+    failures = {"left": 2}
+
+    def flaky(route):
+        if failures["left"] and route.request.headers.get("range", "").startswith("bytes=") and route.request.headers["range"] != "bytes=0-0":
+            failures["left"] -= 1
+            return route.fulfill(status=503, body="busy")
+        route.continue_()
+
+    engine_page.route(server.url + path.lstrip("/"), flaky)
+    try:
+        loaded = call(engine_page, "load", {"url": path})
+    finally:
+        engine_page.unroute(server.url + path.lstrip("/"))
+    assert failures["left"] == 0 and loaded["config"]["n_layer"] == 2

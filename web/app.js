@@ -72,7 +72,8 @@ async function loadModel() {
     state.model = model;
     const c = model.config;
     $("model-info").textContent = `${model.name}: ${c.n_layer} layers × ${c.n_embd} wide, ${c.vocab_size} tokens; ` +
-      `${(model.bytes / 1e6).toFixed(1)} MB loaded in ${model.seconds.toFixed(2)} s; GPU memory ${(model.gpu.bytesAllocated / 1e6).toFixed(1)} MB`;
+      `${(model.bytes / 1e6).toFixed(1)} MB loaded in ${model.seconds.toFixed(2)} s; GPU memory ${(model.gpu.bytesAllocated / 1e6).toFixed(1)} MB` +
+      (model.note ? ` (note: ${model.note})` : "");
     $("model-info").dataset.loaded = "true";
     const shipped = state.shipped.find((m) => !file && m.file === $("model-url").value);
     if (shipped?.prompt) $("prompt").value = shipped.prompt;

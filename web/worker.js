@@ -82,7 +82,7 @@ const methods = {
     const maxBinding = gpu.device.limits.maxStorageBufferBindingSize;
     const device = describe(gpu.adapter, gpu.device);
     const model = plain(await api.load(gpuBridge, reader, maxBinding, pyodide.toPy(device)));
-    return { ...model, name: reader.name, bytes: reader.size, seconds: (performance.now() - started) / 1000, gpu: gpuBridge.info(), device };
+    return { ...model, name: reader.name, bytes: reader.size, note: reader.note || "", seconds: (performance.now() - started) / 1000, gpu: gpuBridge.info(), device };
   },
 
   async generate({ prompt, options }, id) {

@@ -25,6 +25,8 @@ class WebGPUBackend:
         """`source` is a JS reader whose read(start, end) resolves to the bytes (see web/net/range.js);
         its optional onProgress receives the bridge's load progress."""
         options = {"onProgress": source.onProgress} if getattr(source, "onProgress", None) else {}
+        if getattr(source, "sequential", False):  # a server without Range: one stream, in file order
+            options["parallel"] = 1
         await self.js.fill(_to_js(fills), source.read, _to_js(options))
 
     async def write(self, buffer: int, offset: int, data: bytes) -> None:

@@ -1,8 +1,13 @@
 // Byte readers for model files: read(start, end) -> Promise<ArrayBuffer> of bytes [start, end).
 // A URL is read by HTTP Range requests (the whole file never sits in memory); a File or Blob
-// (file picker, drag and drop) through Blob.slice. Errors say what was wrong and what to do.
+// (file picker, drag and drop) through Blob.slice. Transient failures (network errors, 408,
+// 429, 5xx) are retried with back-off. A server that ignores Range (answers 200) is read as
+// one stream instead, front to back: `sequential` tells the loader to ask in file order.
+// Errors say what was wrong and what to do.
 
 export class ModelSourceError extends Error {}
+
+const RETRY_DELAYS_MS = [250, 1000, 3000];
 
 export async function openSource(source, { signal } = {}) {
   if (typeof Blob !== "undefined" && source instanceof Blob) return blobReader(source);
@@ -13,6 +18,7 @@ function blobReader(blob) {
   return {
     name: blob.name || "local file",
     size: blob.size,
+    sequential: false,
     read: async (start, end) => blob.slice(start, end).arrayBuffer(),
   };
 }
@@ -21,15 +27,24 @@ async function urlReader(url, signal) {
   const head = await request(url, { method: "HEAD", signal });
   const size = Number(head.headers.get("Content-Length"));
   if (!Number.isFinite(size) || size <= 0) throw new ModelSourceError(`${url}: the server did not report the file's size (no Content-Length)`);
+  // One byte asks whether Range works; a 200 means the server sends the whole file instead.
+  const probe = await request(url, { headers: { Range: "bytes=0-0" }, signal });
+  await probe.body?.cancel();
+  const sequential = probe.status !== 206;
+  let stream = null;
   return {
     name: url.pathname.split("/").pop() || url.href,
     size,
+    sequential,
+    note: sequential ? "this server does not support Range requests: the model is read as one stream, front to back" : "",
     read: async (start, end) => {
       if (end <= start) return new ArrayBuffer(0);
-      const response = await request(url, { headers: { Range: `bytes=${start}-${end - 1}` }, signal });
-      if (response.status !== 206) {
-        throw new ModelSourceError(`${url}: asked for bytes ${start}-${end - 1} but the server answered ${response.status}, not 206: serve models from a server with Range support (python serve.py does)`);
+      if (sequential) {
+        stream ??= new SequentialBody(await request(url, { signal }), url);
+        return stream.read(start, end);
       }
+      const response = await request(url, { headers: { Range: `bytes=${start}-${end - 1}` }, signal });
+      if (response.status !== 206) throw new ModelSourceError(`${url}: asked for bytes ${start}-${end - 1}, got HTTP ${response.status}`);
       const bytes = await response.arrayBuffer();
       if (bytes.byteLength !== end - start) throw new ModelSourceError(`${url}: got ${bytes.byteLength} bytes for a ${end - start}-byte range (file changed while loading?)`);
       return bytes;
@@ -37,14 +52,52 @@ async function urlReader(url, signal) {
   };
 }
 
-async function request(url, options) {
-  let response;
-  try {
-    response = await fetch(url, options);
-  } catch (error) {
-    if (error.name === "AbortError") throw error;
-    throw new ModelSourceError(`${url}: cannot fetch (${error.message}); check the URL and that the server allows it (CORS)`);
+// A whole-file response consumed in order: read(start, end) must not go backwards.
+class SequentialBody {
+  constructor(response, url) {
+    this.reader = response.body.getReader();
+    this.url = url;
+    this.position = 0; // file offset of pending[0]
+    this.pending = new Uint8Array(0);
   }
-  if (!response.ok) throw new ModelSourceError(`${url}: HTTP ${response.status}${response.status === 404 ? " (no such model file)" : ""}`);
-  return response;
+
+  async read(start, end) {
+    if (start < this.position) {
+      throw new ModelSourceError(`${this.url}: without Range support bytes must be read in order (asked for ${start} after ${this.position})`);
+    }
+    while (this.position + this.pending.byteLength < end) {
+      const { done, value } = await this.reader.read();
+      if (done) throw new ModelSourceError(`${this.url}: the file ended at byte ${this.position + this.pending.byteLength}, before ${end}`);
+      const joined = new Uint8Array(this.pending.byteLength + value.byteLength);
+      joined.set(this.pending);
+      joined.set(value, this.pending.byteLength);
+      this.pending = joined;
+    }
+    const out = this.pending.slice(start - this.position, end - this.position);
+    this.pending = this.pending.slice(end - this.position);
+    this.position = end;
+    return out.buffer;
+  }
+}
+
+async function request(url, options) {
+  for (let attempt = 0; ; attempt++) {
+    let response = null;
+    let failure = null;
+    try {
+      response = await fetch(url, options);
+    } catch (error) {
+      if (error.name === "AbortError") throw error;
+      failure = `cannot fetch (${error.message}); check the URL and that the server allows it (CORS)`;
+    }
+    const transient = failure || [408, 429, 500, 502, 503, 504].includes(response.status);
+    if (!transient) {
+      if (!response.ok) throw new ModelSourceError(`${url}: HTTP ${response.status}${response.status === 404 ? " (no such model file)" : ""}`);
+      return response;
+    }
+    if (attempt === RETRY_DELAYS_MS.length) {
+      throw new ModelSourceError(`${url}: ${failure || `HTTP ${response.status}`} (after ${attempt + 1} attempts)`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, RETRY_DELAYS_MS[attempt]));
+  }
 }
