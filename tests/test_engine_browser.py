@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from rwkvweb.config import ModelConfig
@@ -122,3 +124,16 @@ def test_transient_failures_are_retried(engine_page, server):
     finally:
         engine_page.unroute(server.url + path.lstrip("/"))
     assert failures["left"] == 0 and loaded["config"]["n_layer"] == 2
+
+
+def test_weights_come_by_range_requests_only(engine_page, server):
+    """The server's own log: a HEAD, then GETs that each carry a Range, never the whole file."""
+    path = "/test-models/engine-2x128.st"
+    before = len(server.requests)
+    call(engine_page, "load", {"url": path})
+    mine = [r for r in server.requests[before:] if r.path == path]
+    gets = [r for r in mine if r.method == "GET"]
+    assert [r.method for r in mine if r.method != "GET"] == ["HEAD"]
+    assert gets and all(r.range and r.range.startswith("bytes=") and r.status == 206 for r in gets)
+    size = os.path.getsize(os.path.join(server.mounts["test-models"], "engine-2x128.st"))
+    assert sum(r.bytes_sent for r in gets) <= size + 1  # every byte at most once (+ the 1-byte probe)
