@@ -141,10 +141,12 @@ def test_embed_gathers_one_row(gpu_page, dtype, token, row_start):
     check(gpu_page, plan, initial, [v["out"]], rtol=0)  # a copy: exact
 
 
-def sampler_params(temperature=1.0, top_p=1.0, top_k=0, presence=0.0, frequency=0.0, repetition=1.0, seed=0, step=0) -> bytes:
-    import struct
+def sampler_params(temperature=1.0, top_p=1.0, top_k=0, presence=0.0, frequency=0.0, repetition=1.0, seed=0) -> bytes:
+    """The sampler's parameter bytes, packed by the engine's own Sampling (step 0)."""
+    from rwkvweb.engine import Sampling
 
-    return struct.pack("<ffIfffII", temperature, top_p, top_k, presence, frequency, repetition, seed, step)
+    return Sampling(temperature=temperature, top_p=top_p, top_k=top_k, presence_penalty=presence,
+                    frequency_penalty=frequency, repetition_penalty=repetition, seed=seed).pack()
 
 
 def sampler_plan(V: int, draws: int):

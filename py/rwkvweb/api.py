@@ -48,11 +48,13 @@ class Generation:
 
 
 class Model:
-    def __init__(self, engine: Engine, tokenizer, metadata: dict[str, str]):
+    def __init__(self, engine: Engine, tokenizer, metadata: dict[str, str], saved_state: bytes | None = None):
+        """A handle on a loaded engine; with `saved_state` (a fork) it waits its turn on the GPU."""
         self.engine, self.tokenizer, self.metadata = engine, tokenizer, metadata
         self.config = engine.config
-        self._saved_state: bytes | None = None  # this handle's state while another fork runs
-        engine.owner = self
+        self._saved_state = saved_state  # this handle's state while another handle's is on the GPU
+        if saved_state is None:
+            engine.owner = self
 
     @classmethod
     async def load(cls, source, *, backend=None, tokenizer_for=None, max_binding: int = DEFAULT_MAX_BINDING, header=None,
@@ -74,7 +76,6 @@ class Model:
 
             backend = NumpyBackend()
         engine = await Engine.create(compile_model(config, tensors, max_binding, matvec), backend, source)
-        engine.matvec = matvec
         return cls(engine, (tokenizer_for or default_tokenizer)(config, metadata), metadata)
 
     # --- text ------------------------------------------------------------------
@@ -141,10 +142,7 @@ class Model:
 
     async def fork(self) -> "Model":
         """A handle on the same weights with a copy of this state; each continues on its own."""
-        twin = Model.__new__(Model)
-        twin.engine, twin.tokenizer, twin.metadata, twin.config = self.engine, self.tokenizer, self.metadata, self.config
-        twin._saved_state = await self.state()
-        return twin
+        return Model(self.engine, self.tokenizer, self.metadata, saved_state=await self.state())
 
     async def _activate(self) -> None:
         """Swap this handle's state onto the GPU if another fork ran last."""
@@ -157,7 +155,7 @@ class Model:
     def info(self) -> dict:
         plan = self.engine.compiled.plan
         return {"config": asdict(self.config), "metadata": self.metadata, "buffers": plan.bytes_by_role(),
-                "matvec": self.engine.matvec, "kernels": len(plan.kernels), "steps_per_token": len(plan.programs["generate"])}
+                "matvec": self.engine.compiled.matvec, "kernels": len(plan.kernels), "steps_per_token": len(plan.programs["generate"])}
 
 
 async def _maybe_await(value) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from .model import DECODE, GENERATE, SAMPLE, CompiledModel
+from .ops import SAMPLER_FORMAT
 
 END_OF_TEXT = 0
 
@@ -41,7 +42,7 @@ class Sampling:
                 raise ValueError(f"sampling: {message}")
 
     def pack(self) -> bytes:
-        return struct.pack("<ffIfffII", self.temperature, self.top_p, self.top_k, self.presence_penalty,
+        return struct.pack(SAMPLER_FORMAT, self.temperature, self.top_p, self.top_k, self.presence_penalty,
                            self.frequency_penalty, self.repetition_penalty, self.seed, 0)
 
 

@@ -34,6 +34,7 @@ class CompiledModel:
     sampled: View  # io: the u32 token the sampler chose
     sampler: View  # io: ops.SAMPLER_PARAMS bytes of settings (and the step counter)
     counts: View  # state: [V] u32, how often each token was generated (for the penalties)
+    matvec: str  # the weight layout and matvec variant the plan uses (MATVEC_VARIANTS)
 
 
 # How [M, K] weight matrices are stored and multiplied (ops.matvec's variants); the plan records it.
@@ -171,7 +172,7 @@ def compile_model(config: ModelConfig, tensors: dict[str, TensorInfo], max_bindi
     ops.sample(plan, SAMPLE, logits, counts, sampler, b.scratch("probs", cfg.vocab_size), sampled, cfg.vocab_size)
     plan.copy(SAMPLE, sampled, token)
     plan.programs[GENERATE] = plan.programs[DECODE] + plan.programs[SAMPLE]
-    return CompiledModel(cfg, plan, token, logits, state, sampled, sampler, counts)
+    return CompiledModel(cfg, plan, token, logits, state, sampled, sampler, counts, matvec)
 
 
 def _lora(b: _Builder, program: str, prefix: str, x: View, hidden: View, out: View, rank: int, inner: str, bias: View | None, outer: str) -> None:

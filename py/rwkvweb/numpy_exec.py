@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import DECAY_SCALE
+from .ops import SAMPLER_FORMAT
 from .plan import Plan
 
 
@@ -106,8 +107,8 @@ def pcg(value: int) -> int:
     return (word >> 22) ^ word
 
 
-SAMPLER_FIELDS = np.dtype([("temperature", "<f4"), ("top_p", "<f4"), ("top_k", "<u4"), ("presence", "<f4"),
-                           ("frequency", "<f4"), ("repetition", "<f4"), ("seed", "<u4"), ("step", "<u4")])
+SAMPLER_NAMES = ("temperature", "top_p", "top_k", "presence", "frequency", "repetition", "seed", "step")
+SAMPLER_FIELDS = np.dtype([(name, "<" + code) for name, code in zip(SAMPLER_NAMES, SAMPLER_FORMAT[1:])])  # f4/u4 as in the struct
 
 
 def sample(c, include, logits, counts, params, probs, token):

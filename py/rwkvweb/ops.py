@@ -7,6 +7,8 @@ instead of as garbage on the GPU. Activations are float32 (4 bytes per element).
 
 from __future__ import annotations
 
+import struct
+
 from .plan import Plan, View
 
 F32 = 4
@@ -104,7 +106,9 @@ def embed(plan: Plan, program: str, table: View, dtype: str, token: View, out: V
     plan.dispatch(program, kernel, [table, token, out], _groups(C // 4))
 
 
-SAMPLER_PARAMS = 32  # bytes: temperature, top_p, top_k, presence, frequency, repetition, seed, step
+# sample.wgsl's Params struct: temperature, top_p, top_k, presence, frequency, repetition, seed, step
+SAMPLER_FORMAT = "<ffIfffII"
+SAMPLER_PARAMS = struct.calcsize(SAMPLER_FORMAT)  # 32 bytes
 
 
 def sample(plan: Plan, program: str, logits: View, counts: View, params: View, probs: View, token: View, V: int) -> None:
