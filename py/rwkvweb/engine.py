@@ -117,10 +117,11 @@ class Engine:
         self.pending = None
 
     async def generate(self, prompt: list[int], max_tokens: int, sampling: Sampling = Sampling(), *,
-                       on_token: Callable[[int], Awaitable[None] | None] | None = None,
+                       on_token: Callable[[int], Awaitable[None]] | None = None,
                        should_stop: Callable[[], bool] = lambda: False, keep_state: bool = False,
                        stop_tokens: tuple[int, ...] = (END_OF_TEXT,)) -> tuple[list[int], GenerationStats]:
-        """Sample up to max_tokens after the prompt; `on_token` sees each id as it arrives."""
+        """Sample up to max_tokens after the prompt; `await on_token(id)` sees each id as it arrives
+        (api.Model.generate adapts the user's plain or async callbacks)."""
         if not prompt and (self.pending is None or not keep_state):
             raise ValueError("generate needs at least one prompt token")
         if not keep_state:
@@ -151,9 +152,7 @@ class Engine:
             out.append(token)
             self.pending = token
             if on_token is not None:
-                result = on_token(token)
-                if hasattr(result, "__await__"):
-                    await result
+                await on_token(token)
             if token in stop_tokens:
                 stats.stopped_by = "end_of_text"
                 break
