@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from . import ops
 from .config import GN_EPS, LN_EPS, ModelConfig
 from .plan import Plan, View
+from .quant import SCHEMES
 from .safetensors import TensorInfo
 
 F32 = 4
@@ -35,6 +36,7 @@ class CompiledModel:
     sampler: View  # io: ops.SAMPLER_PARAMS bytes of settings (and the step counter)
     counts: View  # state: [V] u32, how often each token was generated (for the penalties)
     matvec: str  # the weight layout and matvec variant the plan uses (MATVEC_VARIANTS)
+    weight_bytes: dict[str, int]  # per file tensor: GPU bytes of its buffers (budget.py checks its sums)
 
 
 # How [M, K] weight matrices are stored and multiplied (ops.matvec's variants); the plan records it.
@@ -51,43 +53,87 @@ def choose_matvec(adapter: dict | None) -> str:
     return "cols" if (adapter or {}).get("architecture") == "swiftshader" else "rows-wg"
 
 
+def file_precision(info: TensorInfo) -> str:
+    """How a matrix is stored when nothing else is asked: the file's own width (bf16 widened)."""
+    return "f16" if info.dtype == "F16" else "f32"
+
+
+def allowed_precisions(info: TensorInfo) -> tuple[str, ...]:
+    """What the loader can make of a matrix with this file dtype (no f32 -> f16 narrowing)."""
+    return ("f32", "f16", "int8", "nf4") if info.dtype == "F16" else ("f32", "int8", "nf4")
+
+
+CHUNK_BYTES = 4 << 20  # file bytes per fill: what the loader holds of one weight at a time
+
+
 class _Builder:
-    def __init__(self, config: ModelConfig, tensors: dict[str, TensorInfo], max_binding: int, matvec: str):
+    def __init__(self, config: ModelConfig, tensors: dict[str, TensorInfo], max_binding: int, matvec: str, precisions: dict[str, str]):
         self.cfg, self.tensors, self.max_binding = config, tensors, max_binding
         self.variant = MATVEC_VARIANTS[matvec]
+        self.precisions = precisions
         self.plan = Plan()
+        self.weight_bytes: dict[str, int] = {}  # per file tensor: the GPU bytes its buffers take
 
-    def _store(self, name: str, info: TensorInfo, first: int, rows: int, transpose: bool) -> tuple[View, str]:
-        """Rows [first, first + rows) of a [R, K] weight in one buffer, k-major if `transpose`."""
+    def precision(self, name: str) -> str:
+        info = self.tensors[name]
+        precision = self.precisions.get(name, file_precision(info))
+        if precision not in allowed_precisions(info):
+            raise ValueError(f"{name} is {info.dtype} in the file and cannot be stored as {precision}; choose one of {allowed_precisions(info)}")
+        return precision
+
+    def layout(self, name: str) -> dict:
+        """The matvec variant for this matrix: quantized ones are row-major (blocks run along rows)."""
+        if self.precision(name) in SCHEMES and not self.variant["row_major"]:
+            return MATVEC_VARIANTS["rows"]
+        return self.variant
+
+    def _store(self, name: str, first: int, rows: int, transpose: bool) -> tuple[View, str]:
+        """Rows [first, first + rows) of a [R, K] weight in one buffer (k-major if `transpose`),
+        filled in chunks of about CHUNK_BYTES so the loader never holds a whole matrix."""
+        info, dtype = self.tensors[name], self.precision(name)
         K = info.shape[1]
-        dtype = "f16" if info.dtype == "F16" else "f32"
         stored_rows = -(-rows // 4) * 4 if transpose else rows
-        view = self.plan.buffer(name, stored_rows * K * ops.WEIGHT_BYTES[dtype], "weight")
+        view = self.plan.buffer(f"{name}[{first}:{first + rows}]" if rows < info.shape[0] else name,
+                                ops.weight_bytes(dtype, stored_rows * K), "weight")
+        self.weight_bytes[name] = self.weight_bytes.get(name, 0) + view.size
         per_row = info.nbytes // info.shape[0]
-        start = info.start + first * per_row
-        self.plan.fill(view, start, start + rows * per_row, "bf16-f32" if info.dtype == "BF16" else None,
-                       (rows, K, stored_rows) if transpose else None)
+        chunk = max(128, CHUNK_BYTES // per_row // 128 * 128)  # whole quantization blocks per chunk
+        convert = {"BF16": "bf16-f32", "F16": "f16-f32" if dtype != "f16" else None}.get(info.dtype)
+        for r0 in range(0, rows, chunk):
+            n = min(chunk, rows - r0)
+            start = info.start + (first + r0) * per_row
+            where, options = view.offset, {}
+            if dtype in SCHEMES:
+                scheme = SCHEMES[dtype]
+                where += scheme.code_bytes(r0 * K)
+                options = {"quantize": dtype, "params_offset": view.offset + scheme.param_offset(stored_rows * K) + r0 * K // scheme.block * scheme.param_bytes}
+            elif transpose:
+                where += ops.weight_bytes(dtype, r0)
+                options = {"transpose": (n, K, stored_rows)}
+            else:
+                where += ops.weight_bytes(dtype, r0 * K)
+            self.plan.fill(View(view.buffer, where, view.offset + view.size - where), start, start + n * per_row, convert, **options)
         return view, dtype
 
     def lora(self, name: str) -> tuple[View, str]:
         """A LoRA matrix: stored [K, M] already, the k-major layout."""
-        info = self.tensors[name]
-        return self._store(name, info, 0, info.shape[0], transpose=False)
+        return self._store(name, 0, self.tensors[name].shape[0], transpose=False)
 
     def linear(self, program: str, name: str, x: View, out: View, **options) -> None:
         """out (+)= act(W·x) for an nn.Linear weight W [M, K], in this plan's matvec variant."""
-        info = self.tensors[name]
-        M, K = info.shape
-        view, dtype = self._store(name, info, 0, M, transpose=not self.variant["row_major"])
-        ops.matvec(self.plan, program, view, dtype, x, out, M, K, **self.variant, **options)
+        M, K = self.tensors[name].shape
+        variant = self.layout(name)
+        view, dtype = self._store(name, 0, M, transpose=not variant["row_major"])
+        ops.matvec(self.plan, program, view, dtype, x, out, M, K, **variant, **options)
 
     def row_parts(self, name: str, transpose: bool) -> list[tuple[View, str, int, int]]:
         """A [rows, C] matrix in parts no larger than one binding: (view, dtype, first row, rows)."""
-        info = self.tensors[name]
-        rows, C = info.shape
-        per_part = max(4, self.max_binding // (C * ops.WEIGHT_BYTES["f16" if info.dtype == "F16" else "f32"]) // 4 * 4)
-        return [(*self._store(f"{name}[{first}:{first + min(per_part, rows - first)}]", info, first, min(per_part, rows - first), transpose),
-                 first, min(per_part, rows - first)) for first in range(0, rows, per_part)]
+        rows, C = self.tensors[name].shape
+        dtype = self.precision(name)
+        unit = 128 if dtype in SCHEMES else 4  # quantized parts hold whole blocks
+        per_part = max(unit, self.max_binding // ops.weight_bytes(dtype, unit * C) * unit)
+        return [(*self._store(name, first, min(per_part, rows - first), transpose), first, min(per_part, rows - first))
+                for first in range(0, rows, per_part)]
 
     def vectors(self, label: str, names: list[str]) -> View:
         """Small vectors side by side in one float32 buffer (widened from f16/bf16 as they load)."""
@@ -106,8 +152,10 @@ class _Builder:
 
 
 def compile_model(config: ModelConfig, tensors: dict[str, TensorInfo], max_binding: int = DEFAULT_MAX_BINDING,
-                  matvec: str = "cols") -> CompiledModel:
-    cfg, b = config, _Builder(config, tensors, max_binding, matvec)
+                  matvec: str = "cols", precisions: dict[str, str] | None = None) -> CompiledModel:
+    """The plan for this model; `precisions` maps matrix names to f32 | f16 | int8 | nf4
+    (budget.py chooses them; unnamed matrices keep file_precision)."""
+    cfg, b = config, _Builder(config, tensors, max_binding, matvec, precisions or {})
     plan, p = b.plan, DECODE
     C, H, N, F = cfg.n_embd, cfg.n_head, cfg.head_size, cfg.dim_ffn
     lora = max(cfg.d_decay_lora, cfg.d_aaa_lora, cfg.d_mv_lora, cfg.d_gate_lora)
@@ -164,15 +212,16 @@ def compile_model(config: ModelConfig, tensors: dict[str, TensorInfo], max_bindi
 
     ln_out = b.vectors("ln_out", ["ln_out.weight", "ln_out.bias"])
     ops.norm(plan, p, x, slot(ln_out, 0), slot(ln_out, 1), xx, C, 1, LN_EPS)
-    for head, dtype, first, rows in b.row_parts("head.weight", transpose=not b.variant["row_major"]):
-        ops.matvec(plan, p, head, dtype, xx, logits, rows, C, row_offset=first, **b.variant)
+    head_variant = b.layout("head.weight")
+    for head, dtype, first, rows in b.row_parts("head.weight", transpose=not head_variant["row_major"]):
+        ops.matvec(plan, p, head, dtype, xx, logits, rows, C, row_offset=first, **head_variant)
 
     sampled, sampler = plan.buffer("sampled", 4, "io"), plan.buffer("sampler", ops.SAMPLER_PARAMS, "io")
     counts = plan.buffer("counts", cfg.vocab_size * 4, "state")
     ops.sample(plan, SAMPLE, logits, counts, sampler, b.scratch("probs", cfg.vocab_size), sampled, cfg.vocab_size)
     plan.copy(SAMPLE, sampled, token)
     plan.programs[GENERATE] = plan.programs[DECODE] + plan.programs[SAMPLE]
-    return CompiledModel(cfg, plan, token, logits, state, sampled, sampler, counts, matvec)
+    return CompiledModel(cfg, plan, token, logits, state, sampled, sampler, counts, matvec, b.weight_bytes)
 
 
 def _lora(b: _Builder, program: str, prefix: str, x: View, hidden: View, out: View, rank: int, inner: str, bias: View | None, outer: str) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 from .config import DECAY_SCALE
 from .ops import SAMPLER_FORMAT
 from .plan import Plan
+from .quant import dequantize, quantize
 
 
 def _f32(raw, count=None):
@@ -21,6 +22,14 @@ def _f32(raw, count=None):
 
 def _weights(raw, dtype_prelude):
     return raw.view(np.float16 if dtype_prelude.endswith("f16.wgsl") else np.float32).astype(np.float32)
+
+
+def widen_weights(raw, prelude: str, constants: dict) -> np.ndarray:
+    """A weight buffer as the float32 values its prelude's weight4() returns."""
+    dtype = prelude.removeprefix("lib/weights_").removesuffix(".wgsl")
+    if dtype in ("int8", "nf4"):
+        return dequantize(raw, dtype, constants["WEIGHT_ELEMENTS"])
+    return _weights(raw, prelude)
 
 
 def _activate(t, act):
@@ -185,7 +194,8 @@ class NumpyExecutor:
         self.fill(self.plan["fills"], lambda start, end: file_bytes[start:end])
 
     def fill(self, fills: list[dict], read_range) -> None:
-        """Weights: file bytes [start, end) from read_range into buffers, widened as the fill says."""
+        """Weights: file bytes [start, end) from read_range into buffers, converted as each fill says
+        (plan.Plan.fill: widen, transpose into a k-major matrix, or quantize)."""
         self.widened.clear()
         for f in fills:
             chunk = np.frombuffer(read_range(f["start"], f["end"]), np.uint8)
@@ -193,13 +203,20 @@ class NumpyExecutor:
                 chunk = chunk.view(np.float16).astype(np.float32).view(np.uint8)
             elif f["convert"] == "bf16-f32":
                 chunk = (chunk.view("<u2").astype(np.uint32) << 16).view(np.uint8)
-            if f.get("transpose"):
+            memory = self.memory[f["buffer"]]
+            if f.get("quantize"):
+                codes, params = quantize(chunk.view(np.float32), f["quantize"])
+                memory[f["offset"] : f["offset"] + len(codes)] = np.frombuffer(codes, np.uint8)
+                memory[f["params_offset"] : f["params_offset"] + len(params)] = np.frombuffer(params, np.uint8)
+            elif f.get("transpose"):
                 rows, cols, padded = f["transpose"]
-                element = np.dtype(f"u{chunk.size // (rows * cols)}")
-                out = np.zeros((cols, padded), element)
-                out[:, :rows] = chunk.view(element).reshape(rows, cols).T
-                chunk = out.reshape(-1).view(np.uint8)
-            self.memory[f["buffer"]][f["offset"] : f["offset"] + chunk.size] = chunk
+                element = chunk.size // (rows * cols)
+                columns = np.ascontiguousarray(chunk.view(f"u{element}").reshape(rows, cols).T)
+                for k in range(cols):  # column k of these rows lands in row k of the k-major matrix
+                    at = f["offset"] + k * padded * element
+                    memory[at : at + rows * element] = columns[k].view(np.uint8)
+            else:
+                memory[f["offset"] : f["offset"] + chunk.size] = chunk
 
     def view(self, buffer: int, offset: int, size: int) -> np.ndarray:
         return self.memory[buffer][offset : offset + size]
@@ -219,9 +236,9 @@ class NumpyExecutor:
             kernel = self.plan["kernels"][step["kernel"]]
             views = [self.view(*binding) for binding in step["bindings"]]
             include = kernel["include"]
-            if include and include[0].endswith("f16.wgsl"):  # binding 0 is the weight buffer
+            if include and not include[0].endswith("f32.wgsl"):  # binding 0 is a weight buffer to widen
                 key = tuple(step["bindings"][0])
                 if key not in self.widened:
-                    self.widened[key] = views[0].view(np.float16).astype(np.float32).view(np.uint8)
+                    self.widened[key] = widen_weights(views[0], include[0], kernel["constants"]).view(np.uint8)
                 views[0], include = self.widened[key], ["lib/weights_f32.wgsl"]
             KERNELS[(kernel["shader"], kernel["entry"])](kernel["constants"], include, *views)

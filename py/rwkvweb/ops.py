@@ -10,11 +10,26 @@ from __future__ import annotations
 import struct
 
 from .plan import Plan, View
+from .quant import SCHEMES
 
 F32 = 4
 WG = 64
-WEIGHT_BYTES = {"f32": 4, "f16": 2}
-PRELUDES = {"f32": "lib/weights_f32.wgsl", "f16": "lib/weights_f16.wgsl"}
+WEIGHT_DTYPES = ("f32", "f16", "int8", "nf4")  # how a weight matrix is stored (quant.py: the last two)
+
+
+def weight_bytes(dtype: str, n: int) -> int:
+    """Bytes of a buffer holding n weights stored as dtype."""
+    if dtype in SCHEMES:
+        return SCHEMES[dtype].stored_bytes(n)
+    return n * {"f32": 4, "f16": 2}[dtype]
+
+
+def _weight_kernel(plan: Plan, shader: str, constants: dict, dtype: str, elements: int) -> int:
+    """A kernel that reads weights through a prelude (lib/weights_<dtype>.wgsl); quantized
+    preludes also need the buffer's element count to find the block parameters."""
+    if dtype in SCHEMES:
+        constants = {**constants, "WEIGHT_ELEMENTS": elements}
+    return plan.kernel(shader, constants, include=(f"lib/weights_{dtype}.wgsl",))
 ACTIVATIONS = {"none": 0, "tanh": 1, "sigmoid": 2, "relu2": 3, "decay": 4}
 
 
@@ -40,14 +55,14 @@ def matvec(plan: Plan, program: str, weight: View, dtype: str, x: View, out: Vie
     assert K % 4 == 0, f"K={K} must be a multiple of 4"
     assert row_threads >= 1 and WG % row_threads == 0 and row_threads & (row_threads - 1) == 0, row_threads
     m_pad = M if row_major else -(-M // 4) * 4
-    weight = _expect(weight, m_pad * K * WEIGHT_BYTES[dtype], f"matvec weight [{M}x{K}] {dtype}")
+    weight = _expect(weight, weight_bytes(dtype, m_pad * K), f"matvec weight [{M}x{K}] {dtype}")
     x = _expect(x, K * F32, "matvec x")
     out = _expect(out, (row_offset + M) * F32, "matvec out")
     if bias is not None:
         bias = _expect(bias, M * F32, "matvec bias")
     constants = {"M": M, "K": K, "ROW_MAJOR": row_major, "ROW_THREADS": row_threads if row_major else 1,
                  "ACT": ACTIVATIONS[act], "HAS_BIAS": bias is not None, "ACCUMULATE": accumulate, "ROW_OFFSET": row_offset, "WG": WG}
-    kernel = plan.kernel("matvec.wgsl", constants, include=(PRELUDES[dtype],))
+    kernel = _weight_kernel(plan, "matvec.wgsl", constants, dtype, m_pad * K)
     if not row_major:
         groups = _groups(m_pad // 4)
     else:
@@ -99,10 +114,10 @@ def add_mul(plan: Plan, program: str, a: View, b: View, t: View, out: View, n: i
 def embed(plan: Plan, program: str, table: View, dtype: str, token: View, out: View, rows: int, C: int, row_start: int = 0) -> None:
     """out = table[token] when row_start <= token < row_start + rows (the table may come in parts)."""
     assert C % 4 == 0
-    table = _expect(table, rows * C * WEIGHT_BYTES[dtype], f"embedding table [{rows}x{C}] {dtype}")
+    table = _expect(table, weight_bytes(dtype, rows * C), f"embedding table [{rows}x{C}] {dtype}")
     token = _expect(token, 4, "embed token")
     out = _expect(out, C * F32, "embed out")
-    kernel = plan.kernel("embed.wgsl", {"C": C, "ROW_START": row_start, "ROWS": rows, "WG": WG}, include=(PRELUDES[dtype],))
+    kernel = _weight_kernel(plan, "embed.wgsl", {"C": C, "ROW_START": row_start, "ROWS": rows, "WG": WG}, dtype, rows * C)
     plan.dispatch(program, kernel, [table, token, out], _groups(C // 4))
 
 

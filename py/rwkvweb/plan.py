@@ -45,19 +45,18 @@ class Plan:
         self.buffers.append({"id": len(self.buffers), "name": name, "bytes": padded, "role": role})
         return View(len(self.buffers) - 1, 0, padded)
 
-    def fill(self, view: View, start: int, end: int, convert: str | None = None, transpose: tuple[int, int, int] | None = None) -> None:
-        """Copy file bytes [start, end) into the view, widening f16/bf16 to f32 if `convert` says so.
-
-        transpose (rows, cols, padded_rows): the bytes are a row-major [rows, cols] matrix, stored
-        k-major as [cols, padded_rows] (padding rows zero)."""
+    def fill(self, view: View, start: int, end: int, convert: str | None = None, transpose: tuple[int, int, int] | None = None,
+             quantize: str | None = None, params_offset: int | None = None) -> None:
+        """Copy file bytes [start, end) into the buffer at view.offset, on the way:
+          convert    widen f16/bf16 to f32;
+          transpose  (rows, cols, padded_rows): the bytes are `rows` rows of a row-major matrix with
+                     `cols` columns, stored k-major: column k goes to view.offset + k·padded_rows elements;
+          quantize   int8 | nf4 (quant.py): codes at view.offset, block parameters at params_offset."""
         assert convert in (None, "f16-f32", "bf16-f32"), convert
-        out_bytes = (end - start) * (2 if convert else 1)
-        if transpose:
-            rows, cols, padded = transpose
-            out_bytes = out_bytes // rows * padded
-        assert out_bytes <= view.size, f"fill of {out_bytes} bytes overruns {view}"
+        assert quantize in (None, "int8", "nf4") and (quantize is None) == (params_offset is None), (quantize, params_offset)
+        assert view.offset + view.size <= self.buffers[view.buffer]["bytes"], f"fill of {view} overruns its buffer"
         self.fills.append({"buffer": view.buffer, "offset": view.offset, "start": start, "end": end, "convert": convert,
-                           "transpose": list(transpose) if transpose else None})
+                           "transpose": list(transpose) if transpose else None, "quantize": quantize, "params_offset": params_offset})
 
     def kernel(self, shader: str, constants: dict, entry: str = "main", include: tuple[str, ...] = ()) -> int:
         key = (shader, entry, include, tuple(sorted(constants.items())))

@@ -8,6 +8,7 @@
 //   bridge.run("decode", [{buffer, offset, data}])
 //   await bridge.read(buffer, offset, size)  // -> ArrayBuffer
 import { describe } from "./device.js";
+import { quantize } from "./quantize.js";
 
 export class Bridge {
   constructor(device, shaderBase, adapter = null) {
@@ -155,11 +156,24 @@ export class Bridge {
     this.check();
   }
 
+  // One fill's bytes into its buffer (plan.py's Plan.fill says what each field means).
   upload(f, bytes) {
     if (f.convert === "f16-f32") bytes = new Uint8Array(widenF16(bytes).buffer);
     else if (f.convert === "bf16-f32") bytes = new Uint8Array(widenBF16(bytes).buffer);
-    if (f.transpose) bytes = transpose(bytes, ...f.transpose);
-    this.write(f.buffer, f.offset, bytes);
+    if (f.quantize) {
+      const { codes, params } = quantize(floats(bytes), f.quantize);
+      this.write(f.buffer, f.offset, codes);
+      this.write(f.buffer, f.params_offset, params);
+    } else if (f.transpose) {
+      const [rows, cols, paddedRows] = f.transpose;
+      const columns = transpose(bytes, rows, cols);
+      const segment = columns.byteLength / cols; // this fill's rows of one column
+      for (let k = 0; k < cols; k++) {
+        this.write(f.buffer, f.offset + k * paddedRows * (segment / rows), columns.subarray(k * segment, (k + 1) * segment));
+      }
+    } else {
+      this.write(f.buffer, f.offset, bytes);
+    }
   }
 
   write(buffer, offset, data) {
@@ -224,17 +238,21 @@ export class Bridge {
   }
 }
 
-// A row-major [rows, cols] matrix of 2- or 4-byte elements, stored k-major as [cols, paddedRows].
-function transpose(bytes, rows, cols, paddedRows) {
+// A row-major [rows, cols] matrix of 2- or 4-byte elements as [cols, rows]: its columns in turn.
+function transpose(bytes, rows, cols) {
   const Elements = bytes.byteLength / (rows * cols) === 2 ? Uint16Array : Uint32Array;
   if (bytes.byteOffset % Elements.BYTES_PER_ELEMENT) bytes = bytes.slice();
   const source = new Elements(bytes.buffer, bytes.byteOffset, rows * cols);
-  const target = new Elements(cols * paddedRows);
+  const target = new Elements(rows * cols);
   for (let r = 0; r < rows; r++) {
     const row = r * cols;
-    for (let k = 0; k < cols; k++) target[k * paddedRows + r] = source[row + k];
+    for (let k = 0; k < cols; k++) target[k * rows + r] = source[row + k];
   }
   return new Uint8Array(target.buffer);
+}
+
+function floats(bytes) {
+  return new Float32Array(bytes.byteOffset % 4 ? bytes.slice().buffer : bytes.buffer, bytes.byteOffset % 4 ? 0 : bytes.byteOffset, bytes.byteLength / 4);
 }
 
 function widenF16(bytes) {

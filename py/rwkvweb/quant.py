@@ -1,0 +1,107 @@
+"""Blockwise weight quantization: the storage formats, their sizes, and the numpy reference.
+
+A quantized weight buffer holds the elements of the stored matrix in their flat order, cut
+into blocks of consecutive elements; the codes come first, then one parameter record per block:
+
+  int8  block 128   codes: 1 byte each (4 per u32 word)     params: f32 min, f32 range
+        w = min + range · code / 255              (code = round((w − min) / range · 255))
+  nf4   block 64    codes: 4 bits each (8 per u32 word)     params: f32 absmax
+        w = absmax · NF4[code]                    (code = the nearest NF4 level to w / absmax)
+
+Sizes are padded to whole 4-byte words. The loader quantizes in JavaScript as the weights
+stream in (web/gpu/quantize.js), the shaders dequantize in-register (shaders/lib/weights_*.wgsl),
+and this module is the oracle both are tested against: `quantize` here computes in float64 with
+exactly the operations of the JavaScript (doubles there too), so the codes agree bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The 16 NormalFloat4 levels: quantiles of a standard normal scaled to [-1, 1], with an exact
+# zero (Dettmers et al., "QLoRA", 2023, appendix E). web/gpu/quantize.js and weights_nf4.wgsl
+# carry the same numbers.
+NF4_LEVELS = (
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+    -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+    0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+    0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+)
+# A value's code is how many of these midpoints lie below it (ties go to the lower level).
+NF4_MIDPOINTS = tuple((a + b) / 2 for a, b in zip(NF4_LEVELS, NF4_LEVELS[1:]))
+
+
+@dataclass(frozen=True)
+class Scheme:
+    name: str
+    block: int  # elements per block
+    bits: int  # per code
+    param_bytes: int  # per block
+
+    def code_bytes(self, n: int) -> int:
+        return _words(n * self.bits // 8 + (1 if n * self.bits % 8 else 0))
+
+    def param_offset(self, n: int) -> int:
+        """Where the block parameters start in a buffer of n elements."""
+        return self.code_bytes(n)
+
+    def stored_bytes(self, n: int) -> int:
+        return self.code_bytes(n) + -(-n // self.block) * self.param_bytes
+
+
+SCHEMES = {"int8": Scheme("int8", 128, 8, 8), "nf4": Scheme("nf4", 64, 4, 4)}
+
+
+def _words(nbytes: int) -> int:
+    return -(-nbytes // 4) * 4
+
+
+def quantize(values, scheme: str) -> tuple[bytes, bytes]:
+    """(codes, params) for a flat float32 array, as the loader writes them."""
+    import numpy as np
+
+    s = SCHEMES[scheme]
+    x = np.asarray(values, np.float32).astype(np.float64)
+    n = x.size
+    blocks = -(-n // s.block)
+    padded = np.zeros(blocks * s.block)
+    padded[:n] = x
+    # a partial last block takes its parameters from its real elements only
+    real = np.arange(blocks * s.block).reshape(blocks, s.block) < n
+    grid = padded.reshape(blocks, s.block)
+    if scheme == "int8":
+        low = np.where(real, grid, np.inf).min(axis=1).astype(np.float32).astype(np.float64)
+        high = np.where(real, grid, -np.inf).max(axis=1)
+        spread = (high - low).astype(np.float32).astype(np.float64)
+        safe = np.where(spread > 0, spread, 1.0)
+        codes = np.where(spread[:, None] > 0, np.floor((grid - low[:, None]) / safe[:, None] * 255 + 0.5), 0)
+        codes = np.clip(codes, 0, 255).astype(np.uint8).reshape(-1)[:n]
+        params = np.stack([low, spread], axis=1).astype(np.float32)
+        return _pad(codes.tobytes()), params.tobytes()
+    absmax = np.abs(np.where(real, grid, 0)).max(axis=1).astype(np.float32).astype(np.float64)
+    safe = np.where(absmax > 0, absmax, 1.0)
+    codes = np.searchsorted(np.array(NF4_MIDPOINTS), grid / safe[:, None], side="left").astype(np.uint8).reshape(-1)[:n]
+    if n % 2:
+        codes = np.append(codes, np.uint8(0))
+    packed = (codes[0::2] | (codes[1::2] << 4)).astype(np.uint8)
+    return _pad(packed.tobytes()), absmax.astype(np.float32).tobytes()
+
+
+def _pad(data: bytes) -> bytes:
+    return data + bytes(_words(len(data)) - len(data))
+
+
+def dequantize(buffer, scheme: str, n: int):
+    """The n float32 weights a quantized buffer (codes then params) stands for: the shaders' maths."""
+    import numpy as np
+
+    s = SCHEMES[scheme]
+    raw = np.frombuffer(bytes(buffer), np.uint8)
+    params = raw[s.param_offset(n) : s.stored_bytes(n)].view(np.float32).astype(np.float64)
+    block = np.arange(n) // s.block
+    if scheme == "int8":
+        low, spread = params[0::2], params[1::2]
+        codes = raw[:n].astype(np.float64)
+        return (low[block] + spread[block] * (codes / 255)).astype(np.float32)
+    nibbles = np.stack([raw[: -(-n // 2)] & 15, raw[: -(-n // 2)] >> 4], axis=1).reshape(-1)[:n]
+    return (params[block] * np.array(NF4_LEVELS)[nibbles]).astype(np.float32)
