@@ -72,3 +72,13 @@ def page(browser, server):
     tab.on("console", lambda message: tab.console_messages.append(message.text))
     yield tab
     tab.close()
+
+
+def run_async(coroutine):
+    """asyncio.run in a thread of its own: Playwright's sync API (browser tests in the same
+    session) keeps an event loop running on the main thread, where asyncio.run refuses to start."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import pytest
+
+from conftest import run_async as run
 
 from rwkvweb.api import Model
 from rwkvweb.config import ModelConfig
 from rwkvweb.reference import RWKV7
 from rwkvweb.testmodel import write_test_model
-
-
-def run(coroutine):
-    # In a thread of its own: Playwright's sync API (browser tests in the same session) keeps
-    # an event loop running on the main thread, where asyncio.run refuses to start another.
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
 
 
 @pytest.fixture(scope="module")

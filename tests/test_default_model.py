@@ -14,7 +14,7 @@ import re
 import pytest
 
 from rwkvweb.api import Model
-from test_api import run
+from conftest import run_async as run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "models", "rwkv7-tiny-wordnet.st")

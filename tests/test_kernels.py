@@ -16,6 +16,7 @@ import pytest
 from gpu_harness import blank_page, floats, run_in_browser, run_in_numpy
 from rwkvweb import ops
 from rwkvweb.plan import Plan
+from rwkvweb.quant import SCHEMES, quantize
 
 pytestmark = pytest.mark.browser
 RTOL = 1e-5  # float32 in another summation order; see the module docstring
@@ -54,7 +55,15 @@ def rand(rng, *shape, scale=1.0, dtype=np.float32):
     return (rng.standard_normal(shape) * scale).astype(dtype)
 
 
-@pytest.mark.parametrize("dtype", ["f32", "f16"])
+def weights(rng, shape, scale, dtype):
+    """Random weights stored as dtype: the bytes a weight buffer holds (quantized by the oracle)."""
+    w = rand(rng, *shape, scale=scale)
+    if dtype in SCHEMES:
+        return np.frombuffer(b"".join(quantize(w.reshape(-1), dtype)), np.uint8)
+    return w.astype(np.float16 if dtype == "f16" else np.float32)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16", "int8", "nf4"])
 @pytest.mark.parametrize("row_major, row_threads, act, bias, accumulate, M, K, row_offset", [
     (True, 1, "none", False, False, 192, 256, 0),
     (True, 1, "relu2", False, False, 100, 64, 8),   # M not a multiple of the workgroup; a split-head offset
@@ -70,8 +79,7 @@ def test_matvec(gpu_page, dtype, row_major, row_threads, act, bias, accumulate, 
     rng = np.random.default_rng(M * K)
     plan = Plan()
     shape = (M, K) if row_major else (K, -(-M // 4) * 4)
-    w = rand(rng, *shape, scale=K**-0.5, dtype=np.float16 if dtype == "f16" else np.float32)
-    v, initial = inputs(plan, w=w, x=rand(rng, K), b=rand(rng, M), out=rand(rng, row_offset + M))
+    v, initial = inputs(plan, w=weights(rng, shape, K**-0.5, dtype), x=rand(rng, K), b=rand(rng, M), out=rand(rng, row_offset + M))
     ops.matvec(plan, "test", v["w"], dtype, v["x"], v["out"], M, K, row_major=row_major, row_threads=row_threads, act=act,
                bias=v["b"] if bias else None, accumulate=accumulate, row_offset=row_offset)
     check(gpu_page, plan, initial, [v["out"]])
@@ -129,16 +137,16 @@ def test_lerp_and_add_mul(gpu_page):
     check(gpu_page, plan, initial, [v["a"], v["out"]])
 
 
-@pytest.mark.parametrize("dtype", ["f32", "f16"])
+@pytest.mark.parametrize("dtype", ["f32", "f16", "int8", "nf4"])
 @pytest.mark.parametrize("token, row_start", [(0, 0), (49, 0), (60, 50), (10, 50)])  # the last: another part's row, no write
 def test_embed_gathers_one_row(gpu_page, dtype, token, row_start):
     rng = np.random.default_rng(token)
     rows, C = 50, 128
     plan = Plan()
-    v, initial = inputs(plan, table=rand(rng, rows, C, dtype=np.float16 if dtype == "f16" else np.float32),
+    v, initial = inputs(plan, table=weights(rng, (rows, C), 1.0, dtype),
                         token=np.array([token], np.uint32), out=rand(rng, C))
     ops.embed(plan, "test", v["table"], dtype, v["token"], v["out"], rows, C, row_start=row_start)
-    check(gpu_page, plan, initial, [v["out"]], rtol=0)  # a copy: exact
+    check(gpu_page, plan, initial, [v["out"]], rtol=0 if dtype in ("f32", "f16") else RTOL)  # a copy: exact unless dequantized
 
 
 def sampler_params(temperature=1.0, top_p=1.0, top_k=0, presence=0.0, frequency=0.0, repetition=1.0, seed=0) -> bytes:

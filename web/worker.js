@@ -70,7 +70,8 @@ const methods = {
   encode: ({ text }) => plain(api.encode(text)),
   decode: ({ ids }) => api.decode(pyodide.toPy(ids)),
 
-  async load({ url, file }, id) {
+  // budget: GPU bytes (default: budget.py's DEFAULT_BUDGET); precision: auto | fp32 | fp16 | int8 | nf4.
+  async load({ url, file, budget, precision = "auto" }, id) {
     const started = performance.now();
     const reader = await openSource(file || url);
     reader.onProgress = (p) => {
@@ -81,7 +82,7 @@ const methods = {
     const gpuBridge = await ensureBridge();
     const maxBinding = gpu.device.limits.maxStorageBufferBindingSize;
     const device = describe(gpu.adapter, gpu.device);
-    const model = plain(await api.load(gpuBridge, reader, maxBinding, pyodide.toPy(device)));
+    const model = plain(await api.load(gpuBridge, reader, maxBinding, pyodide.toPy(device), budget ?? undefined, precision));
     return { ...model, name: reader.name, bytes: reader.size, note: reader.note || "", seconds: (performance.now() - started) / 1000, gpu: gpuBridge.info(), device };
   },
 

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, fields
 
 from .config import ModelError, detect_config
 from .engine import Engine, GenerationStats, Sampling
-from .model import DEFAULT_MAX_BINDING, compile_model
+from .budget import DEFAULT_BUDGET, BudgetPlan, parse_bytes, plan_budget
+from .model import DEFAULT_MAX_BINDING
 from .safetensors import header_length, parse_header
 
 async def read_bytes(source, start: int, end: int) -> bytes:
@@ -48,9 +49,9 @@ class Generation:
 
 
 class Model:
-    def __init__(self, engine: Engine, tokenizer, metadata: dict[str, str], saved_state: bytes | None = None):
+    def __init__(self, engine: Engine, tokenizer, metadata: dict[str, str], budget_plan: BudgetPlan, saved_state: bytes | None = None):
         """A handle on a loaded engine; with `saved_state` (a fork) it waits its turn on the GPU."""
-        self.engine, self.tokenizer, self.metadata = engine, tokenizer, metadata
+        self.engine, self.tokenizer, self.metadata, self.budget_plan = engine, tokenizer, metadata, budget_plan
         self.config = engine.config
         self._saved_state = saved_state  # this handle's state while another handle's is on the GPU
         if saved_state is None:
@@ -58,9 +59,11 @@ class Model:
 
     @classmethod
     async def load(cls, source, *, backend=None, tokenizer_for=None, max_binding: int = DEFAULT_MAX_BINDING, header=None,
-                   matvec: str = "cols") -> "Model":
-        """Read the header, plan the GPU buffers, stream the weights in. Nothing else is fetched.
+                   matvec: str = "cols", budget: int | str = DEFAULT_BUDGET, precision: str = "auto") -> "Model":
+        """Read the header, plan the GPU buffers within `budget` bytes, stream the weights in.
+        Nothing else is fetched; a model that cannot fit is refused before any weight is.
 
+        precision: auto (the widest per matrix that fits) | fp32 | fp16 | int8 | nf4 (budget.py).
         tokenizer_for(config, metadata) picks the tokenizer (None: ids only); the default gives
         World-vocabulary models the World tokenizer from the `rwkv` package's vocabulary file.
         `header` is read_header(source)'s result when the caller checked it already; `matvec` the
@@ -75,8 +78,10 @@ class Model:
             from .numpy_exec import NumpyBackend
 
             backend = NumpyBackend()
-        engine = await Engine.create(compile_model(config, tensors, max_binding, matvec), backend, source)
-        return cls(engine, (tokenizer_for or default_tokenizer)(config, metadata), metadata)
+        planned = plan_budget(config, tensors, parse_bytes(budget), precision, max_binding, matvec)
+        planned.compiled.plan.budget = planned.budget
+        engine = await Engine.create(planned.compiled, backend, source)
+        return cls(engine, (tokenizer_for or default_tokenizer)(config, metadata), metadata, planned)
 
     # --- text ------------------------------------------------------------------
 
@@ -142,7 +147,7 @@ class Model:
 
     async def fork(self) -> "Model":
         """A handle on the same weights with a copy of this state; each continues on its own."""
-        return Model(self.engine, self.tokenizer, self.metadata, saved_state=await self.state())
+        return Model(self.engine, self.tokenizer, self.metadata, self.budget_plan, saved_state=await self.state())
 
     async def _activate(self) -> None:
         """Swap this handle's state onto the GPU if another fork ran last."""
@@ -154,8 +159,11 @@ class Model:
 
     def info(self) -> dict:
         plan = self.engine.compiled.plan
+        budget = self.budget_plan.to_json()
         return {"config": asdict(self.config), "metadata": self.metadata, "buffers": plan.bytes_by_role(),
-                "matvec": self.engine.compiled.matvec, "kernels": len(plan.kernels), "steps_per_token": len(plan.programs["generate"])}
+                "matvec": self.engine.compiled.matvec, "kernels": len(plan.kernels), "steps_per_token": len(plan.programs["generate"]),
+                "budget": budget["budget"], "gpu_bytes_planned": budget["gpu_bytes"], "precision": budget["precision"],
+                "matrices_by_precision": budget["matrices_by_precision"]}
 
 
 async def _maybe_await(value) -> None:

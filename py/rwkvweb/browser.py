@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .api import Model, read_header
 from .bridge import WebGPUBackend
+from .budget import DEFAULT_BUDGET, parse_bytes, plan_budget
 from .config import detect_config
 from .model import choose_matvec
 from .tokenizer import WorldTokenizer, tokenizer_for
@@ -65,20 +66,22 @@ def _require_model() -> Model:
     return _model
 
 
-async def load(js_bridge, reader, max_binding: int, adapter=None) -> dict:
-    """Load a model from a JS reader (URL or file) onto the bridge's device.
+async def load(js_bridge, reader, max_binding: int, adapter=None, budget=None, precision: str = "auto") -> dict:
+    """Load a model from a JS reader (URL or file) onto the bridge's device, within `budget` bytes.
 
-    The header is read and checked first: a malformed or unsupported file is refused while
-    the model loaded before stays loaded."""
+    The header is read and checked first, and the budget planned: a malformed or unsupported
+    file, or one that cannot fit, is refused while the model loaded before stays loaded."""
     global _model
     header = await read_header(reader)
     config = detect_config({name: info.shape for name, info in header[0].items()})
     tokenizer_for(config.vocab_size, header[1], lambda: None)  # refuse an unknown tokenizer before unloading
+    budget = DEFAULT_BUDGET if budget is None else parse_bytes(_py(budget))
+    matvec = choose_matvec(_py(adapter))
+    plan_budget(config, header[0], budget, precision, int(max_binding), matvec)  # refuses before anything is unloaded
     await unload(js_bridge)
     world = lambda config, metadata: tokenizer_for(config.vocab_size, metadata, _require_tokenizer)  # noqa: E731
-    matvec = choose_matvec(_py(adapter))
     _model = await Model.load(reader, backend=WebGPUBackend(js_bridge), tokenizer_for=world, max_binding=int(max_binding),
-                              header=header, matvec=matvec)
+                              header=header, matvec=matvec, budget=budget, precision=precision)
     return _model.info()
 
 

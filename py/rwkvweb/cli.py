@@ -6,7 +6,11 @@ import argparse
 import json
 import sys
 
+from dataclasses import asdict
+
+from .budget import PRECISIONS, parse_bytes, plan_budget
 from .config import ModelConfig, ModelError, detect_config
+from .model import DEFAULT_MAX_BINDING, MATVEC_VARIANTS
 from .safetensors import FormatError, SafetensorsFile
 from .source import SourceError
 
@@ -31,11 +35,20 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("model", help="safetensors file path or http(s) URL")
     info.set_defaults(run=cmd_info)
 
+    plan = commands.add_parser("plan", help="print the memory plan as JSON: per matrix precision and bytes (reads only the header)")
+    plan.add_argument("model")
+    _budget_options(plan)
+    plan.add_argument("--max-binding", type=int, default=DEFAULT_MAX_BINDING, help="the GPU's maxStorageBufferBindingSize")
+    plan.add_argument("--matvec", choices=sorted(MATVEC_VARIANTS), default="cols", help="the weight layout (cols: SwiftShader)")
+    plan.set_defaults(run=cmd_plan)
+
     logits = commands.add_parser("logits", help='print {"logits": [[...], ...]}, one row per input token')
     logits.add_argument("model")
     logits.add_argument("--tokens", required=True, help="comma-separated token ids, e.g. 1,2,3")
     logits.add_argument("--backend", choices=["numpy", "webgpu"], default="numpy",
-                        help="webgpu: the browser engine in headless Chromium (needs a source checkout)")
+                        help="webgpu: the browser engine in headless Chromium (needs a source checkout); "
+                             "numpy: the float32 reference, or the planned engine on numpy when --budget/--precision is given")
+    _budget_options(logits, default=None)
     logits.set_defaults(run=cmd_logits)
 
     generate = commands.add_parser("generate", help="continue a prompt; prints the text (or ids for models without a tokenizer)")
@@ -71,6 +84,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _budget_options(parser, default: str | None = "2GB") -> None:
+    parser.add_argument("--budget", default=default, help="GPU memory budget, e.g. 700MB, 1GB, 2GiB (default 2GB)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None if default is None else "auto",
+                        help="large matrices: auto (widest that fits) or one precision for all")
+
+
+def cmd_plan(args) -> None:
+    file = SafetensorsFile(args.model)
+    config = detect_config({name: info.shape for name, info in file.tensors.items()})
+    planned = plan_budget(config, file.tensors, parse_bytes(args.budget), args.precision, args.max_binding, args.matvec)
+    json.dump({"model": args.model, "config": asdict(config), **planned.to_json()}, sys.stdout, indent=1)
+    print()
+
+
 def cmd_info(args) -> None:
     file = SafetensorsFile(args.model)
     config = detect_config({name: info.shape for name, info in file.tensors.items()})
@@ -83,12 +110,25 @@ def cmd_info(args) -> None:
 
 def cmd_logits(args) -> None:
     tokens = _parse_ids(args.tokens)
+    options = {"budget": parse_bytes(args.budget or "2GB"), "precision": args.precision or "auto"}
     if args.backend == "webgpu":
         from .headless import headless_engine
 
         with headless_engine(args.model) as engine:
-            engine.load(args.model)
+            engine.load(args.model, **options)
             rows = engine.call("logits", {"tokens": tokens})
+    elif args.budget or args.precision:
+        import asyncio
+
+        import numpy as np
+
+        from .api import Model
+
+        async def run():
+            model = await Model.load(args.model, tokenizer_for=lambda config, metadata: None, **options)
+            return [np.frombuffer(row, np.float32).tolist() for row in await model.logits(tokens)]
+
+        rows = asyncio.run(run())
     else:
         from .reference import RWKV7
 

@@ -52,8 +52,9 @@ class HeadlessEngine:
     def call(self, method: str, params: dict | None = None):
         return self.page.evaluate(CALL_JS, [method, params or {}])
 
-    def load(self, model_path: str) -> dict:
-        return self.call("load", {"url": self.base_url + "cli-model/" + os.path.basename(model_path)})
+    def load(self, model_path: str, **options) -> dict:
+        """options: budget (bytes), precision (auto | fp32 | fp16 | int8 | nf4), as for api.Model.load."""
+        return self.call("load", {"url": self.base_url + "cli-model/" + os.path.basename(model_path), **options})
 
 
 @contextmanager

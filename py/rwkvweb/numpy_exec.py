@@ -187,6 +187,9 @@ class NumpyExecutor:
 
     def __init__(self, plan: Plan | dict):
         self.plan = plan.to_json() if isinstance(plan, Plan) else plan
+        total, budget = sum(b["bytes"] for b in self.plan["buffers"]), self.plan.get("budget")
+        if budget is not None and total > budget:
+            raise MemoryError(f"the plan needs {total} bytes but its budget is {budget}")
         self.memory = [np.zeros(b["bytes"], np.uint8) for b in self.plan["buffers"]]
         self.widened: dict[tuple, np.ndarray] = {}  # f16 weights as float32, made once: weights change only by fill
 

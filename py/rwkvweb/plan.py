@@ -37,6 +37,7 @@ class Plan:
     fills: list[dict] = field(default_factory=list)
     kernels: list[dict] = field(default_factory=list)
     programs: dict[str, list[dict]] = field(default_factory=dict)
+    budget: int | None = None  # GPU bytes the bridge may allocate in all (budget.py); None: no limit
     _kernel_ids: dict[tuple, int] = field(default_factory=dict, repr=False)
 
     def buffer(self, name: str, nbytes: int, role: str) -> View:
@@ -82,4 +83,4 @@ class Plan:
         return totals
 
     def to_json(self) -> dict:
-        return {"buffers": self.buffers, "fills": self.fills, "kernels": self.kernels, "programs": self.programs}
+        return {"buffers": self.buffers, "fills": self.fills, "kernels": self.kernels, "programs": self.programs, "budget": self.budget}

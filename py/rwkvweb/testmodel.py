@@ -64,3 +64,17 @@ def write_test_model(path: str, config: ModelConfig, seed: int = 0, dtype: str =
     weights = {name: w.astype(numpy_dtype) for name, w in random_weights(config, seed).items()}
     metadata = {"generator": f"rwkvweb.testmodel seed={seed}", "version": config.version}
     write_safetensors(path, weights, metadata)
+
+
+def tensor_table(config: ModelConfig, dtype: str = "fp16") -> dict:
+    """The header a written model of this shape would have (names -> TensorInfo), without the weights:
+    enough to plan a 0.4B model in milliseconds."""
+    from .safetensors import TensorInfo
+
+    itemsize, safetensors_dtype = {"fp32": (4, "F32"), "fp16": (2, "F16")}[dtype]
+    table, offset = {}, 0
+    for name, shape in tensor_shapes(config).items():
+        size = int(np.prod(shape)) * itemsize
+        table[name] = TensorInfo(name, safetensors_dtype, tuple(shape), offset, offset + size)
+        offset += size
+    return table

@@ -34,6 +34,12 @@ export class Bridge {
   async load(plan) {
     this.check();
     this.checkLimits(plan);
+    this.budget = plan.budget ?? Infinity;
+    this.peakBytes = this.bytesAllocated; // the peak is per model: what this plan made the GPU hold
+    const planned = plan.buffers.reduce((n, b) => n + Math.max(4, b.bytes), 0);
+    if (this.bytesAllocated + planned > this.budget) {
+      throw new Error(`the plan needs ${planned} bytes of GPU memory (${this.bytesAllocated} already held) but the budget is ${this.budget}: unload first or raise the budget`);
+    }
     this.buffers = plan.buffers.map((b) => this.createBuffer(b.bytes, b.name));
     const kernels = await Promise.all(plan.kernels.map((k) => this.pipeline(k)));
     this.device.pushErrorScope("validation");
@@ -67,15 +73,19 @@ export class Bridge {
   }
 
   createBuffer(bytes, label) {
-    const buffer = this.device.createBuffer({
+    this.account(Math.max(4, bytes));
+    return this.device.createBuffer({
       label, size: Math.max(4, bytes),
       usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
     });
-    this.account(buffer.size);
-    return buffer;
   }
 
+  // Every GPU byte is counted against the plan's budget: going over is a bug in the plan, not a
+  // condition to recover from, so it fails loudly before the allocation.
   account(delta) {
+    if (delta > 0 && this.bytesAllocated + delta > (this.budget ?? Infinity)) {
+      throw new Error(`GPU memory budget exceeded: ${this.bytesAllocated} + ${delta} bytes > ${this.budget}`);
+    }
     this.bytesAllocated += delta;
     this.peakBytes = Math.max(this.peakBytes, this.bytesAllocated);
   }
@@ -213,8 +223,8 @@ export class Bridge {
 
   async read(buffer, offset, size) {
     this.check();
+    this.account(size);
     const staging = this.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    this.account(staging.size);
     try {
       const encoder = this.device.createCommandEncoder();
       encoder.copyBufferToBuffer(this.buffers[buffer], offset, staging, 0, size);
