@@ -127,6 +127,12 @@ class SiteServer(ThreadingHTTPServer):
         self._log_lock = threading.Lock()
         self._log_file = open(log_file, "a", encoding="utf-8") if log_file else None
 
+    def handle_error(self, request, client_address) -> None:
+        """A browser that closes a connection (a tab closed mid-download) is normal, not a traceback."""
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
+
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]

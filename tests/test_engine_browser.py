@@ -6,7 +6,10 @@ import os
 
 import pytest
 
+import numpy as np
+
 from rwkvweb.config import ModelConfig
+from rwkvweb.reference import RWKV7
 from gpu_harness import blank_page
 from rwkvweb.headless import CALL_JS
 from rwkvweb.testmodel import write_test_model
@@ -98,12 +101,12 @@ def test_a_server_without_range_support_still_loads(engine_page, server):
 
     engine_page.route(server.url + path.lstrip("/"), whole_file)
     try:
-        loaded = call(engine_page, "load", {"url": path})
+        loaded = call(engine_page, "load", {"url": path, "cache": False})  # the network path, not the cache
     finally:
         engine_page.unroute(server.url + path.lstrip("/"))
     assert "does not support Range requests" in loaded["note"]
     reference = call(engine_page, "logits", {"tokens": [1, 2, 3]})
-    call(engine_page, "load", {"url": path})  # with Range again
+    call(engine_page, "load", {"url": path, "cache": False})  # with Range again
     assert call(engine_page, "logits", {"tokens": [1, 2, 3]}) == reference
     assert len(seen) == 3  # HEAD, the 1-byte probe, one streamed GET
 
@@ -120,20 +123,105 @@ def test_transient_failures_are_retried(engine_page, server):
 
     engine_page.route(server.url + path.lstrip("/"), flaky)
     try:
-        loaded = call(engine_page, "load", {"url": path})
+        loaded = call(engine_page, "load", {"url": path, "cache": False})
     finally:
         engine_page.unroute(server.url + path.lstrip("/"))
     assert failures["left"] == 0 and loaded["config"]["n_layer"] == 2
 
 
-def test_weights_come_by_range_requests_only(engine_page, server):
-    """The server's own log: a HEAD, then GETs that each carry a Range, never the whole file."""
-    path = "/test-models/engine-2x128.st"
+def requests_for(server, path, since):
+    return [r for r in server.requests[since:] if r.path == path]
+
+
+def test_weights_come_by_range_then_from_the_cache(engine_page, server, model_dir):
+    """The server's own log. First load: a HEAD, then GETs that each carry a Range, every byte
+    sent once. Second load: only the HEAD (is the cached copy still this file?), no bytes."""
+    name = "cache-3x128.st"
+    write_test_model(str(model_dir / name), ModelConfig.default_for(3, 128, 300), seed=6, dtype="fp16")
+    path, size = "/test-models/" + name, (model_dir / name).stat().st_size
     before = len(server.requests)
-    call(engine_page, "load", {"url": path})
-    mine = [r for r in server.requests[before:] if r.path == path]
+    first = call(engine_page, "load", {"url": path})
+    mine = requests_for(server, path, before)
     gets = [r for r in mine if r.method == "GET"]
     assert [r.method for r in mine if r.method != "GET"] == ["HEAD"]
     assert gets and all(r.range and r.range.startswith("bytes=") and r.status == 206 for r in gets)
-    size = os.path.getsize(os.path.join(server.mounts["test-models"], "engine-2x128.st"))
     assert sum(r.bytes_sent for r in gets) <= size + 1  # every byte at most once (+ the 1-byte probe)
+    assert first["fetchedBytes"] == sum(r.bytes_sent for r in gets) - 1  # all but the probe byte
+    reference = call(engine_page, "logits", {"tokens": [5, 6, 7]})
+
+    before = len(server.requests)
+    second = call(engine_page, "load", {"url": path})
+    assert [(r.method, r.bytes_sent) for r in requests_for(server, path, before)] == [("HEAD", 0)]
+    assert second["fetchedBytes"] == 0
+    assert call(engine_page, "logits", {"tokens": [5, 6, 7]}) == reference
+
+
+def test_a_changed_file_is_fetched_again_not_served_stale(engine_page, server, model_dir):
+    name = "cache-changing.st"
+    config = ModelConfig.default_for(2, 128, 300)
+    write_test_model(str(model_dir / name), config, seed=1, dtype="fp16")
+    call(engine_page, "load", {"url": "/test-models/" + name})
+    old = call(engine_page, "logits", {"tokens": [1, 2]})
+    write_test_model(str(model_dir / name), config, seed=2, dtype="fp16")  # same size, new bytes, new ETag
+    again = call(engine_page, "load", {"url": "/test-models/" + name})
+    assert again["fetchedBytes"] > 0.95 * again["bytes"]  # everything but layer 0's unused v-LoRA
+    new = call(engine_page, "logits", {"tokens": [1, 2]})
+    expected = RWKV7.load(str(model_dir / name)).logits([1, 2])[0]
+    assert np.abs(np.array(new) - expected).max() <= 1e-3 * (expected.max() - expected.min())  # test_model_gpu's bound
+    assert new != old
+
+
+LOAD_UNTIL_HALF_JS = """
+async (url) => {
+  const { EngineClient } = await import("/client.js");
+  const engine = await new Promise((resolve, reject) => {
+    const e = new EngineClient("/worker.js", { onReady: () => resolve(e), onFailed: (m) => reject(new Error(m)) });
+  });
+  return await new Promise((resolve, reject) => {
+    engine.call("load", { url }, { onProgress: (p) => { if (p.bytesDone >= p.bytesTotal / 2) resolve(p.bytesDone / p.bytesTotal); } })
+      .then(() => resolve(1), reject);
+  });
+}
+"""
+
+
+def test_a_load_killed_half_way_resumes_from_the_cache(browser, server, model_dir):
+    """Close the tab (and with it the worker) once half the bytes are in; a new tab's load
+    fetches only what the first did not store, and the model it builds is the same."""
+    name = "cache-resume.st"
+    write_test_model(str(model_dir / name), ModelConfig.default_for(4, 256, 65536), seed=3, dtype="fp16")  # ~80 MB
+    path, size = "/test-models/" + name, (model_dir / name).stat().st_size
+    before = len(server.requests)
+    tab = blank_page(browser.new_page(), server)
+    reached = tab.evaluate(LOAD_UNTIL_HALF_JS, path)
+    tab.close()
+    assert 0.5 <= reached < 1, "the load finished before it could be interrupted"
+    first_bytes = sum(r.bytes_sent for r in requests_for(server, path, before) if r.method == "GET")
+
+    tab = blank_page(browser.new_page(), server)
+    try:
+        before = len(server.requests)
+        resumed = tab.evaluate(CALL_JS, ["load", {"url": path}])
+        second_bytes = sum(r.bytes_sent for r in requests_for(server, path, before) if r.method == "GET")
+        rows = tab.evaluate(CALL_JS, ["logits", {"tokens": [10, 20, 30]}])
+        tab.evaluate(CALL_JS, ["load", {"url": path, "cache": False}])
+        assert tab.evaluate(CALL_JS, ["logits", {"tokens": [10, 20, 30]}]) == rows  # resumed bytes == fetched bytes
+    finally:
+        tab.close()
+    print(f"killed at {reached:.0%}: first load sent {first_bytes:,} bytes, the resumed one {second_bytes:,} of {size:,}")
+    assert resumed["fetchedBytes"] <= 0.6 * size  # at least the half that was reported done came from the cache
+    assert second_bytes <= resumed["fetchedBytes"] + 1  # (+ the probe)
+    assert first_bytes + second_bytes >= size
+
+
+def test_cached_models_are_listed_and_deleted(engine_page, model_dir):
+    name = "cache-listed.st"
+    write_test_model(str(model_dir / name), ModelConfig.default_for(1, 64, 256), seed=2, dtype="fp32")
+    call(engine_page, "load", {"url": "/test-models/" + name})
+    listing = call(engine_page, "cacheList")
+    entry = next(m for m in listing["models"] if m["url"].endswith("/" + name))
+    assert entry["complete"] and entry["size"] == (model_dir / name).stat().st_size
+    assert listing["usage"] >= entry["cachedBytes"] > 0.9 * entry["size"] and listing["quota"] > listing["usage"]
+    call(engine_page, "cacheDelete", {"id": entry["id"]})
+    assert not any(m["id"] == entry["id"] for m in call(engine_page, "cacheList")["models"])
+    assert call(engine_page, "load", {"url": "/test-models/" + name})["fetchedBytes"] == entry["cachedBytes"]  # fetched anew

@@ -7,6 +7,7 @@ import { loadPyodide } from "./pyodide/pyodide.mjs";
 import { Bridge } from "./gpu/bridge.js";
 import { requestDevice, describe } from "./gpu/device.js";
 import { openSource } from "./net/range.js";
+import { cachedReader, openCache } from "./net/cache.js";
 
 const site = new URL("./", import.meta.url);
 let pyodide = null;
@@ -56,6 +57,21 @@ function plain(value) {
   return value;
 }
 
+let cacheStore; // undefined: not opened yet; null: no OPFS in this browser
+async function modelCache() {
+  if (cacheStore === undefined) cacheStore = await openCache();
+  return cacheStore;
+}
+
+// The reader to load from: through the OPFS cache where there is one and the server names the
+// file's version (ETag or Last-Modified), so that changed bytes are never served from the cache.
+async function withCache(source, wanted) {
+  const store = wanted && source.version ? await modelCache() : null;
+  const { entry, note } = store ? await store.entry({ url: source.url, version: source.version, size: source.size }) : { entry: null, note: "" };
+  if (!entry?.complete()) await source.prepare();
+  return { reader: entry ? cachedReader(source, entry) : source, entry, note };
+}
+
 async function ensureBridge() {
   if (bridge?.failure) { bridge = null; gpu = null; } // a lost device: start over with a new one
   if (!bridge) {
@@ -70,20 +86,41 @@ const methods = {
   encode: ({ text }) => plain(api.encode(text)),
   decode: ({ ids }) => api.decode(pyodide.toPy(ids)),
 
-  // budget: GPU bytes (default: budget.py's DEFAULT_BUDGET); precision: auto | fp32 | fp16 | int8 | nf4.
-  async load({ url, file, budget, precision = "auto" }, id) {
+  // budget: GPU bytes (default: budget.py's DEFAULT_BUDGET); precision: auto | fp32 | fp16 | int8 | nf4;
+  // cache: keep the fetched bytes in OPFS (net/cache.js) and read them from there next time.
+  async load({ url, file, budget, precision = "auto", cache = true }, id) {
     const started = performance.now();
-    const reader = await openSource(file || url);
+    const source = await openSource(file || url);
+    const { reader, entry, note } = await withCache(source, cache && !file);
     reader.onProgress = (p) => {
       const seconds = (performance.now() - started) / 1000;
       const rate = p.bytesDone / Math.max(seconds, 1e-3);
       self.postMessage({ id, kind: "progress", ...p, bytesPerSecond: rate, etaSeconds: (p.bytesTotal - p.bytesDone) / Math.max(rate, 1) });
     };
-    const gpuBridge = await ensureBridge();
-    const maxBinding = gpu.device.limits.maxStorageBufferBindingSize;
-    const device = describe(gpu.adapter, gpu.device);
-    const model = plain(await api.load(gpuBridge, reader, maxBinding, pyodide.toPy(device), budget ?? undefined, precision));
-    return { ...model, name: reader.name, bytes: reader.size, note: reader.note || "", seconds: (performance.now() - started) / 1000, gpu: gpuBridge.info(), device };
+    try {
+      const gpuBridge = await ensureBridge();
+      const maxBinding = gpu.device.limits.maxStorageBufferBindingSize;
+      const device = describe(gpu.adapter, gpu.device);
+      const model = plain(await api.load(gpuBridge, reader, maxBinding, pyodide.toPy(device), budget ?? undefined, precision));
+      entry?.markLoaded();
+      const notes = [reader.note, note].filter(Boolean).join("; ");
+      return { ...model, name: reader.name, bytes: reader.size, fetchedBytes: reader.fetchedBytes ?? reader.size, note: notes,
+               seconds: (performance.now() - started) / 1000, gpu: gpuBridge.info(), device };
+    } finally {
+      entry?.close();
+    }
+  },
+
+  async cacheList() {
+    const store = await modelCache();
+    return store ? { models: await store.list(), ...(await store.usage()) } : { models: [], unavailable: true };
+  },
+
+  async cacheDelete({ id }) {
+    const store = await modelCache();
+    if (!store) throw new Error("this browser has no model cache (OPFS unavailable)");
+    await store.delete(id);
+    return true;
   },
 
   async generate({ prompt, options }, id) {
@@ -112,7 +149,7 @@ const methods = {
     return bridge ? bridge.info() : null;
   },
 };
-const gpuMethods = new Set(["load", "generate", "logits", "exportState", "importState", "unload"]);
+const gpuMethods = new Set(["load", "generate", "logits", "exportState", "importState", "unload", "cacheDelete"]);
 
 const ready = (async () => {
   for (const [name, run] of steps) {

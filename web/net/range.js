@@ -19,6 +19,7 @@ function blobReader(blob) {
     name: blob.name || "local file",
     size: blob.size,
     sequential: false,
+    prepare: async () => {},
     read: async (start, end) => blob.slice(start, end).arrayBuffer(),
   };
 }
@@ -27,19 +28,29 @@ async function urlReader(url, signal) {
   const head = await request(url, { method: "HEAD", signal });
   const size = Number(head.headers.get("Content-Length"));
   if (!Number.isFinite(size) || size <= 0) throw new ModelSourceError(`${url}: the server did not report the file's size (no Content-Length)`);
-  // One byte asks whether Range works; a 200 means the server sends the whole file instead.
-  const probe = await request(url, { headers: { Range: "bytes=0-0" }, signal });
-  await probe.body?.cancel();
-  const sequential = probe.status !== 206;
   let stream = null;
-  return {
+  let probed = null;
+  const reader = {
     name: url.pathname.split("/").pop() || url.href,
+    url: url.href,
     size,
-    sequential,
-    note: sequential ? "this server does not support Range requests: the model is read as one stream, front to back" : "",
+    version: head.headers.get("ETag") || head.headers.get("Last-Modified") || "", // what the cache keys on
+    sequential: false,
+    note: "",
+    // One byte asks whether Range works; a 200 means the server sends the whole file instead.
+    // Made once, before the first read (a load served whole from the cache never asks).
+    prepare: () => (probed ??= (async () => {
+      const probe = await request(url, { headers: { Range: "bytes=0-0" }, signal });
+      await probe.body?.cancel();
+      if (probe.status !== 206) {
+        reader.sequential = true;
+        reader.note = "this server does not support Range requests: the model is read as one stream, front to back";
+      }
+    })()),
     read: async (start, end) => {
+      await reader.prepare();
       if (end <= start) return new ArrayBuffer(0);
-      if (sequential) {
+      if (reader.sequential) {
         stream ??= new SequentialBody(await request(url, { signal }), url);
         return stream.read(start, end);
       }
@@ -50,6 +61,7 @@ async function urlReader(url, signal) {
       return bytes;
     },
   };
+  return reader;
 }
 
 // A whole-file response consumed in order: read(start, end) must not go backwards.
@@ -80,7 +92,10 @@ class SequentialBody {
   }
 }
 
+// `no-store`: the browser's HTTP cache would keep a second copy of every byte (net/cache.js keeps
+// the one we use), and a HEAD must reach the server to tell whether the file changed.
 async function request(url, options) {
+  options = { cache: "no-store", ...options };
   for (let attempt = 0; ; attempt++) {
     let response = null;
     let failure = null;
