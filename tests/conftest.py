@@ -47,7 +47,9 @@ def browser(tmp_path_factory):
     profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            # ForceEagerMeasureMemory: performance.measureUserAgentSpecificMemory() answers at once
+            # instead of at the next natural GC (test_load_memory.py samples it during a load)
+            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS + ["--enable-blink-features=ForceEagerMeasureMemory"]
         )
         yield context
         context.close()

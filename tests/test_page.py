@@ -103,3 +103,28 @@ def test_a_wrong_model_url_is_explained(page, server):
     page.click("#load")
     page.wait_for_selector("#error:not([hidden])", timeout=30_000)
     assert "HTTP 404 (no such model file)" in page.text_content("#error")
+
+
+def test_budget_precision_and_the_cache_list(page, server, model_dir):
+    """The budget and precision chosen on the page reach the planner; the loaded model is listed
+    under Cached models, and Delete removes it."""
+    write_test_model(str(model_dir / "page-cache.st"), ModelConfig.default_for(2, 128, 4096), seed=12, dtype="fp16")
+    wait_ready(page, server)
+    page.fill("#model-url", "test-models/page-cache.st")
+    page.select_option("#precision", "nf4")
+    page.click("#load")
+    expect(page.locator("#model-info")).to_contain_text("page-cache.st: 2 layers", timeout=60_000)
+    assert "matrices: 14 nf4" in page.text_content("#model-info")
+    page.click("#cache-section summary")
+    item = page.locator("#cache-list li", has_text="page-cache.st")
+    expect(item).to_have_count(1, timeout=10_000)
+    item.get_by_role("button", name="Delete").click()
+    expect(item).to_have_count(0, timeout=10_000)
+
+    page.select_option("#precision", "fp32")
+    page.select_option("#budget", "700000000")
+    page.fill("#model-url", "models/rwkv7-tiny-wordnet.st")
+    page.click("#load")
+    expect(page.locator("#model-info")).to_contain_text("rwkv7-tiny-wordnet.st", timeout=60_000)
+    assert "matrices: 26 f32" in page.text_content("#model-info")
+    assert not page.is_visible("#error")

@@ -47,21 +47,36 @@ const engine = new EngineClient(new URL("./worker.js", import.meta.url), {
     setBusy(false);
     state.ready = true;
     loadDefaultModel();
+    listCachedModels();
   },
 });
 
 $("load").addEventListener("click", () => loadModel());
 
-async function loadModel() {
+// A file dropped on the model section loads like one picked with the file input.
+$("model-section").addEventListener("dragover", (event) => event.preventDefault());
+$("model-section").addEventListener("drop", (event) => {
+  event.preventDefault();
+  const file = event.dataTransfer?.files?.[0];
+  if (file) loadModel(file);
+});
+
+// The budget's default follows the device: at most half its memory (navigator.deviceMemory, in GB).
+if (navigator.deviceMemory && navigator.deviceMemory * 1e9 / 2 < 2e9) {
+  $("budget").value = navigator.deviceMemory * 1e9 / 2 >= 1e9 ? "1000000000" : "700000000";
+}
+
+async function loadModel(dropped = null) {
   showError(null);
-  const file = $("model-file").files[0];
+  const file = dropped || $("model-file").files[0];
   setBusy(true);
   setStatus(`loading ${file ? file.name : $("model-url").value}…`, "busy");
   try {
     const bar = $("load-progress");
     bar.hidden = false;
     bar.value = 0;
-    const model = await engine.call("load", file ? { file } : { url: $("model-url").value }, {
+    const options = { budget: Number($("budget").value), precision: $("precision").value };
+    const model = await engine.call("load", file ? { file, ...options } : { url: $("model-url").value, ...options }, {
       onProgress: (p) => {
         bar.value = p.bytesDone / p.bytesTotal;
         $("load-detail").textContent = `${(p.bytesDone / 1e6).toFixed(1)} of ${(p.bytesTotal / 1e6).toFixed(1)} MB, ` +
@@ -72,7 +87,9 @@ async function loadModel() {
     state.model = model;
     const c = model.config;
     $("model-info").textContent = `${model.name}: ${c.n_layer} layers × ${c.n_embd} wide, ${c.vocab_size} tokens; ` +
-      `${(model.bytes / 1e6).toFixed(1)} MB loaded in ${model.seconds.toFixed(2)} s; GPU memory ${(model.gpu.bytesAllocated / 1e6).toFixed(1)} MB` +
+      `${(model.bytes / 1e6).toFixed(1)} MB loaded in ${model.seconds.toFixed(2)} s (${(model.fetchedBytes / 1e6).toFixed(1)} MB fetched, the rest from the cache); ` +
+      `GPU memory ${(model.gpu.bytesAllocated / 1e6).toFixed(1)} MB of a ${(model.budget / 1e6).toFixed(0)} MB budget; matrices: ` +
+      Object.entries(model.matrices_by_precision).map(([p, n]) => `${n} ${p}`).join(", ") +
       (model.note ? ` (note: ${model.note})` : "");
     $("model-info").dataset.loaded = "true";
     const shipped = state.shipped.find((m) => !file && m.file === $("model-url").value);
@@ -80,9 +97,37 @@ async function loadModel() {
     setStatus("model loaded", "ready");
   } catch (error) {
     showError(error);
-    setStatus("no model loaded", "ready");
+    setStatus(state.model ? "model loaded" : "no model loaded", "ready");
   } finally {
     setBusy(false);
+    listCachedModels();
+  }
+}
+
+// The OPFS cache (net/cache.js): what is stored, how much room is left, and a way to free it.
+async function listCachedModels() {
+  try {
+    const { models, usage, quota, unavailable } = await engine.call("cacheList");
+    $("cache-usage").textContent = unavailable ? "this browser has no model cache (OPFS): models are fetched on every load"
+      : `${models.length} cached; storage used ${(usage / 1e6).toFixed(1)} MB of ${(quota / 1e6).toFixed(0)} MB allowed`;
+    $("cache-list").replaceChildren(...models.map((m) => {
+      const item = document.createElement("li");
+      const remove = document.createElement("button");
+      remove.textContent = "Delete";
+      remove.addEventListener("click", async () => {
+        try {
+          await engine.call("cacheDelete", { id: m.id });
+        } catch (error) {
+          showError(error);
+        }
+        listCachedModels();
+      });
+      item.append(`${m.url} — ${(m.cachedBytes / 1e6).toFixed(1)} MB${m.complete ? "" : " (partial: the next load resumes)"} `, remove);
+      item.dataset.id = m.id;
+      return item;
+    }));
+  } catch (error) {
+    $("cache-usage").textContent = `cannot list cached models: ${error.message}`;
   }
 }
 

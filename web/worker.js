@@ -82,7 +82,7 @@ async function ensureBridge() {
 }
 
 const methods = {
-  info: () => ({ ...info, gpu: bridge ? bridge.info() : null }),
+  info: () => ({ ...info, gpu: bridge ? bridge.info() : null, wasmBytes: pyodide?._module.HEAP8.buffer.byteLength ?? 0 }),
   encode: ({ text }) => plain(api.encode(text)),
   decode: ({ ids }) => api.decode(pyodide.toPy(ids)),
 

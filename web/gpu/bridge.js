@@ -133,12 +133,15 @@ export class Bridge {
     return { pipeline, bindGroup, workgroups: step.workgroups };
   }
 
-  // Weights: each fill copies file bytes [start, end) into a buffer, widened to f32 and/or
-  // transposed if asked. readRange(start, end) resolves to those bytes (ArrayBuffer or typed
-  // array). Fills whose bytes are contiguous in the file are read as one range of at most
-  // maxBatchBytes, and `parallel` ranges are in flight at once: few requests, bounded memory.
+  // Weights: each fill copies file bytes [start, end) into a buffer, converted on the way as it
+  // says. readRange(start, end, into) resolves to those bytes (a Uint8Array), written into the
+  // ArrayBuffer `into` where the reader can (net/range.js, net/cache.js). Fills whose bytes are
+  // contiguous in the file are read as one range of at most maxBatchBytes, `parallel` ranges in
+  // flight at once: few requests. Each lane reuses its own scratch memory for reads and
+  // conversions, so the loader's memory stays a few lane-sized buffers however large the model
+  // (fresh buffers per chunk would pile up as garbage faster than the collector returns them).
   // onProgress({bytesDone, bytesTotal, fillsDone, fillsTotal}) follows each batch.
-  async fill(fills, readRange, { maxBatchBytes = 16 << 20, parallel = 4, onProgress = () => {} } = {}) {
+  async fill(fills, readRange, { maxBatchBytes = 8 << 20, parallel = 4, onProgress = () => {} } = {}) {
     this.check();
     const progress = { bytesDone: 0, bytesTotal: fills.reduce((n, f) => n + f.end - f.start, 0), fillsDone: 0, fillsTotal: fills.length };
     const batches = [];
@@ -153,11 +156,15 @@ export class Bridge {
     }
     let next = 0;
     const lane = async () => {
+      const scratch = new Scratch();
       while (next < batches.length) {
         const batch = batches[next++];
-        const bytes = new Uint8Array(await readRange(batch.start, batch.end));
-        for (const f of batch.fills) this.upload(f, bytes.subarray(f.start - batch.start, f.end - batch.start));
-        progress.bytesDone += batch.end - batch.start;
+        const size = batch.end - batch.start;
+        const got = await readRange(batch.start, batch.end, scratch.take("read", size));
+        const bytes = got instanceof Uint8Array ? got : new Uint8Array(got);
+        scratch.keep("read", bytes.buffer); // a reader may hand back the buffer it read into (a BYOB read moves it)
+        for (const f of batch.fills) this.upload(f, bytes.subarray(f.start - batch.start, f.end - batch.start), scratch);
+        progress.bytesDone += size;
         progress.fillsDone += batch.fills.length;
         onProgress({ ...progress });
       }
@@ -167,16 +174,16 @@ export class Bridge {
   }
 
   // One fill's bytes into its buffer (plan.py's Plan.fill says what each field means).
-  upload(f, bytes) {
-    if (f.convert === "f16-f32") bytes = new Uint8Array(widenF16(bytes).buffer);
-    else if (f.convert === "bf16-f32") bytes = new Uint8Array(widenBF16(bytes).buffer);
+  upload(f, bytes, scratch = new Scratch()) {
+    if (f.convert === "f16-f32") bytes = widenF16(aligned(bytes, 2, scratch), scratch);
+    else if (f.convert === "bf16-f32") bytes = widenBF16(aligned(bytes, 2, scratch), scratch);
     if (f.quantize) {
-      const { codes, params } = quantize(floats(bytes), f.quantize);
+      const { codes, params } = quantize(new Float32Array(...view(aligned(bytes, 4, scratch), 4)), f.quantize, scratch);
       this.write(f.buffer, f.offset, codes);
       this.write(f.buffer, f.params_offset, params);
     } else if (f.transpose) {
       const [rows, cols, paddedRows] = f.transpose;
-      const columns = transpose(bytes, rows, cols);
+      const columns = transpose(aligned(bytes, 4, scratch), rows, cols, scratch);
       const segment = columns.byteLength / cols; // this fill's rows of one column
       for (let k = 0; k < cols; k++) {
         this.write(f.buffer, f.offset + k * paddedRows * (segment / rows), columns.subarray(k * segment, (k + 1) * segment));
@@ -248,29 +255,55 @@ export class Bridge {
   }
 }
 
+// Reusable memory for one loading lane: take(name, bytes) gives an ArrayBuffer of at least that
+// size, the same one each time unless it must grow; keep(name, buffer) adopts a buffer that a
+// reader moved (transferred) the old one into.
+export class Scratch {
+  constructor() {
+    this.buffers = new Map();
+  }
+
+  take(name, bytes) {
+    const buffer = this.buffers.get(name);
+    if (buffer && buffer.byteLength >= bytes) return buffer;
+    const grown = new ArrayBuffer(Math.max(bytes, 2 * (buffer?.byteLength || 0)));
+    this.buffers.set(name, grown);
+    return grown;
+  }
+
+  keep(name, buffer) {
+    if (buffer.byteLength >= (this.buffers.get(name)?.byteLength || 0)) this.buffers.set(name, buffer);
+  }
+}
+
+// The bytes at an offset that is a multiple of `alignment` (typed arrays need it), copied into
+// scratch memory only when they are not.
+function aligned(bytes, alignment, scratch) {
+  if (bytes.byteOffset % alignment === 0) return bytes;
+  const copy = new Uint8Array(scratch.take("align", bytes.byteLength), 0, bytes.byteLength);
+  copy.set(bytes);
+  return copy;
+}
+
+const view = (bytes, size) => [bytes.buffer, bytes.byteOffset, bytes.byteLength / size];
+
 // A row-major [rows, cols] matrix of 2- or 4-byte elements as [cols, rows]: its columns in turn.
-function transpose(bytes, rows, cols) {
+function transpose(bytes, rows, cols, scratch) {
   const Elements = bytes.byteLength / (rows * cols) === 2 ? Uint16Array : Uint32Array;
-  if (bytes.byteOffset % Elements.BYTES_PER_ELEMENT) bytes = bytes.slice();
-  const source = new Elements(bytes.buffer, bytes.byteOffset, rows * cols);
-  const target = new Elements(rows * cols);
+  const source = new Elements(...view(bytes, Elements.BYTES_PER_ELEMENT));
+  const target = new Elements(scratch.take("transpose", bytes.byteLength), 0, rows * cols);
   for (let r = 0; r < rows; r++) {
     const row = r * cols;
     for (let k = 0; k < cols; k++) target[k * rows + r] = source[row + k];
   }
-  return new Uint8Array(target.buffer);
+  return new Uint8Array(target.buffer, 0, bytes.byteLength);
 }
 
-function floats(bytes) {
-  return new Float32Array(bytes.byteOffset % 4 ? bytes.slice().buffer : bytes.buffer, bytes.byteOffset % 4 ? 0 : bytes.byteOffset, bytes.byteLength / 4);
-}
-
-function widenF16(bytes) {
-  bytes = bytes.byteOffset % 2 ? bytes.slice() : bytes; // a typed-array view needs an aligned start
-  const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
-  const out = new Float32Array(halves.length);
+function widenF16(bytes, scratch) {
+  const halves = new Uint16Array(...view(bytes, 2));
+  const out = new Float32Array(scratch.take("widen", 2 * bytes.byteLength), 0, halves.length);
   for (let i = 0; i < halves.length; i++) out[i] = halfToFloat(halves[i]);
-  return out;
+  return new Uint8Array(out.buffer, 0, out.byteLength);
 }
 
 function halfToFloat(h) {
@@ -282,10 +315,9 @@ function halfToFloat(h) {
   return sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
 }
 
-function widenBF16(bytes) {
-  bytes = bytes.byteOffset % 2 ? bytes.slice() : bytes;
-  const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
-  const words = new Uint32Array(halves.length);
+function widenBF16(bytes, scratch) {
+  const halves = new Uint16Array(...view(bytes, 2));
+  const words = new Uint32Array(scratch.take("widen", 2 * bytes.byteLength), 0, halves.length);
   for (let i = 0; i < halves.length; i++) words[i] = halves[i] << 16;
-  return new Float32Array(words.buffer);
+  return new Uint8Array(words.buffer, 0, words.byteLength);
 }

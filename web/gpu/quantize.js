@@ -1,7 +1,8 @@
 // Blockwise quantization of weights as they stream in: the formats of py/rwkvweb/quant.py,
 // which is the oracle (its numpy code does these same float64 operations, so codes agree bit
-// for bit). quantize(values: Float32Array, scheme) -> {codes: Uint8Array, params: Float32Array},
-// both padded to whole 4-byte words; blocks are runs of consecutive elements from values[0].
+// for bit). quantize(values: Float32Array, scheme, scratch?) -> {codes: Uint8Array, params:
+// Float32Array}, both padded to whole 4-byte words, in the scratch's reusable memory if given
+// (bridge.js's Scratch); blocks are runs of consecutive elements from values[0].
 
 const NF4_LEVELS = [
   -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
@@ -13,19 +14,23 @@ const NF4_MIDPOINTS = NF4_LEVELS.slice(1).map((level, i) => (NF4_LEVELS[i] + lev
 
 export const SCHEMES = { int8: { block: 128, bits: 8 }, nf4: { block: 64, bits: 4 } };
 
-export function quantize(values, scheme) {
-  if (scheme === "int8") return quantizeInt8(values);
-  if (scheme === "nf4") return quantizeNF4(values);
+export function quantize(values, scheme, scratch = null) {
+  const take = (name, Type, length) => {
+    const array = scratch ? new Type(scratch.take(name, length * Type.BYTES_PER_ELEMENT), 0, length) : new Type(length);
+    return array.fill(0);
+  };
+  if (scheme === "int8") return quantizeInt8(values, take);
+  if (scheme === "nf4") return quantizeNF4(values, take);
   throw new Error(`unknown quantization scheme ${JSON.stringify(scheme)}`);
 }
 
 const wordBytes = (n) => Math.ceil(n / 4) * 4;
 
-function quantizeInt8(values) {
+function quantizeInt8(values, take) {
   const block = SCHEMES.int8.block;
   const blocks = Math.ceil(values.length / block);
-  const codes = new Uint8Array(wordBytes(values.length));
-  const params = new Float32Array(2 * blocks); // min, range per block
+  const codes = take("codes", Uint8Array, wordBytes(values.length));
+  const params = take("params", Float32Array, 2 * blocks); // min, range per block
   for (let b = 0; b < blocks; b++) {
     const first = b * block;
     const last = Math.min(first + block, values.length);
@@ -43,11 +48,11 @@ function quantizeInt8(values) {
   return { codes, params };
 }
 
-function quantizeNF4(values) {
+function quantizeNF4(values, take) {
   const block = SCHEMES.nf4.block;
   const blocks = Math.ceil(values.length / block);
-  const codes = new Uint8Array(wordBytes(Math.ceil(values.length / 2)));
-  const params = new Float32Array(blocks); // absmax per block
+  const codes = take("codes", Uint8Array, wordBytes(Math.ceil(values.length / 2)));
+  const params = take("params", Float32Array, blocks); // absmax per block
   for (let b = 0; b < blocks; b++) {
     const first = b * block;
     const last = Math.min(first + block, values.length);

@@ -107,16 +107,15 @@ class CacheEntry {
     return this.ranges.some(([a, b]) => a <= start && end <= b);
   }
 
-  read(start, end) {
-    const bytes = new Uint8Array(end - start);
+  read(start, end, into) {
+    const bytes = into ? new Uint8Array(into, 0, end - start) : new Uint8Array(end - start);
     const got = this.data.read(bytes, { at: start });
     if (got !== bytes.byteLength) throw new Error(`model cache: read ${got} of ${bytes.byteLength} bytes at ${start}`);
-    return bytes.buffer;
+    return bytes;
   }
 
   // Bytes [start, start + length) are written and flushed, then recorded as cached.
-  write(start, buffer) {
-    const bytes = new Uint8Array(buffer);
+  write(start, bytes) {
     this.data.write(bytes, { at: start });
     this.data.flush();
     this.ranges = merge([...this.ranges, [start, start + bytes.byteLength]]);
@@ -167,9 +166,9 @@ export function cachedReader(reader, entry) {
   cached.fetchedBytes = 0;
   cached.cachedBytes = entry.cachedBytes();
   let failed = false;
-  cached.read = async (start, end) => {
-    if (entry.has(start, end)) return entry.read(start, end);
-    const bytes = await reader.read(start, end);
+  cached.read = async (start, end, into) => {
+    if (entry.has(start, end)) return entry.read(start, end, into);
+    const bytes = await reader.read(start, end, into);
     cached.fetchedBytes += end - start;
     if (!failed) {
       try {

@@ -1,4 +1,6 @@
-// Byte readers for model files: read(start, end) -> Promise<ArrayBuffer> of bytes [start, end).
+// Byte readers for model files: read(start, end, into?) -> Promise<Uint8Array> of bytes
+// [start, end), read into the ArrayBuffer `into` where the stream allows it (a BYOB read moves
+// the buffer: use the returned view's .buffer afterwards).
 // A URL is read by HTTP Range requests (the whole file never sits in memory); a File or Blob
 // (file picker, drag and drop) through Blob.slice. Transient failures (network errors, 408,
 // 429, 5xx) are retried with back-off. A server that ignores Range (answers 200) is read as
@@ -20,7 +22,7 @@ function blobReader(blob) {
     size: blob.size,
     sequential: false,
     prepare: async () => {},
-    read: async (start, end) => blob.slice(start, end).arrayBuffer(),
+    read: async (start, end, into) => readBody(blob.slice(start, end).stream(), end - start, into),
   };
 }
 
@@ -47,21 +49,43 @@ async function urlReader(url, signal) {
         reader.note = "this server does not support Range requests: the model is read as one stream, front to back";
       }
     })()),
-    read: async (start, end) => {
+    read: async (start, end, into) => {
       await reader.prepare();
-      if (end <= start) return new ArrayBuffer(0);
+      if (end <= start) return new Uint8Array(0);
       if (reader.sequential) {
         stream ??= new SequentialBody(await request(url, { signal }), url);
-        return stream.read(start, end);
+        return new Uint8Array(await stream.read(start, end));
       }
       const response = await request(url, { headers: { Range: `bytes=${start}-${end - 1}` }, signal });
       if (response.status !== 206) throw new ModelSourceError(`${url}: asked for bytes ${start}-${end - 1}, got HTTP ${response.status}`);
-      const bytes = await response.arrayBuffer();
+      const bytes = await readBody(response.body, end - start, into);
       if (bytes.byteLength !== end - start) throw new ModelSourceError(`${url}: got ${bytes.byteLength} bytes for a ${end - start}-byte range (file changed while loading?)`);
       return bytes;
     },
   };
   return reader;
+}
+
+// A body (a response's, a Blob's) read into `into` (an ArrayBuffer of >= size bytes) where the
+// stream supports reading into our memory (BYOB), else into fresh memory; returns the bytes read.
+async function readBody(body, size, into) {
+  let reader = null;
+  try {
+    reader = into ? body.getReader({ mode: "byob" }) : null;
+  } catch {
+    reader = null; // not a byte stream here
+  }
+  if (!reader) return new Uint8Array(await new Response(body).arrayBuffer());
+  let buffer = into;
+  let filled = 0;
+  while (filled < size) {
+    const { value, done } = await reader.read(new Uint8Array(buffer, filled, size - filled));
+    if (value) buffer = value.buffer; // the read moved our buffer into `value`
+    if (done) break;
+    filled += value.byteLength;
+  }
+  await reader.cancel();
+  return new Uint8Array(buffer, 0, filled);
 }
 
 // A whole-file response consumed in order: read(start, end) must not go backwards.
