@@ -1,11 +1,16 @@
-"""Decode speed and memory, printed as a markdown table:  python -m build.bench [--tokens N]
+"""Speed, memory and quality, printed as markdown tables:  python -m build.bench [--tokens N] [--only NAME]
 
-For RWKV-7 0.1B's shape (12 x 768 x 65536, random weights made here, cached in .cache/bench/),
-at fp16 and fp32:
-  webgpu   the product path in headless Chromium: Pyodide worker, Python plan, WGSL on the
-           browser's adapter (SwiftShader without a GPU), weights by Range, GPU sampling
-  numpy    the same plan on the numpy executor (the CPU fallback), and the numpy reference
-Then the matvec variants (model.MATVEC_VARIANTS) on the browser's adapter, one decode step each.
+For RWKV-7 0.1B's shape (12 x 768 x 65536, random weights made here, cached in .cache/bench/):
+  speed       fp16 and fp32 files: webgpu (the product path in headless Chromium: Pyodide
+              worker, Python plan, WGSL on the browser's adapter, SwiftShader without a GPU,
+              weights by Range, GPU sampling); numpy (the same plan on the numpy executor, the
+              CPU fallback) and the numpy reference; then the matvec variants, one step each
+  precisions  fp16 / int8 / NF4 matrices: load from the network and from the OPFS cache, bytes
+              fetched, peak GPU bytes (the bridge's count), decode tokens/s
+  budgets     the 0.1B and 0.4B shapes under 700 MB, 1 GB and 2 GB: what the planner chose,
+              the measured peak GPU bytes, tokens/s
+  quality     top-1 agreement with the float32 reference over 256 teacher-forced tokens, per
+              precision: the shipped trained model on held-out-style text, and the 0.1B shape
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "py")]
 
 from rwkvweb.api import Model  # noqa: E402
+from rwkvweb.budget import parse_bytes  # noqa: E402
 from rwkvweb.config import ModelConfig  # noqa: E402
 from rwkvweb.headless import headless_engine  # noqa: E402
 from rwkvweb.reference import RWKV7, State  # noqa: E402
 from rwkvweb.testmodel import write_test_model  # noqa: E402
 
 SHAPE = ModelConfig.default_for(12, 768, 65536)
+SHAPES = {"0.1B": SHAPE, "0.4B": ModelConfig.default_for(24, 1024, 65536)}
 PROMPT = [int(t) for t in range(100, 108)]
 
 VARIANT_JS = """
@@ -47,11 +54,11 @@ async ([plan, runs]) => {
 """
 
 
-def model_file(dtype: str) -> str:
-    path = os.path.join(ROOT, ".cache", "bench", f"rwkv7-0.1b-shape-{dtype}.st")
+def model_file(dtype: str, shape: str = "0.1B") -> str:
+    path = os.path.join(ROOT, ".cache", "bench", f"rwkv7-{shape.lower()}-shape-{dtype}.st")
     if not os.path.exists(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_test_model(path, SHAPE, seed=0, dtype=dtype)
+        write_test_model(path, SHAPES[shape], seed=0, dtype=dtype)
     return path
 
 
@@ -88,24 +95,95 @@ def bench_numpy(path: str, tokens: int) -> dict:
     return {"plan_tok_s": plan_speed, "reference_tok_s": tokens / (time.perf_counter() - started)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tokens", type=int, default=16, help="tokens to decode per measurement")
-    args = parser.parse_args()
+def bench_precisions(tokens: int) -> list[str]:
+    path = model_file("fp16")
+    rows = []
+    with headless_engine(path) as engine:
+        engine.load(path)  # fills the OPFS cache
+        for precision in ("fp16", "int8", "nf4"):
+            network = engine.load(path, precision=precision, cache=False)
+            cached = engine.load(path, precision=precision)
+            engine.call("generate", {"prompt": PROMPT, "options": {"max_tokens": 2}})
+            result = engine.call("generate", {"prompt": PROMPT, "options": {"max_tokens": tokens, "temperature": 1.0, "top_p": 0.85}})
+            peak = engine.call("info")["gpu"]["peakBytes"]
+            rows.append(f"| 0.1B shape | {precision} | {network['seconds']:.1f} | {network['fetchedBytes'] / 1e6:.0f} | "
+                        f"{cached['seconds']:.1f} | {cached['fetchedBytes'] / 1e6:.0f} | {peak / 2**20:.0f} | {result['tokens_per_second']:.2f} |")
+    return ["| model | matrices | load s (network) | MB fetched | load s (cache) | MB fetched | peak GPU MiB | tok/s |",
+            "|---|---|---|---|---|---|---|---|", *rows]
+
+
+def bench_budgets(tokens: int) -> list[str]:
+    rows = []
+    for shape in SHAPES:
+        path = model_file("fp16", shape)
+        with headless_engine(path) as engine:
+            for budget in ("700MB", "1GB", "2GB"):
+                loaded = engine.load(path, budget=parse_bytes(budget))
+                result = engine.call("generate", {"prompt": PROMPT[:2], "options": {"max_tokens": tokens}})
+                peak = engine.call("info")["gpu"]["peakBytes"]
+                chosen = ", ".join(f"{n} {p}" for p, n in loaded["matrices_by_precision"].items())
+                rows.append(f"| {shape} shape | {budget} | {chosen} | {loaded['gpu_bytes_planned'] / 1e6:.0f} | {peak / 1e6:.0f} | "
+                            f"{result['tokens_per_second']:.2f} |")
+    return ["| model | budget | matrices | planned MB | peak GPU MB | tok/s |", "|---|---|---|---|---|---|", *rows]
+
+
+def top1_agreement(path: str, tokens: list[int]) -> dict[str, float]:
+    """Per precision, how often the quantized plan's argmax equals the float32 reference's."""
+    import numpy as np
+
+    expected = RWKV7.load(path).logits(tokens)[0].argmax(axis=1)
+
+    async def argmaxes(precision):
+        model = await Model.load(path, precision=precision, tokenizer_for=lambda c, m: None)
+        return np.array([np.frombuffer(row, np.float32).argmax() for row in await model.logits(tokens)])
+
+    return {p: float(np.mean(asyncio.run(argmaxes(p)) == expected)) for p in ("fp16", "int8", "nf4")}
+
+
+def bench_quality(steps: int = 256) -> list[str]:
+    import random
+
+    rows = []
+    shipped = os.path.join(ROOT, "models", "rwkv7-tiny-wordnet.st")
+    text = "garden (noun): a plot of ground where plants are cultivated; river (noun): a large natural stream of water " \
+           "flowing in a channel to the sea or a lake; stone (noun): a lump or piece of hard solid mineral matter; " \
+           "quick (adjective): moving fast or doing something in a short time; " \
+           "listen (verb): give one's attention to a sound; "
+    ids = list(text.encode())
+    assert len(ids) >= steps, len(ids)
+    agreement = top1_agreement(shipped, ids[:steps])
+    rows.append("| rwkv7-tiny-wordnet (trained, fp16 file) | " + " | ".join(f"{agreement[p]:.3f}" for p in agreement) + " |")
+    rng = random.Random(0)
+    agreement = top1_agreement(model_file("fp16"), [rng.randrange(65536) for _ in range(steps)])
+    rows.append("| 0.1B shape (random weights) | " + " | ".join(f"{agreement[p]:.3f}" for p in agreement) + " |")
+    return [f"| model ({steps} teacher-forced tokens) | fp16 | int8 | NF4 |", "|---|---|---|---|", *rows]
+
+
+def bench_speed(tokens: int) -> list[str]:
     rows, variant_rows = [], []
     for dtype in ("fp16", "fp32"):
         path = model_file(dtype)
-        gpu, cpu = bench_webgpu(path, args.tokens), bench_numpy(path, args.tokens)
+        gpu, cpu = bench_webgpu(path, tokens), bench_numpy(path, tokens)
         rows.append(f"| 0.1B shape | {dtype} | {gpu['tok_s']:.2f} | {cpu['plan_tok_s']:.1f} | {cpu['reference_tok_s']:.1f} | "
                     f"{gpu['load_s']:.1f} | {gpu['gpu_bytes'] / 2**20:.0f} | {gpu['adapter']} / {gpu['matvec']} |")
         variant_rows += [f"| {dtype} | {name} | {ms:.0f} |" for name, ms in gpu["variants"].items()]
-    print(f"Decode speed, {args.tokens} tokens after an {len(PROMPT)}-token prompt (tokens/s):\n")
-    print("| model | weights | webgpu (browser) | numpy plan | numpy reference | load s | GPU MiB | adapter / matvec |")
-    print("|---|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
-    print("\nOne decode step by matvec variant on the browser's adapter (ms):\n")
-    print("| weights | variant | ms/token |\n|---|---|---|")
-    print("\n".join(variant_rows))
+    return [f"Decode speed, {tokens} tokens after an {len(PROMPT)}-token prompt (tokens/s):", "",
+            "| model | weights | webgpu (browser) | numpy plan | numpy reference | load s | GPU MiB | adapter / matvec |",
+            "|---|---|---|---|---|---|---|---|", *rows, "", "One decode step by matvec variant on the browser's adapter (ms):", "",
+            "| weights | variant | ms/token |", "|---|---|---|", *variant_rows]
+
+
+BENCHES = {"speed": bench_speed, "precisions": bench_precisions, "budgets": bench_budgets, "quality": lambda tokens: bench_quality()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tokens", type=int, default=16, help="tokens to decode per measurement")
+    parser.add_argument("--only", choices=sorted(BENCHES), action="append", help="run only these tables")
+    args = parser.parse_args()
+    for name in args.only or BENCHES:
+        print(f"\n## {name}\n")
+        print("\n".join(BENCHES[name](args.tokens)), flush=True)
 
 
 if __name__ == "__main__":

@@ -63,8 +63,12 @@ function quantizeNF4(values, take) {
     const scale = absmax > 0 ? absmax : 1;
     for (let i = first; i < last; i++) {
       const v = values[i] / scale;
-      let code = 0;
-      while (code < 15 && NF4_MIDPOINTS[code] < v) code++;
+      let code = 0; // how many midpoints lie below v, by bisection (4 comparisons)
+      for (let high = 15; code < high;) {
+        const middle = (code + high) >> 1;
+        if (NF4_MIDPOINTS[middle] < v) code = middle + 1;
+        else high = middle;
+      }
       codes[i >> 1] |= code << (4 * (i & 1));
     }
   }

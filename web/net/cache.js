@@ -36,19 +36,19 @@ export class ModelCache {
   async entry(key) {
     const id = await ModelCache.id(key);
     const folder = await this.folder.getDirectoryHandle(id, { create: true });
+    const meta = await readMeta(folder);
+    const cached = meta?.size === key.size ? meta.ranges.reduce((n, [a, b]) => n + b - a, 0) : 0;
     const estimate = await navigator.storage.estimate?.();
-    const entry = new CacheEntry(id, folder, key);
+    if (estimate && estimate.quota - estimate.usage < key.size - cached) {
+      return { entry: null, note: `not cached: the browser's storage quota has ${mb(estimate.quota - estimate.usage)} free and this model needs ${mb(key.size - cached)} more; delete cached models to make room` };
+    }
+    const entry = new CacheEntry(id, folder, key, meta);
     try {
       await entry.open();
     } catch (error) {
       return { entry: null, note: error.name === "NoModificationAllowedError"
         ? "another tab is loading this model: loading without the cache"
         : `the model cache is unavailable (${error.message}): loading without it` };
-    }
-    const missing = key.size - entry.cachedBytes();
-    if (estimate && estimate.quota - estimate.usage < missing) {
-      entry.close();
-      return { entry: null, note: `not cached: the browser's storage quota has ${mb(estimate.quota - estimate.usage)} free and this model needs ${mb(missing)} more; delete cached models to make room` };
     }
     return { entry, note: "" };
   }
@@ -75,17 +75,15 @@ export class ModelCache {
 }
 
 class CacheEntry {
-  constructor(id, folder, key) {
+  constructor(id, folder, key, meta) {
     this.id = id;
     this.folder = folder;
     this.key = key;
-    this.ranges = [];
+    this.ranges = meta?.size === key.size ? meta.ranges : [];
+    this.loaded = Boolean(meta?.loaded) && this.ranges.length > 0;
   }
 
   async open() {
-    const meta = await readMeta(this.folder);
-    this.ranges = meta?.size === this.key.size ? meta.ranges : [];
-    this.loaded = Boolean(meta?.loaded) && this.ranges.length > 0;
     this.data = await (await this.folder.getFileHandle("data", { create: true })).createSyncAccessHandle();
     this.meta = await (await this.folder.getFileHandle("meta.json", { create: true })).createSyncAccessHandle();
   }
