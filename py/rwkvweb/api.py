@@ -18,6 +18,7 @@ from .config import ModelError, detect_config
 from .engine import Engine, GenerationStats, Sampling
 from .budget import DEFAULT_BUDGET, BudgetPlan, parse_bytes, plan_budget
 from .model import DEFAULT_MAX_BINDING
+from .quant import fold_quantized
 from .safetensors import header_length, parse_header
 
 async def read_bytes(source, start: int, end: int) -> bytes:
@@ -29,9 +30,11 @@ async def read_bytes(source, start: int, end: int) -> bytes:
 
 
 async def read_header(source):
-    """(tensors, metadata) from a safetensors source, reading only its header."""
+    """(tensors, metadata) from a safetensors source, reading only its header; pre-quantized
+    matrices come as one tensor each (quant.fold_quantized)."""
     length = header_length(await read_bytes(source, 0, min(8, source.size)), source.size)
-    return parse_header(await read_bytes(source, 8, 8 + length), source.size)
+    tensors, metadata = parse_header(await read_bytes(source, 8, 8 + length), source.size)
+    return fold_quantized(tensors, metadata), metadata
 
 
 def default_tokenizer(config, metadata):

@@ -98,14 +98,15 @@ def plan_budget(config: ModelConfig, tensors: dict[str, TensorInfo], budget: int
     first = compile_with(chosen)
     fixed = sum(b["bytes"] for b in first.plan.buffers) + reserve - sum(first.weight_bytes[n] for n in names)
     total = fixed + sum(cost[chosen[n]][n] for n in names)
+    narrower = lambda n: [level for level in LEVELS[LEVELS.index(chosen[n]) + 1 :] if level in allowed_precisions(tensors[n])]  # noqa: E731
     while total > budget:
-        lowerable = [n for n in names if chosen[n] != "nf4"]
+        lowerable = [n for n in names if narrower(n)]
         if not lowerable:
-            raise BudgetError(f"this model needs at least {_mb(total)} of GPU memory even with every large matrix in NF4, "
+            raise BudgetError(f"this model needs at least {_mb(total)} of GPU memory even with every large matrix at its narrowest (NF4), "
                               f"over the {_mb(budget)} budget: raise the budget to {_mb(total)} or more, or choose a smaller model")
         # the widest first, and among those the biggest: quality is lost where it buys the most bytes
         name = min(lowerable, key=lambda n: (LEVELS.index(chosen[n]), -cost[chosen[n]][n]))
-        lower = next(level for level in LEVELS[LEVELS.index(chosen[name]) + 1 :] if level in allowed_precisions(tensors[name]))
+        lower = narrower(name)[0]
         total += cost[lower][name] - cost[chosen[name]][name]
         chosen[name] = lower
     plan = BudgetPlan(budget, "auto", chosen, compile_with(chosen), reserve)

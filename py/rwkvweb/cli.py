@@ -11,6 +11,7 @@ from dataclasses import asdict
 from .budget import PRECISIONS, parse_bytes, plan_budget
 from .config import ModelConfig, ModelError, detect_config
 from .model import DEFAULT_MAX_BINDING, MATVEC_VARIANTS
+from .quant import fold_quantized
 from .safetensors import FormatError, SafetensorsFile
 from .source import SourceError
 
@@ -92,8 +93,9 @@ def _budget_options(parser, default: str | None = "2GB") -> None:
 
 def cmd_plan(args) -> None:
     file = SafetensorsFile(args.model)
-    config = detect_config({name: info.shape for name, info in file.tensors.items()})
-    planned = plan_budget(config, file.tensors, parse_bytes(args.budget), args.precision, args.max_binding, args.matvec)
+    tensors = fold_quantized(file.tensors, file.metadata)
+    config = detect_config({name: info.shape for name, info in tensors.items()})
+    planned = plan_budget(config, tensors, parse_bytes(args.budget), args.precision, args.max_binding, args.matvec)
     json.dump({"model": args.model, "config": asdict(config), **planned.to_json()}, sys.stdout, indent=1)
     print()
 

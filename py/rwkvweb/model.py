@@ -54,12 +54,15 @@ def choose_matvec(adapter: dict | None) -> str:
 
 
 def file_precision(info: TensorInfo) -> str:
-    """How a matrix is stored when nothing else is asked: the file's own width (bf16 widened)."""
-    return "f16" if info.dtype == "F16" else "f32"
+    """How a matrix is stored when nothing else is asked: the file's own (bf16 widened to f32)."""
+    return info.dtype if info.dtype in SCHEMES else "f16" if info.dtype == "F16" else "f32"
 
 
 def allowed_precisions(info: TensorInfo) -> tuple[str, ...]:
-    """What the loader can make of a matrix with this file dtype (no f32 -> f16 narrowing)."""
+    """What the loader can make of a matrix with this file dtype (no f32 -> f16 narrowing; a
+    pre-quantized matrix stays as it is)."""
+    if info.dtype in SCHEMES:
+        return (info.dtype,)
     return ("f32", "f16", "int8", "nf4") if info.dtype == "F16" else ("f32", "int8", "nf4")
 
 
@@ -103,7 +106,13 @@ class _Builder:
             n = min(chunk, rows - r0)
             start = info.start + (first + r0) * per_row
             where, options = view.offset, {}
-            if dtype in SCHEMES:
+            if info.dtype in SCHEMES:  # quantized ahead of time: codes, then their blocks' parameters, as they are
+                scheme = SCHEMES[dtype]
+                params = info.params_start + (first + r0) * K // scheme.block * scheme.param_bytes
+                at = view.offset + scheme.param_offset(stored_rows * K) + r0 * K // scheme.block * scheme.param_bytes
+                self.plan.fill(View(view.buffer, at, view.offset + view.size - at), params, params + -(-n * K // scheme.block) * scheme.param_bytes)
+                where += scheme.code_bytes(r0 * K)
+            elif dtype in SCHEMES:
                 scheme = SCHEMES[dtype]
                 where += scheme.code_bytes(r0 * K)
                 options = {"quantize": dtype, "params_offset": view.offset + scheme.param_offset(stored_rows * K) + r0 * K // scheme.block * scheme.param_bytes}

@@ -12,11 +12,19 @@ Sizes are padded to whole 4-byte words. The loader quantizes in JavaScript as th
 stream in (web/gpu/quantize.js), the shaders dequantize in-register (shaders/lib/weights_*.wgsl),
 and this module is the oracle both are tested against: `quantize` here computes in float64 with
 exactly the operations of the JavaScript (doubles there too), so the codes agree bit for bit.
+
+Files can also hold matrices quantized ahead of time (build/quantize.py): the codes as a U8
+tensor under the matrix's own name, [M, K·bits/8], the block parameters as an F32 tensor
+`<name>.qparams`, and the metadata key `rwkvweb.quantized` = JSON {name: scheme}. They load by
+plain copies: smaller downloads, and no quantizing in the page.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+
+from .safetensors import FormatError, TensorInfo
 
 # The 16 NormalFloat4 levels: quantiles of a standard normal scaled to [-1, 1], with an exact
 # zero (Dettmers et al., "QLoRA", 2023, appendix E). web/gpu/quantize.js and weights_nf4.wgsl
@@ -105,3 +113,52 @@ def dequantize(buffer, scheme: str, n: int):
         return (low[block] + spread[block] * (codes / 255)).astype(np.float32)
     nibbles = np.stack([raw[: -(-n // 2)] & 15, raw[: -(-n // 2)] >> 4], axis=1).reshape(-1)[:n]
     return (params[block] * np.array(NF4_LEVELS)[nibbles]).astype(np.float32)
+
+
+QUANTIZED_KEY = "rwkvweb.quantized"  # metadata: JSON {matrix name: "int8" | "nf4"}
+PARAMS_SUFFIX = ".qparams"
+
+
+@dataclass(frozen=True)
+class QuantizedInfo(TensorInfo):
+    """A pre-quantized matrix: dtype is the scheme, shape the logical [M, K], start..end its
+    codes (M·K·bits/8 bytes, row-major), params_start..params_end its block parameters."""
+
+    params_start: int = 0
+    params_end: int = 0
+
+
+def fold_quantized(tensors: dict[str, TensorInfo], metadata: dict[str, str]) -> dict[str, TensorInfo]:
+    """The file's tensors with each pre-quantized matrix (codes + .qparams) as one QuantizedInfo."""
+    if QUANTIZED_KEY not in metadata:
+        return tensors
+    try:
+        schemes = json.loads(metadata[QUANTIZED_KEY])
+        assert isinstance(schemes, dict)
+    except (ValueError, AssertionError):
+        raise FormatError(f"metadata {QUANTIZED_KEY} must be a JSON object {{tensor: scheme}}") from None
+    folded = dict(tensors)
+    for name, scheme_name in schemes.items():
+        if scheme_name not in SCHEMES:
+            raise FormatError(f"tensor {name!r}: unknown quantization scheme {scheme_name!r} (known: {', '.join(SCHEMES)})")
+        scheme, codes, params = SCHEMES[scheme_name], tensors.get(name), tensors.get(name + PARAMS_SUFFIX)
+        if codes is None or params is None:
+            raise FormatError(f"tensor {name!r} is declared {scheme_name} but the file lacks {name if codes is None else name + PARAMS_SUFFIX!r}")
+        if codes.dtype != "U8" or len(codes.shape) != 2:
+            raise FormatError(f"tensor {name!r}: {scheme_name} codes must be U8 [rows, cols], got {codes.dtype} {list(codes.shape)}")
+        rows, K = codes.shape[0], codes.shape[1] * 8 // scheme.bits
+        blocks = -(-rows * K // scheme.block)
+        if params.dtype != "F32" or params.numel != blocks * scheme.param_bytes // 4:
+            raise FormatError(f"tensor {name + PARAMS_SUFFIX!r}: {scheme_name} needs {blocks * scheme.param_bytes // 4} F32 "
+                              f"block parameters for [{rows}, {K}], got {params.dtype} {list(params.shape)}")
+        del folded[name + PARAMS_SUFFIX]
+        folded[name] = QuantizedInfo(name, scheme_name, (rows, K), codes.start, codes.end, params.start, params.end)
+    return folded
+
+
+def read_dequantized(read, info: QuantizedInfo):
+    """A pre-quantized matrix as float32 [M, K]; read(start, end) gives the file's bytes."""
+    n = info.numel
+    codes = read(info.start, info.end)
+    buffer = codes + bytes(SCHEMES[info.dtype].code_bytes(n) - len(codes)) + read(info.params_start, info.params_end)
+    return dequantize(buffer, info.dtype, n).reshape(info.shape)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import DECAY_SCALE, GN_EPS, LN_EPS, ModelConfig, ModelError, detect_config
+from .quant import QuantizedInfo, fold_quantized, read_dequantized
 from .safetensors import SafetensorsFile
 
 
@@ -74,8 +75,10 @@ class RWKV7:
     @classmethod
     def load(cls, path_or_source) -> "RWKV7":
         file = SafetensorsFile(path_or_source)
-        config = detect_config({name: info.shape for name, info in file.tensors.items()})
-        return cls(config, {name: file.read_array(name, "float32") for name in file.tensors})
+        tensors = fold_quantized(file.tensors, file.metadata)  # pre-quantized matrices: their dequantized values
+        config = detect_config({name: info.shape for name, info in tensors.items()})
+        return cls(config, {name: read_dequantized(file.source.read, info) if isinstance(info, QuantizedInfo) else file.read_array(name, "float32")
+                            for name, info in tensors.items()})
 
     def forward(self, token: int, state: State) -> tuple[np.ndarray, State]:
         cfg, w = self.config, self.w
