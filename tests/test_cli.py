@@ -96,3 +96,23 @@ def test_generate_greedy_is_the_same_on_both_backends(tmp_path):
     cli("testmodel", path, "--layers", "1", "--width", "64", "--vocab", "65536", "--dtype", "fp16", "--seed", "2")
     outputs = [cli("generate", path, "--prompt", "Hello", "--max-tokens", "12", "--temperature", "0", "--backend", b).stdout for b in ("numpy", "webgpu")]
     assert outputs[0] == outputs[1] and len(outputs[0].strip()) > 0
+
+
+def test_plan_prints_the_memory_plan_from_the_header(model):
+    plan = json.loads(cli("plan", model, "--budget", "1MB").stdout)  # 1.2 MB at fp16: some matrices become int8
+    assert plan["budget"] == 1_000_000 and plan["fits"] and plan["gpu_bytes"] <= 1_000_000
+    assert set(plan["matrices_by_precision"]) == {"f16", "int8"}
+    assert {"name", "precision", "bytes", "where"} <= set(plan["tensors"][0])
+    assert sum(t["bytes"] for t in plan["tensors"]) <= plan["bytes_by_role"]["weight"]
+    refused = cli("plan", model, "--budget", "100kB", check=False)
+    assert refused.returncode == 2 and b"raise the budget to 544,424 bytes or more" in refused.stderr
+
+
+@pytest.mark.browser
+def test_logits_under_a_precision_agree_on_both_backends(model):
+    """The same int8 plan on numpy and in headless Chromium: float32 order only (test_budget_gpu.py)."""
+    numpy_rows = np.array(json.loads(cli("logits", model, "--tokens", "5,6,7", "--precision", "int8").stdout)["logits"])
+    gpu_rows = np.array(json.loads(cli("logits", model, "--tokens", "5,6,7", "--precision", "int8", "--backend", "webgpu").stdout)["logits"])
+    exact = np.array(json.loads(cli("logits", model, "--tokens", "5,6,7").stdout)["logits"])
+    assert np.abs(gpu_rows - numpy_rows).max() <= 1e-3 * np.ptp(numpy_rows)
+    assert 0 < np.abs(numpy_rows - exact).max() <= 0.03 * np.ptp(exact)  # int8's bound (test_budget.py)

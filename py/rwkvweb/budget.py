@@ -115,4 +115,4 @@ def plan_budget(config: ModelConfig, tensors: dict[str, TensorInfo], budget: int
 
 
 def _mb(nbytes: int) -> str:
-    return f"{nbytes / 1e6:.1f} MB"
+    return f"{nbytes / 1e6:.1f} MB" if nbytes >= 10**7 else f"{nbytes:,} bytes"
