@@ -128,3 +128,23 @@ def test_budget_precision_and_the_cache_list(page, server, model_dir):
     expect(page.locator("#model-info")).to_contain_text("rwkv7-tiny-wordnet.st", timeout=60_000)
     assert "matrices: 26 f32" in page.text_content("#model-info")
     assert not page.is_visible("#error")
+
+
+def test_a_local_file_loads_from_the_picker_and_by_drag_and_drop(page, server, model_dir):
+    """Local files are read through Blob.slice like URLs are read by Range: picked, or dropped."""
+    path = model_dir / "local-1x64.st"
+    write_test_model(str(path), ModelConfig.default_for(1, 64, 256), seed=13, dtype="fp16")
+    wait_ready(page, server)
+    page.set_input_files("#model-file", str(path))
+    page.click("#load")
+    expect(page.locator("#model-info")).to_contain_text("local-1x64.st: 1 layers × 64 wide, 256 tokens", timeout=60_000)
+
+    page.set_input_files("#model-file", [])
+    dropped = page.evaluate_handle("""async (url) => {
+      const data = new DataTransfer();
+      data.items.add(new File([await (await fetch(url)).blob()], "dropped.st"));
+      return data;
+    }""", "test-models/local-1x64.st")
+    page.dispatch_event("#model-section", "drop", {"dataTransfer": dropped})
+    expect(page.locator("#model-info")).to_contain_text("dropped.st: 1 layers × 64 wide", timeout=60_000)
+    assert not page.is_visible("#error")

@@ -302,8 +302,19 @@ function transpose(bytes, rows, cols, scratch) {
 function widenF16(bytes, scratch) {
   const halves = new Uint16Array(...view(bytes, 2));
   const out = new Float32Array(scratch.take("widen", 2 * bytes.byteLength), 0, halves.length);
-  for (let i = 0; i < halves.length; i++) out[i] = halfToFloat(halves[i]);
+  const table = halfTable();
+  for (let i = 0; i < halves.length; i++) out[i] = table[halves[i]];
   return new Uint8Array(out.buffer, 0, out.byteLength);
+}
+
+// Every float16 bit pattern's value (256 KiB, made once): widening is then one lookup a weight.
+let HALF_VALUES = null;
+function halfTable() {
+  if (!HALF_VALUES) {
+    HALF_VALUES = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) HALF_VALUES[h] = halfToFloat(h);
+  }
+  return HALF_VALUES;
 }
 
 function halfToFloat(h) {

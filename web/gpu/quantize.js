@@ -11,6 +11,13 @@ const NF4_LEVELS = [
   0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
 ];
 const NF4_MIDPOINTS = NF4_LEVELS.slice(1).map((level, i) => (NF4_LEVELS[i] + level) / 2);
+// A value's NF4 code is how many midpoints lie below it. To find it in one comparison, [-1, 1]
+// is cut into 2048 cells, narrower than any gap between midpoints (>= 0.08), and each cell
+// knows how many midpoints fall in earlier cells: cell() is monotonic, so those are exactly
+// the midpoints below any value in the cell but one, which the comparison decides.
+const CELLS = 2048;
+const cell = (v) => Math.min(CELLS, Math.max(0, Math.floor((v + 1) * (CELLS / 2))));
+const CELL_CODES = Uint8Array.from({ length: CELLS + 1 }, (_, c) => NF4_MIDPOINTS.filter((m) => cell(m) < c).length);
 
 export const SCHEMES = { int8: { block: 128, bits: 8 }, nf4: { block: 64, bits: 4 } };
 
@@ -63,12 +70,8 @@ function quantizeNF4(values, take) {
     const scale = absmax > 0 ? absmax : 1;
     for (let i = first; i < last; i++) {
       const v = values[i] / scale;
-      let code = 0; // how many midpoints lie below v, by bisection (4 comparisons)
-      for (let high = 15; code < high;) {
-        const middle = (code + high) >> 1;
-        if (NF4_MIDPOINTS[middle] < v) code = middle + 1;
-        else high = middle;
-      }
+      let code = CELL_CODES[cell(v)]; // the midpoints below v's cell; at most one more lies in it
+      if (code < 15 && NF4_MIDPOINTS[code] < v) code++;
       codes[i >> 1] |= code << (4 * (i & 1));
     }
   }
