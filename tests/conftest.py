@@ -12,6 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "py")]  # serve.py, build/, and the package from source
 
 from rwkvweb.headless import CHROMIUM, CHROMIUM_ARGS  # noqa: E402 - after the path setup
+from rwkvweb.source import BytesSource  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -84,3 +85,16 @@ def run_async(coroutine):
 
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coroutine).result()
+
+
+
+class CountingSource(BytesSource):
+    """A byte source over bytes that records every read: tests of what a loader reads, and when."""
+
+    def __init__(self, data):
+        super().__init__(data)
+        self.reads = []
+
+    def read(self, start, end):
+        self.reads.append((start, end))
+        return super().read(start, end)

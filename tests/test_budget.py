@@ -10,12 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import run_async
+from conftest import CountingSource, run_async
 
 from rwkvweb.api import Model
 from rwkvweb.budget import BudgetError, parse_bytes, plan_budget, quantizable
 from rwkvweb.config import ModelConfig
-from rwkvweb.source import BytesSource
 from rwkvweb.testmodel import tensor_table, write_test_model
 
 SHAPES = {"0.1B": (12, 768), "0.4B": (24, 1024)}
@@ -70,16 +69,6 @@ def test_parse_bytes(text, expected):
 def test_parse_bytes_refuses_nonsense(text):
     with pytest.raises(ValueError, match="cannot read"):
         parse_bytes(text)
-
-
-class CountingSource(BytesSource):
-    def __init__(self, data):
-        super().__init__(data)
-        self.reads = []
-
-    def read(self, start, end):
-        self.reads.append((start, end))
-        return super().read(start, end)
 
 
 def test_a_model_that_cannot_fit_is_refused_before_any_weight_is_read(tmp_path):

@@ -8,6 +8,7 @@ import struct
 import numpy as np
 import pytest
 
+from conftest import CountingSource
 from rwkvweb.safetensors import FormatError, SafetensorsFile, write_safetensors
 from rwkvweb.source import BytesSource, FileSource, HttpSource, SourceError
 
@@ -46,16 +47,6 @@ def test_bf16_is_widened_exactly():
     bf16 = (values.view(np.uint32) >> 16).astype("<u2").tobytes()
     file = SafetensorsFile(craft({"t": entry("BF16", (4,), (0, 8))}, bf16))
     np.testing.assert_array_equal(file.read_array("t"), values)
-
-
-class CountingSource(BytesSource):
-    def __init__(self, data):
-        super().__init__(data)
-        self.reads = []
-
-    def read(self, start, end):
-        self.reads.append((start, end))
-        return super().read(start, end)
 
 
 def test_reads_only_the_header_and_the_asked_tensor(tmp_path):

@@ -87,7 +87,7 @@ async function loadModel(dropped = null) {
     state.model = model;
     const c = model.config;
     $("model-info").textContent = `${model.name}: ${c.n_layer} layers × ${c.n_embd} wide, ${c.vocab_size} tokens; ` +
-      `${(model.bytes / 1e6).toFixed(1)} MB loaded in ${model.seconds.toFixed(2)} s (${(model.fetchedBytes / 1e6).toFixed(1)} MB fetched, the rest from the cache); ` +
+      `${(model.bytes / 1e6).toFixed(1)} MB loaded in ${model.seconds.toFixed(2)} s (${(model.fetchedBytes / 1e6).toFixed(1)} MB ${model.cached ? "fetched, the rest from the cache" : "read"}); ` +
       `GPU memory ${(model.gpu.bytesAllocated / 1e6).toFixed(1)} MB of a ${(model.budget / 1e6).toFixed(0)} MB budget; matrices: ` +
       Object.entries(model.matrices_by_precision).map(([p, n]) => `${n} ${p}`).join(", ") +
       (model.note ? ` (note: ${model.note})` : "");

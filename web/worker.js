@@ -104,7 +104,7 @@ const methods = {
       const model = plain(await api.load(gpuBridge, reader, maxBinding, pyodide.toPy(device), budget ?? undefined, precision));
       entry?.markLoaded();
       const notes = [reader.note, note].filter(Boolean).join("; ");
-      return { ...model, name: reader.name, bytes: reader.size, fetchedBytes: reader.fetchedBytes ?? reader.size, note: notes,
+      return { ...model, name: reader.name, bytes: reader.size, fetchedBytes: source.fetchedBytes, cached: Boolean(entry), note: notes,
                seconds: (performance.now() - started) / 1000, gpu: gpuBridge.info(), device };
     } finally {
       entry?.close();

@@ -105,24 +105,27 @@ class _Builder:
         for r0 in range(0, rows, chunk):
             n = min(chunk, rows - r0)
             start = info.start + (first + r0) * per_row
-            where, options = view.offset, {}
-            if info.dtype in SCHEMES:  # quantized ahead of time: codes, then their blocks' parameters, as they are
+            options = {}
+            if dtype in SCHEMES:  # codes in element order, then every block's parameters
                 scheme = SCHEMES[dtype]
-                params = info.params_start + (first + r0) * K // scheme.block * scheme.param_bytes
-                at = view.offset + scheme.param_offset(stored_rows * K) + r0 * K // scheme.block * scheme.param_bytes
-                self.plan.fill(View(view.buffer, at, view.offset + view.size - at), params, params + -(-n * K // scheme.block) * scheme.param_bytes)
-                where += scheme.code_bytes(r0 * K)
-            elif dtype in SCHEMES:
-                scheme = SCHEMES[dtype]
-                where += scheme.code_bytes(r0 * K)
-                options = {"quantize": dtype, "params_offset": view.offset + scheme.param_offset(stored_rows * K) + r0 * K // scheme.block * scheme.param_bytes}
-            elif transpose:
-                where += ops.weight_bytes(dtype, r0)
+                at = view.offset + scheme.code_bytes(r0 * K)
+                params_at = view.offset + scheme.param_offset(stored_rows * K) + r0 * K // scheme.block * scheme.param_bytes
+                if info.dtype in SCHEMES:  # quantized ahead of time: the parameters are copied as they are too
+                    params = info.params_start + (first + r0) * K // scheme.block * scheme.param_bytes
+                    self._fill(view, params_at, params, params + -(-n * K // scheme.block) * scheme.param_bytes)
+                else:
+                    options = {"quantize": dtype, "params_offset": params_at}
+            elif transpose:  # column k of these rows lands at k·stored_rows + r0
+                at = view.offset + ops.weight_bytes(dtype, r0)
                 options = {"transpose": (n, K, stored_rows)}
             else:
-                where += ops.weight_bytes(dtype, r0 * K)
-            self.plan.fill(View(view.buffer, where, view.offset + view.size - where), start, start + n * per_row, convert, **options)
+                at = view.offset + ops.weight_bytes(dtype, r0 * K)
+            self._fill(view, at, start, start + n * per_row, convert, **options)
         return view, dtype
+
+    def _fill(self, view: View, at: int, start: int, end: int, convert: str | None = None, **options) -> None:
+        """File bytes [start, end) into the view's buffer from offset `at` on (plan.Plan.fill)."""
+        self.plan.fill(View(view.buffer, at, view.offset + view.size - at), start, end, convert, **options)
 
     def lora(self, name: str) -> tuple[View, str]:
         """A LoRA matrix: stored [K, M] already, the k-major layout."""

@@ -158,16 +158,13 @@ function merge(ranges) {
 const mb = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
 
 // A reader (web/net/range.js) whose bytes come from the cache where present and are stored
-// there as they arrive. `fetched` counts the bytes that came from the network.
+// there as they arrive (the source's fetchedBytes counts only those).
 export function cachedReader(reader, entry) {
   const cached = Object.create(reader);
-  cached.fetchedBytes = 0;
-  cached.cachedBytes = entry.cachedBytes();
   let failed = false;
   cached.read = async (start, end, into) => {
     if (entry.has(start, end)) return entry.read(start, end, into);
     const bytes = await reader.read(start, end, into);
-    cached.fetchedBytes += end - start;
     if (!failed) {
       try {
         entry.write(start, bytes);

@@ -1,6 +1,6 @@
 // Byte readers for model files: read(start, end, into?) -> Promise<Uint8Array> of bytes
 // [start, end), read into the ArrayBuffer `into` where the stream allows it (a BYOB read moves
-// the buffer: use the returned view's .buffer afterwards).
+// the buffer: use the returned view's .buffer afterwards); fetchedBytes counts what was read.
 // A URL is read by HTTP Range requests (the whole file never sits in memory); a File or Blob
 // (file picker, drag and drop) through Blob.slice. Transient failures (network errors, 408,
 // 429, 5xx) are retried with back-off. A server that ignores Range (answers 200) is read as
@@ -17,13 +17,19 @@ export async function openSource(source, { signal } = {}) {
 }
 
 function blobReader(blob) {
-  return {
+  const reader = {
     name: blob.name || "local file",
     size: blob.size,
     sequential: false,
     prepare: async () => {},
-    read: async (start, end, into) => readBody(blob.slice(start, end).stream(), end - start, into),
+    fetchedBytes: 0,
+    read: async (start, end, into) => { // called unbound (the bridge gets the function alone)
+      const bytes = await readBody(blob.slice(start, end).stream(), end - start, into);
+      reader.fetchedBytes += bytes.byteLength;
+      return bytes;
+    },
   };
+  return reader;
 }
 
 async function urlReader(url, signal) {
@@ -39,6 +45,7 @@ async function urlReader(url, signal) {
     version: head.headers.get("ETag") || head.headers.get("Last-Modified") || "", // what the cache keys on
     sequential: false,
     note: "",
+    fetchedBytes: 0, // bytes read from the server (the cache's hits are not)
     // One byte asks whether Range works; a 200 means the server sends the whole file instead.
     // Made once, before the first read (a load served whole from the cache never asks).
     prepare: () => (probed ??= (async () => {
@@ -54,12 +61,14 @@ async function urlReader(url, signal) {
       if (end <= start) return new Uint8Array(0);
       if (reader.sequential) {
         stream ??= new SequentialBody(await request(url, { signal }), url);
+        reader.fetchedBytes += end - start;
         return new Uint8Array(await stream.read(start, end));
       }
       const response = await request(url, { headers: { Range: `bytes=${start}-${end - 1}` }, signal });
       if (response.status !== 206) throw new ModelSourceError(`${url}: asked for bytes ${start}-${end - 1}, got HTTP ${response.status}`);
       const bytes = await readBody(response.body, end - start, into);
       if (bytes.byteLength !== end - start) throw new ModelSourceError(`${url}: got ${bytes.byteLength} bytes for a ${end - start}-byte range (file changed while loading?)`);
+      reader.fetchedBytes += bytes.byteLength;
       return bytes;
     },
   };
