@@ -50,8 +50,8 @@ def test_auto_keeps_fp16_where_it_fits_and_lowers_the_biggest_first():
 def test_refuses_with_the_bytes_needed():
     config = ModelConfig.default_for(24, 1024, 65536)
     table = tensor_table(config, "fp16")
-    all_nf4 = plan_budget(config, table, parse_bytes("2GB"), precision="nf4").gpu_bytes
-    with pytest.raises(BudgetError, match=f"at least {all_nf4 / 1e6:.1f} MB"):
+    smallest = plan_budget(config, table, host_embedding_budget(config)).gpu_bytes  # NF4, the embedding off the GPU
+    with pytest.raises(BudgetError, match=f"at least {smallest / 1e6:.1f} MB"):
         plan_budget(config, table, parse_bytes("200MB"))
     with pytest.raises(BudgetError, match="at fp16 this model needs 919.5 MB"):
         plan_budget(config, table, parse_bytes("700MB"), precision="fp16")
@@ -103,3 +103,42 @@ def test_quantized_plans_run_on_numpy_and_stay_near_the_reference(tmp_path, prec
     error = np.abs(quantized - exact).max() / (exact.max() - exact.min())
     print(f"{precision}: max |Δlogit| {error:.4f} of the range")
     assert 0 < error <= {"int8": 0.03, "nf4": 0.2}[precision], error
+
+
+def host_embedding_budget(config) -> int:
+    """A budget one byte under everything-NF4: only moving the embedding off the GPU fits it."""
+    return plan_budget(config, tensor_table(config, "fp16"), parse_bytes("10GB"), precision="nf4").gpu_bytes - 1
+
+
+def test_the_embedding_leaves_the_gpu_only_as_the_last_resort():
+    config = ModelConfig.default_for(2, 128, 65536)  # a vocabulary-heavy model: the table is most of it
+    planned = plan_budget(config, tensor_table(config, "fp16"), host_embedding_budget(config))
+    assert planned.precisions["emb.weight"] == "host"
+    assert set(planned.precisions[n] for n in planned.precisions if n != "emb.weight") == {"nf4"}
+    report = planned.to_json()
+    assert report["host_bytes"] == 65536 * 128 * 2  # the file's fp16 rows, untouched
+    assert next(t for t in report["tensors"] if t["name"] == "emb.weight")["where"] == "host"
+    assert planned.gpu_bytes == planned.compiled.plan.gpu_bytes() + planned.reserve <= host_embedding_budget(config)
+
+
+def test_rows_written_by_the_engine_give_the_same_logits_and_tokens(tmp_path):
+    """The host table's rows widened in Python equal what the embedding kernel gathers."""
+    from rwkvweb.engine import Engine, Sampling
+    from rwkvweb.model import compile_model
+    from rwkvweb.numpy_exec import NumpyBackend
+    from rwkvweb.safetensors import SafetensorsFile
+
+    config = ModelConfig.default_for(2, 128, 300)
+    path = str(tmp_path / "m.st")
+    write_test_model(path, config, seed=3, dtype="fp16")
+    file = SafetensorsFile(path)
+
+    async def run(precisions):
+        compiled = compile_model(config, file.tensors, precisions=precisions)
+        assert (compiled.host_embedding is not None) == bool(precisions)
+        engine = await Engine.create(compiled, NumpyBackend(), file.source)
+        rows = [await engine.forward(t) for t in [5, 6, 7]]
+        tokens, _ = await engine.generate([8, 9], 12, Sampling(temperature=0))
+        return rows, tokens
+
+    assert run_async(run({"emb.weight": "host"})) == run_async(run({}))

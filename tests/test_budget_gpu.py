@@ -95,3 +95,34 @@ def test_released_shapes_stay_within_each_budget(engine_page, model_dir, shape):
     finally:
         engine_page.evaluate(CALL_JS, ["unload", {}])
         (model_dir / name).unlink()
+
+
+def test_an_embedding_off_the_gpu_runs_like_the_numpy_plan(browser, server, model_dir):
+    """The budget's last resort in the browser: every matrix NF4 and the embedding table in the
+    worker's memory, its rows written per token; the same plan on numpy is the oracle."""
+    from test_budget import host_embedding_budget
+
+    name = "host-emb-2x128x65536.st"
+    config = ModelConfig.default_for(2, 128, 65536)
+    write_test_model(str(model_dir / name), config, seed=9, dtype="fp16")
+    budget = host_embedding_budget(config)
+    tokens = [int(t) for t in np.random.default_rng(6).integers(0, 65536, 8)]
+    page = blank_page(browser.new_page(), server)
+    try:
+        loaded = page.evaluate(CALL_JS, ["load", {"url": "/test-models/" + name, "budget": budget}])
+        rows = np.array(page.evaluate(CALL_JS, ["logits", {"tokens": tokens}]), np.float32)
+        generated = page.evaluate(CALL_JS, ["generate", {"prompt": tokens[:3], "options": {"max_tokens": 10, "temperature": 0}}])
+        peak = page.evaluate(CALL_JS, ["info", {}])["gpu"]["peakBytes"]
+    finally:
+        page.close()
+    assert loaded["matrices_by_precision"] == {"host": 1, "nf4": 13} and loaded["host_bytes"] == 65536 * 128 * 2
+    assert peak <= loaded["gpu_bytes_planned"] <= budget
+
+    async def numpy_side():
+        model = await Model.load(str(model_dir / name), budget=budget, tokenizer_for=lambda c, m: None)
+        logits = np.stack([np.frombuffer(r, np.float32) for r in await model.logits(tokens)])
+        return logits, (await model.generate(tokens[:3], 10, temperature=0)).tokens
+
+    expected, expected_tokens = run_async(numpy_side())
+    assert np.abs(rows - expected).max() <= SAME_CODES * (expected.max() - expected.min())
+    assert generated["tokens"] == expected_tokens

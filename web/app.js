@@ -90,6 +90,7 @@ async function loadModel(dropped = null) {
       `${(model.bytes / 1e6).toFixed(1)} MB loaded in ${model.seconds.toFixed(2)} s (${(model.fetchedBytes / 1e6).toFixed(1)} MB ${model.cached ? "fetched, the rest from the cache" : "read"}); ` +
       `GPU memory ${(model.gpu.bytesAllocated / 1e6).toFixed(1)} MB of a ${(model.budget / 1e6).toFixed(0)} MB budget; matrices: ` +
       Object.entries(model.matrices_by_precision).map(([p, n]) => `${n} ${p}`).join(", ") +
+      (model.host_bytes ? `; the embedding table (${(model.host_bytes / 1e6).toFixed(1)} MB) in page memory, off the GPU` : "") +
       (model.note ? ` (note: ${model.note})` : "");
     $("model-info").dataset.loaded = "true";
     const shipped = state.shipped.find((m) => !file && m.file === $("model-url").value);

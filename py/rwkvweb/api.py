@@ -166,7 +166,7 @@ class Model:
         return {"config": asdict(self.config), "metadata": self.metadata, "buffers": plan.bytes_by_role(),
                 "matvec": self.engine.compiled.matvec, "kernels": len(plan.kernels), "steps_per_token": len(plan.programs["generate"]),
                 "budget": budget["budget"], "gpu_bytes_planned": budget["gpu_bytes"], "precision": budget["precision"],
-                "matrices_by_precision": budget["matrices_by_precision"]}
+                "matrices_by_precision": budget["matrices_by_precision"], "host_bytes": budget["host_bytes"]}
 
 
 async def _maybe_await(value) -> None:

@@ -5,9 +5,10 @@ planner knows what each matrix costs at f32, f16, int8 and NF4 (model.compile_mo
 real buffers), and what the rest costs (vectors, LoRA, state, activations, the sampler, and the
 largest read-back the engine makes). With precision "auto" it starts every large matrix at the
 file's width and lowers the biggest, widest ones a step at a time (f16 -> int8 -> NF4) until
-the total fits. Small vectors and the WKV state stay float32, and LoRA matrices keep the file's
-width: they are a few percent of the bytes and the most sensitive. If NF4 everywhere does not
-fit, it refuses, saying how many bytes are needed.
+the total fits; as a last resort the embedding table moves to host memory (HOST: the engine
+writes each token's row, so quality is unchanged and the GPU holds no table). Small vectors and
+the WKV state stay float32, and LoRA matrices keep the file's width: they are a few percent of
+the bytes and the most sensitive. If nothing fits, it refuses, saying how many bytes are needed.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import re
 from dataclasses import dataclass
 
 from .config import ModelConfig, ModelError
-from .model import DEFAULT_MAX_BINDING, CompiledModel, allowed_precisions, compile_model, file_precision
+from .model import DEFAULT_MAX_BINDING, HOST, CompiledModel, allowed_precisions, compile_model, file_precision
 from .safetensors import TensorInfo
 
 DEFAULT_BUDGET = 2_000_000_000  # bytes (2 GB): what a mid-range laptop's browser gives one tab
 MIN_BUDGET = 700_000_000  # the page's lowest setting (700 MB); the API accepts less for small models
 PRECISIONS = ("auto", "fp32", "fp16", "int8", "nf4")
-LEVELS = ("f32", "f16", "int8", "nf4")  # widest first
+LEVELS = ("f32", "f16", "int8", "nf4", HOST)  # widest first; HOST: the embedding off the GPU, rows written per token
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
 
@@ -57,7 +58,7 @@ class BudgetPlan:
     @property
     def gpu_bytes(self) -> int:
         """The most GPU memory the model will hold at once: the plan's buffers plus the reserve."""
-        return sum(b["bytes"] for b in self.compiled.plan.buffers) + self.reserve
+        return self.compiled.plan.gpu_bytes() + self.reserve
 
     def to_json(self) -> dict:
         weights = self.compiled.weight_bytes
@@ -67,7 +68,9 @@ class BudgetPlan:
         return {
             "budget": self.budget, "precision": self.precision, "gpu_bytes": self.gpu_bytes, "fits": self.gpu_bytes <= self.budget,
             "bytes_by_role": {**self.compiled.plan.bytes_by_role(), "reserve": self.reserve}, "matrices_by_precision": counts,
-            "tensors": [{"name": name, "precision": precision, "bytes": weights[name], "where": "gpu"} for name, precision in self.precisions.items()],
+            "host_bytes": self.compiled.plan.bytes_by_role().get("host", 0),
+            "tensors": [{"name": name, "precision": precision, "bytes": weights.get(name, 0), "where": "host" if precision == HOST else "gpu"}
+                        for name, precision in self.precisions.items()],
         }
 
 
@@ -96,18 +99,18 @@ def plan_budget(config: ModelConfig, tensors: dict[str, TensorInfo], budget: int
     cost = {level: compile_with({n: level for n in names if level in allowed_precisions(tensors[n])}).weight_bytes for level in LEVELS}
     chosen = {n: file_precision(tensors[n]) for n in names}
     first = compile_with(chosen)
-    fixed = sum(b["bytes"] for b in first.plan.buffers) + reserve - sum(first.weight_bytes[n] for n in names)
-    total = fixed + sum(cost[chosen[n]][n] for n in names)
+    fixed = first.plan.gpu_bytes() + reserve - sum(first.weight_bytes[n] for n in names)
+    total = fixed + sum(cost[chosen[n]].get(n, 0) for n in names)
     narrower = lambda n: [level for level in LEVELS[LEVELS.index(chosen[n]) + 1 :] if level in allowed_precisions(tensors[n])]  # noqa: E731
     while total > budget:
         lowerable = [n for n in names if narrower(n)]
         if not lowerable:
-            raise BudgetError(f"this model needs at least {_mb(total)} of GPU memory even with every large matrix at its narrowest (NF4), "
+            raise BudgetError(f"this model needs at least {_mb(total)} of GPU memory even with every large matrix in NF4 and the embedding off the GPU, "
                               f"over the {_mb(budget)} budget: raise the budget to {_mb(total)} or more, or choose a smaller model")
         # the widest first, and among those the biggest: quality is lost where it buys the most bytes
-        name = min(lowerable, key=lambda n: (LEVELS.index(chosen[n]), -cost[chosen[n]][n]))
+        name = min(lowerable, key=lambda n: (LEVELS.index(chosen[n]), -cost[chosen[n]].get(n, 0)))
         lower = narrower(name)[0]
-        total += cost[lower][name] - cost[chosen[name]][name]
+        total += cost[lower].get(name, 0) - cost[chosen[name]][name]
         chosen[name] = lower
     plan = BudgetPlan(budget, "auto", chosen, compile_with(chosen), reserve)
     assert plan.gpu_bytes == total, f"planner arithmetic {total} != compiled {plan.gpu_bytes}"

@@ -97,7 +97,18 @@ class Engine:
             tokens, self.pending = [self.pending, *tokens], None
         for token in tokens:
             token_bytes = struct.pack("<I", self._check_token(token))
-            await self.backend.run([DECODE], [(self.compiled.token.buffer, self.compiled.token.offset, token_bytes)])
+            writes = [(self.compiled.token.buffer, self.compiled.token.offset, token_bytes), *await self._embedding(token)]
+            await self.backend.run([DECODE], writes)
+
+    async def _embedding(self, token: int) -> list[tuple[int, int, bytes]]:
+        """The write that gives a decode step its input row when the table is in host memory
+        (model.HostEmbedding, the budget's last resort); none when the GPU gathers it."""
+        host = self.compiled.host_embedding
+        if host is None:
+            return []
+        row_bytes = self.config.n_embd * (4 if host.dtype == "F32" else 2)
+        raw = await self.backend.read(host.table.buffer, host.table.offset + token * row_bytes, row_bytes)
+        return [(host.row.buffer, host.row.offset, _widen(raw, host.dtype))]
 
     async def forward(self, token: int) -> bytes:
         """Feed one token; return the logits as float32 bytes [V]."""
@@ -143,7 +154,7 @@ class Engine:
             if should_stop():
                 stats.stopped_by = "abort"
                 break
-            await self.backend.run(programs, [])
+            await self.backend.run(programs, await self._embedding(self.pending))  # pending: this step's input
             token = struct.unpack("<I", await self._read(self.compiled.sampled))[0]
             if not out:
                 stats.prefill_seconds = time.perf_counter() - started
@@ -162,3 +173,14 @@ class Engine:
         if len(out) > 1:
             stats.decode_seconds = time.perf_counter() - decode_started
         return out, stats
+
+
+def _widen(raw: bytes, dtype: str) -> bytes:
+    """A row of file values (F32, F16 or BF16) as float32 bytes, without numpy (Pyodide)."""
+    if dtype == "F16":
+        n = len(raw) // 2
+        return struct.pack(f"<{n}f", *struct.unpack(f"<{n}e", raw))
+    if dtype == "BF16":
+        n = len(raw) // 2
+        return struct.pack(f"<{n}I", *(half << 16 for half in struct.unpack(f"<{n}H", raw)))
+    return raw

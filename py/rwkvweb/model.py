@@ -37,6 +37,17 @@ class CompiledModel:
     counts: View  # state: [V] u32, how often each token was generated (for the penalties)
     matvec: str  # the weight layout and matvec variant the plan uses (MATVEC_VARIANTS)
     weight_bytes: dict[str, int]  # per file tensor: GPU bytes of its buffers (budget.py checks its sums)
+    host_embedding: "HostEmbedding | None" = None  # the table off the GPU: the engine writes each token's row
+
+
+@dataclass
+class HostEmbedding:
+    """An embedding table kept in host memory (precision HOST) in the file's dtype: before each
+    decode step the engine reads the token's row from `table` and writes it, as float32, to `row`."""
+
+    table: View  # a host buffer: [V, C] rows of `dtype`
+    dtype: str  # F32 | F16 | BF16, as in the file
+    row: View  # the decode program's input, [C] float32 (the embedding kernel's output otherwise)
 
 
 # How [M, K] weight matrices are stored and multiplied (ops.matvec's variants); the plan records it.
@@ -53,6 +64,9 @@ def choose_matvec(adapter: dict | None) -> str:
     return "cols" if (adapter or {}).get("architecture") == "swiftshader" else "rows-wg"
 
 
+HOST = "host"  # an embedding table kept off the GPU, its rows written per token (the budget's last resort)
+
+
 def file_precision(info: TensorInfo) -> str:
     """How a matrix is stored when nothing else is asked: the file's own (bf16 widened to f32)."""
     return info.dtype if info.dtype in SCHEMES else "f16" if info.dtype == "F16" else "f32"
@@ -63,7 +77,8 @@ def allowed_precisions(info: TensorInfo) -> tuple[str, ...]:
     pre-quantized matrix stays as it is)."""
     if info.dtype in SCHEMES:
         return (info.dtype,)
-    return ("f32", "f16", "int8", "nf4") if info.dtype == "F16" else ("f32", "int8", "nf4")
+    on_gpu = ("f32", "f16", "int8", "nf4") if info.dtype == "F16" else ("f32", "int8", "nf4")
+    return on_gpu + (HOST,) if info.name == "emb.weight" else on_gpu
 
 
 CHUNK_BYTES = 4 << 20  # file bytes per fill: what the loader holds of one weight at a time
@@ -147,6 +162,16 @@ class _Builder:
         return [(*self._store(name, first, min(per_part, rows - first), transpose), first, min(per_part, rows - first))
                 for first in range(0, rows, per_part)]
 
+    def host_table(self, name: str, row: View) -> HostEmbedding:
+        """The table in host memory as the file has it, filled in chunks like any weight."""
+        info = self.tensors[name]
+        table = self.plan.buffer(name, info.nbytes, "host")
+        per_row = info.nbytes // info.shape[0]
+        chunk = max(1, CHUNK_BYTES // per_row) * per_row
+        for at in range(0, info.nbytes, chunk):
+            self._fill(table, table.offset + at, info.start + at, info.start + min(info.nbytes, at + chunk))
+        return HostEmbedding(table, info.dtype, row)
+
     def vectors(self, label: str, names: list[str]) -> View:
         """Small vectors side by side in one float32 buffer (widened from f16/bf16 as they load)."""
         sizes = [self.tensors[n].numel for n in names]
@@ -183,8 +208,12 @@ def compile_model(config: ModelConfig, tensors: dict[str, TensorInfo], max_bindi
     ffn_hidden = b.scratch("ffn_hidden", F)
     slot = lambda view, i: view.slot(i, C * F32)  # noqa: E731
 
-    for table, dtype, first, rows in b.row_parts("emb.weight", transpose=False):  # gathered by row
-        ops.embed(plan, p, table, dtype, token, xx, rows, C, row_start=first)
+    if b.precision("emb.weight") == HOST:
+        host_embedding = b.host_table("emb.weight", xx)
+    else:
+        host_embedding = None
+        for table, dtype, first, rows in b.row_parts("emb.weight", transpose=False):  # gathered by row
+            ops.embed(plan, p, table, dtype, token, xx, rows, C, row_start=first)
     ln0 = b.vectors("blocks.0.ln0", ["blocks.0.ln0.weight", "blocks.0.ln0.bias"])
     ops.norm(plan, p, xx, slot(ln0, 0), slot(ln0, 1), x, C, 1, LN_EPS)
 
@@ -233,7 +262,7 @@ def compile_model(config: ModelConfig, tensors: dict[str, TensorInfo], max_bindi
     ops.sample(plan, SAMPLE, logits, counts, sampler, b.scratch("probs", cfg.vocab_size), sampled, cfg.vocab_size)
     plan.copy(SAMPLE, sampled, token)
     plan.programs[GENERATE] = plan.programs[DECODE] + plan.programs[SAMPLE]
-    return CompiledModel(cfg, plan, token, logits, state, sampled, sampler, counts, matvec, b.weight_bytes)
+    return CompiledModel(cfg, plan, token, logits, state, sampled, sampler, counts, matvec, b.weight_bytes, host_embedding)
 
 
 def _lora(b: _Builder, program: str, prefix: str, x: View, hidden: View, out: View, rank: int, inner: str, bias: View | None, outer: str) -> None:

@@ -187,7 +187,8 @@ class NumpyExecutor:
 
     def __init__(self, plan: Plan | dict):
         self.plan = plan.to_json() if isinstance(plan, Plan) else plan
-        total, budget = sum(b["bytes"] for b in self.plan["buffers"]), self.plan.get("budget")
+        total = sum(b["bytes"] for b in self.plan["buffers"] if b["role"] != "host")  # Plan.gpu_bytes
+        budget = self.plan.get("budget")
         if budget is not None and total > budget:
             raise MemoryError(f"the plan needs {total} bytes but its budget is {budget}")
         self.memory = [np.zeros(b["bytes"], np.uint8) for b in self.plan["buffers"]]

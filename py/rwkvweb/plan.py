@@ -1,7 +1,8 @@
 """The plan: what the GPU should hold and run, as plain data the JavaScript bridge executes.
 
 Python compiles a model once into a Plan:
-  buffers   id -> (name, bytes, role)             role: weight | state | scratch | io
+  buffers   id -> (name, bytes, role)             role: weight | state | scratch | io on the GPU,
+                                                  host: CPU memory kept by the bridge (never bound)
   fills     which file byte ranges go into which buffer offsets (and any widening on the way)
   kernels   id -> (shader file, preludes, entry point, override constants)   deduplicated
   programs  name -> ordered steps: dispatches {kernel, bindings, workgroups} and buffer copies
@@ -41,7 +42,7 @@ class Plan:
     _kernel_ids: dict[tuple, int] = field(default_factory=dict, repr=False)
 
     def buffer(self, name: str, nbytes: int, role: str) -> View:
-        assert role in ("weight", "state", "scratch", "io"), role
+        assert role in ("weight", "state", "scratch", "io", "host"), role
         padded = -(-nbytes // 4) * 4  # WebGPU sizes and copies are multiples of 4 bytes
         self.buffers.append({"id": len(self.buffers), "name": name, "bytes": padded, "role": role})
         return View(len(self.buffers) - 1, 0, padded)
@@ -69,12 +70,17 @@ class Plan:
     def dispatch(self, program: str, kernel: int, bindings: list[View], workgroups: tuple[int, int, int]) -> None:
         for view in bindings:
             assert view.offset % ALIGN == 0, f"binding offset {view.offset} is not a multiple of {ALIGN}"
+            assert self.buffers[view.buffer]["role"] != "host", f"{self.buffers[view.buffer]['name']} is host memory: a kernel cannot bind it"
         step = {"kernel": kernel, "bindings": [[v.buffer, v.offset, v.size] for v in bindings], "workgroups": list(workgroups)}
         self.programs.setdefault(program, []).append(step)
 
     def copy(self, program: str, source: View, target: View) -> None:
         assert source.size == target.size, (source, target)
         self.programs.setdefault(program, []).append({"copy": [source.buffer, source.offset, target.buffer, target.offset, source.size]})
+
+    def gpu_bytes(self) -> int:
+        """What the buffers take on the GPU (host buffers live in the bridge's CPU memory)."""
+        return sum(b["bytes"] for b in self.buffers if b["role"] != "host")
 
     def bytes_by_role(self) -> dict[str, int]:
         totals: dict[str, int] = {}

@@ -36,11 +36,12 @@ export class Bridge {
     this.checkLimits(plan);
     this.budget = plan.budget ?? Infinity;
     this.peakBytes = this.bytesAllocated; // the peak is per model: what this plan made the GPU hold
-    const planned = plan.buffers.reduce((n, b) => n + Math.max(4, b.bytes), 0);
+    const planned = plan.buffers.reduce((n, b) => n + (b.role === "host" ? 0 : Math.max(4, b.bytes)), 0);
     if (this.bytesAllocated + planned > this.budget) {
       throw new Error(`the plan needs ${planned} bytes of GPU memory (${this.bytesAllocated} already held) but the budget is ${this.budget}: unload first or raise the budget`);
     }
-    this.buffers = plan.buffers.map((b) => this.createBuffer(b.bytes, b.name));
+    // role "host": CPU memory the engine reads rows from (an embedding table off the GPU)
+    this.buffers = plan.buffers.map((b) => (b.role === "host" ? new Uint8Array(b.bytes) : this.createBuffer(b.bytes, b.name)));
     const kernels = await Promise.all(plan.kernels.map((k) => this.pipeline(k)));
     this.device.pushErrorScope("validation");
     for (const [name, steps] of Object.entries(plan.programs)) {
@@ -195,6 +196,7 @@ export class Bridge {
 
   write(buffer, offset, data) {
     let bytes = data instanceof Uint8Array ? data : new Uint8Array(data.buffer ?? data, data.byteOffset ?? 0, data.byteLength);
+    if (this.buffers[buffer] instanceof Uint8Array) return this.buffers[buffer].set(bytes, offset); // host memory
     if (bytes.byteLength % 4) { // writeBuffer takes whole 4-byte words
       const padded = new Uint8Array(bytes.byteLength + 4 - (bytes.byteLength % 4));
       padded.set(bytes);
@@ -230,6 +232,7 @@ export class Bridge {
 
   async read(buffer, offset, size) {
     this.check();
+    if (this.buffers[buffer] instanceof Uint8Array) return this.buffers[buffer].slice(offset, offset + size).buffer; // host memory
     this.account(size);
     const staging = this.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
     try {
@@ -245,7 +248,11 @@ export class Bridge {
   }
 
   destroy() {
-    for (const buffer of this.buffers) { buffer.destroy(); this.account(-buffer.size); }
+    for (const buffer of this.buffers) {
+      if (buffer instanceof Uint8Array) continue; // host memory: the collector's
+      buffer.destroy();
+      this.account(-buffer.size);
+    }
     this.buffers = [];
     this.programs.clear();
   }
