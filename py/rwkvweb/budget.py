@@ -112,6 +112,15 @@ def plan_budget(config: ModelConfig, tensors: dict[str, TensorInfo], budget: int
         lower = narrower(name)[0]
         total += cost[lower].get(name, 0) - cost[chosen[name]][name]
         chosen[name] = lower
+    # The last step may have freed more than was needed: widen back, one level at a time, the
+    # narrowest matrices that still fit (an embedding in host memory is already at full width).
+    for name in sorted(names, key=lambda n: (-LEVELS.index(chosen[n]), cost[chosen[n]].get(n, 0))):
+        while chosen[name] not in (HOST, file_precision(tensors[name])):
+            wider = [level for level in LEVELS[: LEVELS.index(chosen[name])] if level in allowed_precisions(tensors[name])][-1]
+            if total + cost[wider][name] - cost[chosen[name]][name] > budget:
+                break
+            total += cost[wider][name] - cost[chosen[name]][name]
+            chosen[name] = wider
     plan = BudgetPlan(budget, "auto", chosen, compile_with(chosen), reserve)
     assert plan.gpu_bytes == total, f"planner arithmetic {total} != compiled {plan.gpu_bytes}"
     return plan
