@@ -169,6 +169,8 @@ def test_a_changed_file_is_fetched_again_not_served_stale(engine_page, server, m
     expected = RWKV7.load(str(model_dir / name)).logits([1, 2])[0]
     assert np.abs(np.array(new) - expected).max() <= 1e-3 * (expected.max() - expected.min())  # test_model_gpu's bound
     assert new != old
+    listed = [m for m in call(engine_page, "cacheList")["models"] if m["url"].endswith("/" + name)]
+    assert len(listed) == 1 and listed[0]["complete"]  # the old version's bytes were freed
 
 
 LOAD_UNTIL_HALF_JS = """

@@ -42,6 +42,7 @@ export class ModelCache {
     if (estimate && estimate.quota - estimate.usage < key.size - cached) {
       return { entry: null, note: `not cached: the browser's storage quota has ${mb(estimate.quota - estimate.usage)} free and this model needs ${mb(key.size - cached)} more; delete cached models to make room` };
     }
+    await this.forgetOtherVersions(key.url, id);
     const entry = new CacheEntry(id, folder, key, meta);
     try {
       await entry.open();
@@ -66,6 +67,13 @@ export class ModelCache {
 
   async delete(id) {
     await this.folder.removeEntry(id, { recursive: true });
+  }
+
+  // Entries for the same URL under another version can never be read again: free their space.
+  async forgetOtherVersions(url, keep) {
+    for (const model of await this.list()) {
+      if (model.url === url && model.id !== keep) await this.delete(model.id).catch(() => {}); // in use by another tab: next time
+    }
   }
 
   async usage() {
