@@ -95,35 +95,40 @@ def plan_budget(config: ModelConfig, tensors: dict[str, TensorInfo], budget: int
                               f"raise the budget or choose a smaller precision (auto picks one that fits)")
         return plan
 
-    # Each matrix's cost at each level, from three real compilations; everything else is fixed.
+    # What each matrix costs at each level, from one real compilation per level; the rest is fixed.
     cost = {level: compile_with({n: level for n in names if level in allowed_precisions(tensors[n])}).weight_bytes for level in LEVELS}
-    chosen = {n: file_precision(tensors[n]) for n in names}
-    first = compile_with(chosen)
-    fixed = first.plan.gpu_bytes() + reserve - sum(first.weight_bytes[n] for n in names)
-    total = fixed + sum(cost[chosen[n]].get(n, 0) for n in names)
-    narrower = lambda n: [level for level in LEVELS[LEVELS.index(chosen[n]) + 1 :] if level in allowed_precisions(tensors[n])]  # noqa: E731
-    while total > budget:
-        lowerable = [n for n in names if narrower(n)]
-        if not lowerable:
-            raise BudgetError(f"this model needs at least {_mb(total)} of GPU memory even with every large matrix in NF4 and the embedding off the GPU, "
-                              f"over the {_mb(budget)} budget: raise the budget to {_mb(total)} or more, or choose a smaller model")
-        # the widest first, and among those the biggest: quality is lost where it buys the most bytes
-        name = min(lowerable, key=lambda n: (LEVELS.index(chosen[n]), -cost[chosen[n]].get(n, 0)))
-        lower = narrower(name)[0]
-        total += cost[lower].get(name, 0) - cost[chosen[name]][name]
-        chosen[name] = lower
-    # The last step may have freed more than was needed: widen back, one level at a time, the
-    # narrowest matrices that still fit (an embedding in host memory is already at full width).
-    for name in sorted(names, key=lambda n: (-LEVELS.index(chosen[n]), cost[chosen[n]].get(n, 0))):
-        while chosen[name] not in (HOST, file_precision(tensors[name])):
-            wider = [level for level in LEVELS[: LEVELS.index(chosen[name])] if level in allowed_precisions(tensors[name])][-1]
-            if total + cost[wider][name] - cost[chosen[name]][name] > budget:
-                break
-            total += cost[wider][name] - cost[chosen[name]][name]
-            chosen[name] = wider
+    widest = compile_with({})
+    fixed = widest.plan.gpu_bytes() + reserve - sum(widest.weight_bytes[n] for n in names)
+    chosen = _fit({n: file_precision(tensors[n]) for n in names}, tensors, cost, fixed, budget)
     plan = BudgetPlan(budget, "auto", chosen, compile_with(chosen), reserve)
-    assert plan.gpu_bytes == total, f"planner arithmetic {total} != compiled {plan.gpu_bytes}"
+    assert plan.gpu_bytes == fixed + sum(cost[p].get(n, 0) for n, p in chosen.items()), "planner arithmetic differs from the compiled plan"
     return plan
+
+
+def _fit(chosen: dict[str, str], tensors: dict[str, TensorInfo], cost: dict[str, dict[str, int]], fixed: int, budget: int) -> dict[str, str]:
+    """Lower matrices a level at a time until they fit beside the `fixed` bytes, the widest and then the
+    biggest first (quality is lost where it buys the most bytes); then widen back, narrowest and
+    smallest first, whatever still fits (the last step down may have freed more than needed)."""
+    levels = {n: [level for level in LEVELS if level in allowed_precisions(tensors[n])] for n in chosen}
+    bytes_of = lambda n, level: cost[level].get(n, 0)  # noqa: E731 - an embedding in host memory costs no GPU bytes
+    total = fixed + sum(bytes_of(n, p) for n, p in chosen.items())
+    while total > budget:
+        lowerable = [n for n in chosen if chosen[n] != levels[n][-1]]
+        if not lowerable:
+            raise BudgetError(f"this model needs at least {_mb(total)} of GPU memory even with every large matrix in NF4 and the embedding "
+                              f"off the GPU, over the {_mb(budget)} budget: raise the budget to {_mb(total)} or more, or choose a smaller model")
+        name = min(lowerable, key=lambda n: (LEVELS.index(chosen[n]), -bytes_of(n, chosen[n])))
+        lower = levels[name][levels[name].index(chosen[name]) + 1]
+        total += bytes_of(name, lower) - bytes_of(name, chosen[name])
+        chosen[name] = lower
+    for name in sorted(chosen, key=lambda n: (-LEVELS.index(chosen[n]), bytes_of(n, chosen[n]))):
+        while chosen[name] not in (HOST, file_precision(tensors[name])):  # host rows are the file's own, already full width
+            wider = levels[name][levels[name].index(chosen[name]) - 1]
+            if total + bytes_of(name, wider) - bytes_of(name, chosen[name]) > budget:
+                break
+            total += bytes_of(name, wider) - bytes_of(name, chosen[name])
+            chosen[name] = wider
+    return chosen
 
 
 def _mb(nbytes: int) -> str:
