@@ -33,7 +33,7 @@ def test_storage_filling_up_mid_load_stops_caching_not_loading(browser, server):
           const { cachedReader } = await import("/net/cache.js");
           const source = { note: "", read: async (start, end) => new Uint8Array(end - start).fill(start % 251) };
           let writes = 0;
-          const full = { cachedBytes: () => 0, has: () => false,
+          const full = { has: () => false,
                          write: () => { writes++; throw new DOMException("full", "QuotaExceededError"); } };
           const reader = cachedReader(source, full);
           const first = await reader.read(0, 100);

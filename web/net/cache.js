@@ -35,14 +35,15 @@ export class ModelCache {
   // The entry for this file, created if new; null (with the reason) if it cannot be used.
   async entry(key) {
     const id = await ModelCache.id(key);
-    const folder = await this.folder.getDirectoryHandle(id, { create: true });
-    const meta = await readMeta(folder);
-    const cached = meta?.size === key.size ? meta.ranges.reduce((n, [a, b]) => n + b - a, 0) : 0;
+    await this.forgetOtherVersions(key.url, id); // first: their bytes count against the quota
+    const existing = await this.folder.getDirectoryHandle(id).catch(() => null);
+    const meta = existing && (await readMeta(existing));
+    const missing = key.size - (meta?.size === key.size ? rangeBytes(meta.ranges) : 0);
     const estimate = await navigator.storage.estimate?.();
-    if (estimate && estimate.quota - estimate.usage < key.size - cached) {
-      return { entry: null, note: `not cached: the browser's storage quota has ${mb(estimate.quota - estimate.usage)} free and this model needs ${mb(key.size - cached)} more; delete cached models to make room` };
+    if (estimate && estimate.quota - estimate.usage < missing) {
+      return { entry: null, note: `not cached: the browser's storage quota has ${mb(estimate.quota - estimate.usage)} free and this model needs ${mb(missing)} more; delete cached models to make room` };
     }
-    await this.forgetOtherVersions(key.url, id);
+    const folder = existing ?? (await this.folder.getDirectoryHandle(id, { create: true }));
     const entry = new CacheEntry(id, folder, key, meta);
     try {
       await entry.open();
@@ -59,8 +60,7 @@ export class ModelCache {
     for await (const [id, folder] of this.folder.entries()) {
       const meta = await readMeta(folder);
       if (!meta) continue;
-      const cached = meta.ranges.reduce((n, [a, b]) => n + b - a, 0);
-      models.push({ id, url: meta.url, size: meta.size, cachedBytes: cached, complete: Boolean(meta.loaded), updated: meta.updated });
+      models.push({ id, url: meta.url, size: meta.size, cachedBytes: rangeBytes(meta.ranges), complete: Boolean(meta.loaded), updated: meta.updated });
     }
     return models.sort((a, b) => b.updated - a.updated);
   }
@@ -94,10 +94,6 @@ class CacheEntry {
   async open() {
     this.data = await (await this.folder.getFileHandle("data", { create: true })).createSyncAccessHandle();
     this.meta = await (await this.folder.getFileHandle("meta.json", { create: true })).createSyncAccessHandle();
-  }
-
-  cachedBytes() {
-    return this.ranges.reduce((n, [a, b]) => n + b - a, 0);
   }
 
   complete() {
@@ -152,6 +148,8 @@ async function readMeta(folder) {
     return null; // new, or written by a load killed before its first range: nothing cached
   }
 }
+
+const rangeBytes = (ranges) => ranges.reduce((n, [a, b]) => n + b - a, 0);
 
 function merge(ranges) {
   const out = [];
