@@ -33,7 +33,7 @@ async () => (await performance.measureUserAgentSpecificMemory()).bytes
 """
 
 
-@pytest.mark.parametrize("precision", ["auto", "int8"])  # the first fetches and caches, the second reads the cache and quantizes
+@pytest.mark.parametrize("precision", ["int8", "auto"])  # the first fetches, quantizes and caches; the second reads the cache
 def test_loading_a_380_mb_model_keeps_the_page_small(page, server, model_dir, precision):
     name = "memory-0.1b-shape-fp16.st"
     if not (model_dir / name).exists():

@@ -169,7 +169,12 @@ export function cachedReader(reader, entry) {
   const cached = Object.create(reader);
   let failed = false;
   cached.read = async (start, end, into) => {
-    if (entry.has(start, end)) return entry.read(start, end, into);
+    if (entry.has(start, end)) {
+      // OPFS reads are synchronous: yield to the event loop so the worker still answers messages
+      // (and a long load from the cache does not freeze it) between chunks
+      await new Promise((resolve) => setTimeout(resolve));
+      return entry.read(start, end, into);
+    }
     const bytes = await reader.read(start, end, into);
     if (!failed) {
       try {
