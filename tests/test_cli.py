@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from rwkvweb.reference import RWKV7
+from rwkvweb.safetensors import SafetensorsFile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -102,8 +103,13 @@ def test_plan_prints_the_memory_plan_from_the_header(model):
     plan = json.loads(cli("plan", model, "--budget", "1MB").stdout)  # 1.2 MB at fp16: some matrices become int8
     assert plan["budget"] == 1_000_000 and plan["fits"] and plan["gpu_bytes"] <= 1_000_000
     assert set(plan["matrices_by_precision"]) == {"f16", "int8"}
-    assert {"name", "precision", "bytes", "where"} <= set(plan["tensors"][0])
-    assert sum(t["bytes"] for t in plan["tensors"]) <= plan["bytes_by_role"]["weight"]
+    tensors = {t["name"]: t for t in plan["tensors"]}
+    assert list(tensors) == list(SafetensorsFile(model).tensors)  # every tensor in the header
+    assert all(t["where"] in ("gpu", "unused") for t in tensors.values())
+    assert tensors["blocks.0.att.v1"]["where"] == "unused"  # layer 0 has no value residual
+    assert tensors["blocks.1.att.v1"]["precision"] == "f16" and tensors["blocks.1.ln1.weight"] == {
+        "name": "blocks.1.ln1.weight", "precision": "f32", "bytes": 128 * 4, "where": "gpu"}
+    assert sum(t["bytes"] for t in tensors.values()) <= plan["bytes_by_role"]["weight"]  # buffers are padded
     refused = cli("plan", model, "--budget", "100kB", check=False)
     assert refused.returncode == 2 and b"raise the budget to 525,992 bytes or more" in refused.stderr
 

@@ -54,6 +54,7 @@ class BudgetPlan:
     precisions: dict[str, str]  # per large matrix: f32 | f16 | int8 | nf4
     compiled: CompiledModel
     reserve: int  # GPU bytes the engine allocates beyond the plan's buffers (its largest read-back)
+    header: dict[str, TensorInfo]  # the file's tensors
 
     @property
     def gpu_bytes(self) -> int:
@@ -69,9 +70,18 @@ class BudgetPlan:
             "budget": self.budget, "precision": self.precision, "gpu_bytes": self.gpu_bytes, "fits": self.gpu_bytes <= self.budget,
             "bytes_by_role": {**self.compiled.plan.bytes_by_role(), "reserve": self.reserve}, "matrices_by_precision": counts,
             "host_bytes": self.compiled.plan.bytes_by_role().get("host", 0),
-            "tensors": [{"name": name, "precision": precision, "bytes": weights.get(name, 0), "where": "host" if precision == HOST else "gpu"}
-                        for name, precision in self.precisions.items()],
+            "tensors": [self._tensor(name, info) for name, info in self.header.items()],
         }
+
+    def _tensor(self, name: str, info: TensorInfo) -> dict:
+        """Where one file tensor lives and at what precision: large matrices as planned, LoRA at
+        the file's width, vectors widened to f32; tensors the graph never reads stay unloaded."""
+        if self.precisions.get(name) == HOST:
+            return {"name": name, "precision": info.dtype.lower(), "bytes": info.nbytes, "where": "host"}
+        if name not in self.compiled.weight_bytes:
+            return {"name": name, "precision": None, "bytes": 0, "where": "unused"}
+        precision = self.precisions.get(name) or (file_precision(info) if len(info.shape) == 2 else "f32")
+        return {"name": name, "precision": precision, "bytes": self.compiled.weight_bytes[name], "where": "gpu"}
 
 
 def plan_budget(config: ModelConfig, tensors: dict[str, TensorInfo], budget: int = DEFAULT_BUDGET, precision: str = "auto",
@@ -89,7 +99,7 @@ def plan_budget(config: ModelConfig, tensors: dict[str, TensorInfo], budget: int
         if refused:
             raise BudgetError(f"{refused[0]} is {tensors[refused[0]].dtype} in the file and cannot be stored as {precision}; "
                               f"use precision auto, fp32, int8 or nf4")
-        plan = BudgetPlan(budget, precision, {n: level for n in names}, compile_with({n: level for n in names}), reserve)
+        plan = BudgetPlan(budget, precision, {n: level for n in names}, compile_with({n: level for n in names}), reserve, tensors)
         if plan.gpu_bytes > budget:
             raise BudgetError(f"at {precision} this model needs {_mb(plan.gpu_bytes)} of GPU memory, over the {_mb(budget)} budget; "
                               f"raise the budget or choose a smaller precision (auto picks one that fits)")
@@ -100,7 +110,7 @@ def plan_budget(config: ModelConfig, tensors: dict[str, TensorInfo], budget: int
     widest = compile_with({})
     fixed = widest.plan.gpu_bytes() + reserve - sum(widest.weight_bytes[n] for n in names)
     chosen = _fit({n: file_precision(tensors[n]) for n in names}, tensors, cost, fixed, budget)
-    plan = BudgetPlan(budget, "auto", chosen, compile_with(chosen), reserve)
+    plan = BudgetPlan(budget, "auto", chosen, compile_with(chosen), reserve, tensors)
     assert plan.gpu_bytes == fixed + sum(cost[p].get(n, 0) for n, p in chosen.items()), "planner arithmetic differs from the compiled plan"
     return plan
 

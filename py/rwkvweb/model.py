@@ -36,7 +36,7 @@ class CompiledModel:
     sampler: View  # io: ops.SAMPLER_PARAMS bytes of settings (and the step counter)
     counts: View  # state: [V] u32, how often each token was generated (for the penalties)
     matvec: str  # the weight layout and matvec variant the plan uses (MATVEC_VARIANTS)
-    weight_bytes: dict[str, int]  # per file tensor: GPU bytes of its buffers (budget.py checks its sums)
+    weight_bytes: dict[str, int]  # per file tensor read: its GPU bytes (budget.py checks its sums); unread ones absent
     host_embedding: "HostEmbedding | None" = None  # the table off the GPU: the engine writes each token's row
 
 
@@ -179,6 +179,7 @@ class _Builder:
         offset = 0
         for name, size in zip(names, sizes):
             info = self.tensors[name]
+            self.weight_bytes[name] = size * F32
             convert = {"F32": None, "F16": "f16-f32", "BF16": "bf16-f32"}[info.dtype]
             self.plan.fill(View(view.buffer, offset, size * F32), info.start, info.end, convert)
             offset += size * F32
