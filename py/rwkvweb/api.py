@@ -62,15 +62,15 @@ class Model:
 
     @classmethod
     async def load(cls, source, *, backend=None, tokenizer_for=None, max_binding: int = DEFAULT_MAX_BINDING, header=None,
-                   matvec: str = "cols", budget: int | str = DEFAULT_BUDGET, precision: str = "auto") -> "Model":
+                   matvec: str = "cols", budget: int | str = DEFAULT_BUDGET, precision: str = "auto", planned: BudgetPlan | None = None) -> "Model":
         """Read the header, plan the GPU buffers within `budget` bytes, stream the weights in.
         Nothing else is fetched; a model that cannot fit is refused before any weight is.
 
         precision: auto (the widest per matrix that fits) | fp32 | fp16 | int8 | nf4 (budget.py).
         tokenizer_for(config, metadata) picks the tokenizer (None: ids only); the default gives
         World-vocabulary models the World tokenizer from the `rwkv` package's vocabulary file.
-        `header` is read_header(source)'s result when the caller checked it already; `matvec` the
-        weight layout and kernel variant (model.MATVEC_VARIANTS, model.choose_matvec)."""
+        `header` is read_header(source)'s result and `planned` plan_budget's when the caller made them
+        already; `matvec` the weight layout and kernel variant (model.MATVEC_VARIANTS, model.choose_matvec)."""
         if isinstance(source, str):
             from .source import open_source
 
@@ -81,7 +81,7 @@ class Model:
             from .numpy_exec import NumpyBackend
 
             backend = NumpyBackend()
-        planned = plan_budget(config, tensors, parse_bytes(budget), precision, max_binding, matvec)
+        planned = planned or plan_budget(config, tensors, parse_bytes(budget), precision, max_binding, matvec)
         planned.compiled.plan.budget = planned.budget
         engine = await Engine.create(planned.compiled, backend, source)
         return cls(engine, (tokenizer_for or default_tokenizer)(config, metadata), metadata, planned)

@@ -77,11 +77,11 @@ async def load(js_bridge, reader, max_binding: int, adapter=None, budget=None, p
     tokenizer_for(config.vocab_size, header[1], lambda: None)  # refuse an unknown tokenizer before unloading
     budget = DEFAULT_BUDGET if budget is None else parse_bytes(_py(budget))
     matvec = choose_matvec(_py(adapter))
-    plan_budget(config, header[0], budget, precision, int(max_binding), matvec)  # refuses before anything is unloaded
+    planned = plan_budget(config, header[0], budget, precision, int(max_binding), matvec)  # refuses before anything is unloaded
     await unload(js_bridge)
     world = lambda config, metadata: tokenizer_for(config.vocab_size, metadata, _require_tokenizer)  # noqa: E731
     _model = await Model.load(reader, backend=WebGPUBackend(js_bridge), tokenizer_for=world, max_binding=int(max_binding),
-                              header=header, matvec=matvec, budget=budget, precision=precision)
+                              header=header, planned=planned)
     return _model.info()
 
 
