@@ -1,9 +1,10 @@
 """The RWKV-7 graph: from the config and the file's tensor table to a Plan of GPU steps.
 
 `compile_model` reads like reference.py's forward pass, one op call per line of maths;
-each op (ops.py) checks its shapes. Weights keep the file's precision for matrices (f32, or
-f16 unpacked in-shader) and are widened to f32 for small vectors. Matrices larger than one
-storage binding (the head and the embedding of large vocabularies) are split by rows.
+each op (ops.py) checks its shapes. Matrices are stored at the precision budget.py chose (the
+file's own by default: f32, or f16 unpacked in-shader; int8 / NF4 dequantized in-register), small
+vectors widened to f32. Matrices larger than one storage binding (the head and the embedding of
+large vocabularies) are split by rows; weights are filled in chunks of about CHUNK_BYTES.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def allowed_precisions(info: TensorInfo) -> tuple[str, ...]:
     pre-quantized matrix stays as it is)."""
     if info.dtype in SCHEMES:
         return (info.dtype,)
-    on_gpu = ("f32", "f16", "int8", "nf4") if info.dtype == "F16" else ("f32", "int8", "nf4")
+    on_gpu = tuple(d for d in ops.WEIGHT_DTYPES if d != "f16" or info.dtype == "F16")
     return on_gpu + (HOST,) if info.name == "emb.weight" else on_gpu
 
 

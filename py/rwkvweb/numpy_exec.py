@@ -12,7 +12,7 @@ import numpy as np
 from .config import DECAY_SCALE
 from .ops import SAMPLER_FORMAT
 from .plan import Plan
-from .quant import dequantize, quantize
+from .quant import SCHEMES, dequantize, quantize
 
 
 def _f32(raw, count=None):
@@ -27,7 +27,7 @@ def _weights(raw, dtype_prelude):
 def widen_weights(raw, prelude: str, constants: dict) -> np.ndarray:
     """A weight buffer as the float32 values its prelude's weight4() returns."""
     dtype = prelude.removeprefix("lib/weights_").removesuffix(".wgsl")
-    if dtype in ("int8", "nf4"):
+    if dtype in SCHEMES:
         return dequantize(raw, dtype, constants["WEIGHT_ELEMENTS"])
     return _weights(raw, prelude)
 

@@ -175,7 +175,7 @@ export class Bridge {
   }
 
   // One fill's bytes into its buffer (plan.py's Plan.fill says what each field means).
-  upload(f, bytes, scratch = new Scratch()) {
+  upload(f, bytes, scratch) {
     if (f.convert === "f16-f32") bytes = widenF16(aligned(bytes, 2, scratch), scratch);
     else if (f.convert === "bf16-f32") bytes = widenBF16(aligned(bytes, 2, scratch), scratch);
     if (f.quantize) {
@@ -265,7 +265,7 @@ export class Bridge {
 // Reusable memory for one loading lane: take(name, bytes) gives an ArrayBuffer of at least that
 // size, the same one each time unless it must grow; keep(name, buffer) adopts a buffer that a
 // reader moved (transferred) the old one into.
-export class Scratch {
+class Scratch {
   constructor() {
     this.buffers = new Map();
   }
