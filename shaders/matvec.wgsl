@@ -1,9 +1,11 @@
-// out[m] = act(Σ_k W[m, k] · x[k] + bias[m])   (+ out[m] when ACCUMULATE: the residual add)
-// Reference: every `W @ x` and `x @ W` in reference.py (projections, LoRA, FFN, head).
+// out[t, m] = act(Σ_k W[m, k] · x[t, k] + bias[m])   (+ out[t, m] when ACCUMULATE: the residual add)
+// for the tokens t of a chunk: T_PAD = 1 is a decode step's matrix × vector, T_PAD > 1 a prefill's
+// matrix × matrix, each invocation keeping TILE_T tokens' sums in registers so every weight it loads
+// serves TILE_T tokens. Reference: every `W @ x` and `x @ W` in reference.py (projections, LoRA, FFN, head).
 // Three variants, chosen per adapter by the plan (model.py):
 //   ROW_MAJOR, ROW_THREADS = 1   W is [M, K]; one invocation per row, vec4 loads along K.
 //   ROW_MAJOR, ROW_THREADS > 1   W is [M, K]; ROW_THREADS invocations share a row, then a
-//                                workgroup reduction: coalesced reads, what real GPUs want.
+//                                workgroup reduction: coalesced reads, what real GPUs want (TILE_T 1).
 //   !ROW_MAJOR                   W is [K, M_PAD] (k-major: LoRA's own `x @ w1` layout, or a matrix
 //                                transposed at load); one invocation per 4 outputs, neighbours read
 //                                neighbouring vec4s: what SwiftShader's CPU lanes want.
@@ -14,15 +16,21 @@ override ROW_MAJOR: bool = true;
 override ACT: u32 = 0;            // 0 none, 1 tanh, 2 sigmoid, 3 relu², 4 decay: exp(-0.606531·sigmoid(t)), 0.606531 = exp(-0.5)
 override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
-override ROW_OFFSET: u32 = 0;     // where this dispatch's rows start in `out` (a split head)
+override ROW_OFFSET: u32 = 0;     // where this dispatch's rows start in a row of `out` (a split head)
+override OUT_STRIDE: u32 = ROW_OFFSET + M;  // floats from one token's row of `out` to the next
 override ROW_THREADS: u32 = 1;    // invocations per row (row-major), a power of two dividing WG
 override WG: u32 = 64;
 override M_PAD: u32 = (M + 3u) / 4u * 4u;  // k-major: each k's row of outputs padded to whole vec4s
+override T_PAD: u32 = 1;          // token rows in `x` and `out`, a multiple of TILE_T
+override TILE_T: u32 = 1;         // tokens per invocation, at most MAX_TILE
+override COUNTED: bool = false;   // only the first count[0] tokens are real (a prefill's last chunk); else all T_PAD
+const MAX_TILE = 16u;
 
 @group(0) @binding(0) var<storage, read> weight: array<WeightWord>;  // [M*K/4] words of 4
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;       // [K/4]
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;       // [T_PAD, K/4]
 @group(0) @binding(2) var<storage, read> bias: array<f32>;          // [M] (bound but unread without HAS_BIAS)
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;     // [ROW_OFFSET + M]
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;     // [T_PAD, OUT_STRIDE]
+@group(0) @binding(4) var<storage, read> count: array<u32>;         // [1] tokens in this chunk (unread unless COUNTED)
 
 fn activate(t: f32) -> f32 {
   switch ACT {
@@ -34,52 +42,72 @@ fn activate(t: f32) -> f32 {
   }
 }
 
-fn finish(m: u32, dot: f32) {
-  var t = dot;
-  if (HAS_BIAS) { t += bias[m]; }
-  t = activate(t);
-  if (ACCUMULATE) { t += out[ROW_OFFSET + m]; }
-  out[ROW_OFFSET + m] = t;
+fn tokens() -> u32 {
+  if (COUNTED) { return min(count[0], T_PAD); }
+  return T_PAD;
+}
+
+fn finish(t: u32, m: u32, dot: f32) {
+  var v = dot;
+  if (HAS_BIAS) { v += bias[m]; }
+  v = activate(v);
+  let at = t * OUT_STRIDE + ROW_OFFSET + m;
+  if (ACCUMULATE) { v += out[at]; }
+  out[at] = v;
 }
 
 var<workgroup> partial: array<f32, WG>;
 
-fn row_dot(m: u32, lane: u32) -> f32 {
-  var acc = vec4<f32>(0.0);
-  let row = m * (K / 4u);
-  for (var k4 = lane; k4 < K / 4u; k4 += ROW_THREADS) {
-    acc += weight4(row + k4) * x[k4];
-  }
-  return acc.x + acc.y + acc.z + acc.w;
-}
-
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
         @builtin(workgroup_id) group: vec3<u32>) {
+  let t0 = id.y * TILE_T;  // this invocation's first token
+  let n = tokens();
+  if (t0 >= n) { return; }  // uniform per workgroup: the barriers below stay in uniform control flow
+  let tiles = min(TILE_T, n - t0);
+  var acc: array<vec4<f32>, MAX_TILE>;
   if (!ROW_MAJOR) {
     let m4 = id.x;
     if (m4 >= M_PAD / 4u) { return; }
-    var acc = vec4<f32>(0.0);
     let stride = M_PAD / 4u;  // words from one k to the next
-    for (var k4 = 0u; k4 < K / 4u; k4++) {  // four k per step: one vec4 of x, four of W
-      let xs = x[k4];
+    for (var k4 = 0u; k4 < K / 4u; k4++) {  // four k per step: four vec4s of W, one vec4 of x per token
       let w = k4 * 4u * stride + m4;
-      acc += weight4(w) * xs.x + weight4(w + stride) * xs.y + weight4(w + 2u * stride) * xs.z + weight4(w + 3u * stride) * xs.w;
+      let w0 = weight4(w);
+      let w1 = weight4(w + stride);
+      let w2 = weight4(w + 2u * stride);
+      let w3 = weight4(w + 3u * stride);
+      for (var j = 0u; j < TILE_T; j++) {
+        let xs = x[(t0 + j) * (K / 4u) + k4];
+        acc[j] += w0 * xs.x + w1 * xs.y + w2 * xs.z + w3 * xs.w;
+      }
     }
-    for (var j = 0u; j < 4u; j++) {
-      if (m4 * 4u + j < M) { finish(m4 * 4u + j, acc[j]); }
+    for (var j = 0u; j < tiles; j++) {
+      for (var c = 0u; c < 4u; c++) {
+        if (m4 * 4u + c < M) { finish(t0 + j, m4 * 4u + c, acc[j][c]); }
+      }
     }
   } else if (ROW_THREADS == 1u) {
-    if (id.x < M) { finish(id.x, row_dot(id.x, 0u)); }
-  } else {
+    let m = id.x;
+    if (m >= M) { return; }
+    let row = m * (K / 4u);
+    for (var k4 = 0u; k4 < K / 4u; k4++) {
+      let w = weight4(row + k4);
+      for (var j = 0u; j < TILE_T; j++) { acc[j] += w * x[(t0 + j) * (K / 4u) + k4]; }
+    }
+    for (var j = 0u; j < tiles; j++) { finish(t0 + j, m, acc[j].x + acc[j].y + acc[j].z + acc[j].w); }
+  } else {  // TILE_T is 1: one token per workgroup row of the dispatch
     let m = group.x * (WG / ROW_THREADS) + lid.x / ROW_THREADS;
     let lane = lid.x % ROW_THREADS;
-    partial[lid.x] = select(0.0, row_dot(m, lane), m < M);
+    var sum = vec4<f32>(0.0);
+    if (m < M) {
+      for (var k4 = lane; k4 < K / 4u; k4 += ROW_THREADS) { sum += weight4(m * (K / 4u) + k4) * x[t0 * (K / 4u) + k4]; }
+    }
+    partial[lid.x] = sum.x + sum.y + sum.z + sum.w;
     workgroupBarrier();
     for (var stride = ROW_THREADS / 2u; stride > 0u; stride /= 2u) {
       if (lane < stride) { partial[lid.x] += partial[lid.x + stride]; }
       workgroupBarrier();
     }
-    if (lane == 0u && m < M) { finish(m, partial[lid.x]); }
+    if (lane == 0u && m < M) { finish(t0, m, partial[lid.x]); }
   }
 }

@@ -1,23 +1,33 @@
 // Token shift: mix each channel with the previous token's, N_MIX ways in one pass, and remember
-// this token. out[j·C + c] = x[c] + (prev[c] − x[c]) · mix[j·C + c];  prev[c] = x[c].
+// the chunk's last token. For token t of the chunk (t = 0 takes its predecessor from the state):
+//   out[j, t, c] = x[t, c] + (x[t − 1, c] − x[t, c]) · mix[j, c];   then prev[c] = x[n − 1, c].
 // Reference: `xr, xw, xk, xv, xa, xg = x + dx * x_r, ...` (N_MIX 6) and the FFN's x_k (N_MIX 1).
 override C: u32;
 override N_MIX: u32;
 override WG: u32 = 64;
+override T_PAD: u32 = 1;          // token rows in x and in each of out's N_MIX blocks
+override COUNTED: bool = false;   // only the first count[0] tokens are real; else all T_PAD
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;             // [C] this token (after LayerNorm)
+@group(0) @binding(0) var<storage, read> x: array<f32>;             // [T_PAD, C] (after LayerNorm)
 @group(0) @binding(1) var<storage, read_write> prev: array<f32>;    // [C] the state's shift vector
-@group(0) @binding(2) var<storage, read> mix: array<f32>;           // [N_MIX * C]
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;     // [N_MIX * C]
+@group(0) @binding(2) var<storage, read> mix: array<f32>;           // [N_MIX, C]
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;     // [N_MIX, T_PAD, C]
+@group(0) @binding(4) var<storage, read> count: array<u32>;         // [1] (unread unless COUNTED)
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) id: vec3<u32>) {
   let c = id.x;
   if (c >= C) { return; }
-  let now = x[c];
-  let dx = prev[c] - now;
-  for (var j = 0u; j < N_MIX; j++) {
-    out[j * C + c] = now + dx * mix[j * C + c];
+  var n = T_PAD;
+  if (COUNTED) { n = min(count[0], T_PAD); }
+  var before = prev[c];
+  for (var t = 0u; t < n; t++) {  // one invocation walks its channel through time: no races on prev
+    let now = x[t * C + c];
+    let dx = before - now;
+    for (var j = 0u; j < N_MIX; j++) {
+      out[(j * T_PAD + t) * C + c] = now + dx * mix[j * C + c];
+    }
+    before = now;
   }
-  prev[c] = now;
+  prev[c] = before;
 }

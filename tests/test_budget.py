@@ -54,10 +54,11 @@ def test_refuses_with_the_bytes_needed():
 
     narrowest = {**{n: "nf4" for n in quantizable(table)}, "emb.weight": "host"}
     reserve = plan_budget(config, table, parse_bytes("2GB")).reserve
-    smallest = compile_model(config, table, precisions=narrowest).plan.gpu_bytes() + reserve
+    smallest = compile_model(config, table, precisions=narrowest, chunk=1).plan.gpu_bytes() + reserve  # refusals count 1-token chunks
     with pytest.raises(BudgetError, match=f"at least {smallest / 1e6:.1f} MB"):
         plan_budget(config, table, parse_bytes("200MB"))
-    with pytest.raises(BudgetError, match="at fp16 this model needs 919.5 MB"):
+    # 919.5 MB of weights, state and decode buffers + 0.1 MB of activations for 1-token prefill chunks
+    with pytest.raises(BudgetError, match="at fp16 this model needs 919.6 MB"):
         plan_budget(config, table, parse_bytes("700MB"), precision="fp16")
     with pytest.raises(BudgetError, match="F32 in the file and cannot be stored as fp16"):
         plan_budget(config, tensor_table(config, "fp32"), parse_bytes("2GB"), precision="fp16")
@@ -110,13 +111,14 @@ def test_quantized_plans_run_on_numpy_and_stay_near_the_reference(tmp_path, prec
 
 
 def host_embedding_budget(config) -> int:
-    """A budget one byte under everything-NF4: only moving the embedding off the GPU fits it."""
-    return plan_budget(config, tensor_table(config, "fp16"), parse_bytes("10GB"), precision="nf4").gpu_bytes - 1
+    """A budget one byte under everything-NF4 (with 1-token prefill chunks, the planner's last resort before
+    the embedding): only moving the embedding off the GPU fits it."""
+    return plan_budget(config, tensor_table(config, "fp16"), parse_bytes("10GB"), precision="nf4", chunk=1).gpu_bytes - 1
 
 
 def test_the_embedding_leaves_the_gpu_only_as_the_last_resort():
     config = ModelConfig.default_for(2, 128, 65536)  # a vocabulary-heavy model: the table is most of it
-    planned = plan_budget(config, tensor_table(config, "fp16"), host_embedding_budget(config))
+    planned = plan_budget(config, tensor_table(config, "fp16"), host_embedding_budget(config), chunk=1)
     assert planned.precisions["emb.weight"] == "host"  # every matrix in NF4 with the table on the GPU is 1 byte over
     report = planned.to_json()
     assert report["host_bytes"] == 65536 * 128 * 2  # the file's fp16 rows, untouched

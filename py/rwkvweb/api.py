@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from .config import ModelError, detect_config
 from .engine import Engine, GenerationStats, Sampling
 from .budget import DEFAULT_BUDGET, BudgetPlan, parse_bytes, plan_budget
-from .model import DEFAULT_MAX_BINDING
+from .model import DEFAULT_CHUNK, DEFAULT_MAX_BINDING
 from .quant import fold_quantized
 from .safetensors import header_length, parse_header
 
@@ -62,7 +62,8 @@ class Model:
 
     @classmethod
     async def load(cls, source, *, backend=None, tokenizer_for=None, max_binding: int = DEFAULT_MAX_BINDING, header=None,
-                   matvec: str = "cols", budget: int | str = DEFAULT_BUDGET, precision: str = "auto", planned: BudgetPlan | None = None) -> "Model":
+                   matvec: str = "cols", budget: int | str = DEFAULT_BUDGET, precision: str = "auto", planned: BudgetPlan | None = None,
+                   chunk: int = DEFAULT_CHUNK) -> "Model":
         """Read the header, plan the GPU buffers within `budget` bytes, stream the weights in.
         Nothing else is fetched; a model that cannot fit is refused before any weight is.
 
@@ -70,7 +71,8 @@ class Model:
         tokenizer_for(config, metadata) picks the tokenizer (None: ids only); the default gives
         World-vocabulary models the World tokenizer from the `rwkv` package's vocabulary file.
         `header` is read_header(source)'s result and `planned` plan_budget's when the caller made them
-        already; `matvec` the weight layout and kernel variant (model.MATVEC_VARIANTS, model.choose_matvec)."""
+        already; `matvec` the weight layout and kernel variant (model.MATVEC_VARIANTS, model.choose_matvec);
+        `chunk` the most prompt tokens one prefill submission runs (1: token by token)."""
         if isinstance(source, str):
             from .source import open_source
 
@@ -81,7 +83,7 @@ class Model:
             from .numpy_exec import NumpyBackend
 
             backend = NumpyBackend()
-        planned = planned or plan_budget(config, tensors, parse_bytes(budget), precision, max_binding, matvec)
+        planned = planned or plan_budget(config, tensors, parse_bytes(budget), precision, max_binding, matvec, chunk)
         planned.compiled.plan.budget = planned.budget
         engine = await Engine.create(planned.compiled, backend, source)
         return cls(engine, (tokenizer_for or default_tokenizer)(config, metadata), metadata, planned)
@@ -138,7 +140,7 @@ class Model:
         await self._activate()
         if not keep_state:
             await self.engine.reset()
-        return [await self.engine.forward(token) for token in tokens]
+        return await self.engine.forward_all(list(tokens))
 
     async def state(self, blob: bytes | None = None) -> bytes | None:
         """Export the recurrent state (no argument) or import one (the bytes an export gave)."""
@@ -164,7 +166,7 @@ class Model:
         plan = self.engine.compiled.plan
         budget = self.budget_plan.to_json()
         return {"config": asdict(self.config), "metadata": self.metadata, "buffers": plan.bytes_by_role(),
-                "matvec": self.engine.compiled.matvec, "kernels": len(plan.kernels), "steps_per_token": len(plan.programs["generate"]),
+                "matvec": self.engine.compiled.matvec, "kernels": len(plan.kernels), "steps_per_token": len(plan.programs["decode"]) + len(plan.programs["sample"]),
                 "budget": budget["budget"], "gpu_bytes_planned": budget["gpu_bytes"], "precision": budget["precision"],
                 "matrices_by_precision": budget["matrices_by_precision"], "host_bytes": budget["host_bytes"]}
 

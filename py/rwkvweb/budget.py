@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from .config import ModelConfig, ModelError
-from .model import DEFAULT_MAX_BINDING, HOST, CompiledModel, allowed_precisions, compile_model, file_precision
+from .model import DEFAULT_CHUNK, DEFAULT_MAX_BINDING, HOST, fit_chunk, CompiledModel, allowed_precisions, compile_model, file_precision
 from .safetensors import TensorInfo
 
 DEFAULT_BUDGET = 2_000_000_000  # bytes (2 GB): what a mid-range laptop's browser gives one tab
@@ -85,12 +85,27 @@ class BudgetPlan:
 
 
 def plan_budget(config: ModelConfig, tensors: dict[str, TensorInfo], budget: int = DEFAULT_BUDGET, precision: str = "auto",
-                max_binding: int = DEFAULT_MAX_BINDING, matvec: str = "cols") -> BudgetPlan:
-    """Choose each large matrix's precision so the model fits `budget` GPU bytes, or refuse."""
+                max_binding: int = DEFAULT_MAX_BINDING, matvec: str = "cols", chunk: int = DEFAULT_CHUNK) -> BudgetPlan:
+    """Choose each large matrix's precision so the model fits `budget` GPU bytes, or refuse. The prefill
+    chunk is at most `chunk` tokens: smaller where its activations would crowd a tight budget
+    (model.fit_chunk), and halved down to 1 token before the model is refused (the refusal's numbers
+    are those of 1-token chunks, so the budget it names does fit)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    chunk = fit_chunk(config, budget, chunk)
+    while True:
+        try:
+            return _plan(config, tensors, budget, precision, max_binding, matvec, chunk)
+        except BudgetError:
+            if chunk == 1:
+                raise
+            chunk //= 2
+
+
+def _plan(config: ModelConfig, tensors: dict[str, TensorInfo], budget: int, precision: str, max_binding: int, matvec: str,
+          chunk: int) -> BudgetPlan:
     names = quantizable(tensors)
-    compile_with = lambda chosen: compile_model(config, tensors, max_binding, matvec, chosen)  # noqa: E731
+    compile_with = lambda chosen: compile_model(config, tensors, max_binding, matvec, chosen, chunk)  # noqa: E731
     reserve = max(config.vocab_size * 4, config.n_layer * (2 * config.n_embd + config.n_head * config.head_size**2) * 4)
 
     if precision != "auto":

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
-from .model import DECODE, GENERATE, SAMPLE, CompiledModel
+from .model import DECODE, HEAD_LAST, POOL, PREFILL, SAMPLE, CompiledModel
 from .ops import SAMPLER_FORMAT
 
 END_OF_TEXT = 0
@@ -91,29 +91,67 @@ class Engine:
             raise ValueError(f"token id {token} is outside the model's vocabulary [0, {self.config.vocab_size})")
         return token
 
-    async def feed(self, tokens: list[int]) -> None:
-        """Advance the state over tokens without reading anything back."""
+    async def feed(self, tokens: list[int], then: tuple[str, ...] = ()) -> None:
+        """Advance the state over tokens, `chunk` per submission, reading nothing back; the programs
+        in `then` run in the last chunk's submission (HEAD_LAST: its last token's logits)."""
         if self.pending is not None:
             tokens, self.pending = [self.pending, *tokens], None
-        for token in tokens:
-            token_bytes = struct.pack("<I", self._check_token(token))
-            writes = [(self.compiled.token.buffer, self.compiled.token.offset, token_bytes), *await self._embedding(token)]
-            await self.backend.run([DECODE], writes)
+        for start in range(0, len(tokens), self.compiled.chunk):
+            last = start + self.compiled.chunk >= len(tokens)
+            await self._run_chunk(tokens[start : start + self.compiled.chunk], then if last else ())
 
-    async def _embedding(self, token: int) -> list[tuple[int, int, bytes]]:
-        """The write that gives a decode step its input row when the table is in host memory
-        (model.HostEmbedding, the budget's last resort); none when the GPU gathers it."""
+    async def _run_chunk(self, chunk: list[int], then: tuple[str, ...] = ()) -> None:
+        """One prefill submission: the chunk's ids and count written, the layers run, then `then`."""
+        c = self.compiled
+        ids = struct.pack(f"<{len(chunk)}I", *(self._check_token(t) for t in chunk))
+        writes = [(c.tokens.buffer, c.tokens.offset, ids), (c.count.buffer, c.count.offset, struct.pack("<I", len(chunk)))]
+        await self.backend.run([PREFILL, *then], writes + await self._embedding(chunk, c.chunk_input))
+
+    async def _embedding(self, tokens: list[int], target) -> list[tuple[int, int, bytes]]:
+        """The writes that give a program its input rows when the table is in host memory
+        (model.HostEmbedding, the budget's last resort); none when the GPU gathers them."""
         host = self.compiled.host_embedding
         if host is None:
             return []
         row_bytes = self.config.n_embd * (4 if host.dtype == "F32" else 2)
-        raw = await self.backend.read(host.table.buffer, host.table.offset + token * row_bytes, row_bytes)
-        return [(host.row.buffer, host.row.offset, _widen(raw, host.dtype))]
+        rows = [await self.backend.read(host.table.buffer, host.table.offset + t * row_bytes, row_bytes) for t in tokens]
+        return [(target.buffer, target.offset, b"".join(_widen(raw, host.dtype) for raw in rows))]
+
+    async def _decode_input(self) -> list[tuple[int, int, bytes]]:
+        """The decode step's embedding row when the table is in host memory (the pending token's)."""
+        host = self.compiled.host_embedding
+        return await self._embedding([self.pending], host.row) if host else []
 
     async def forward(self, token: int) -> bytes:
         """Feed one token; return the logits as float32 bytes [V]."""
-        await self.feed([token])
-        return (await self._read(self.compiled.logits))[: 4 * self.config.vocab_size]
+        return (await self.forward_all([token]))[0]
+
+    async def forward_all(self, tokens: list[int]) -> list[bytes]:
+        """Feed tokens a chunk per submission; return every token's logits (float32 bytes [V] each):
+        after each chunk the head runs once per row of it (`count` = row + 1 picks the row)."""
+        c, rows = self.compiled, []
+        if self.pending is not None:
+            await self.feed([])
+        for start in range(0, len(tokens), c.chunk):
+            chunk = tokens[start : start + c.chunk]
+            await self._run_chunk(chunk)
+            for row in range(len(chunk)):
+                await self.backend.run([HEAD_LAST], [(c.count.buffer, c.count.offset, struct.pack("<I", row + 1))])
+                rows.append((await self._read(c.logits))[: 4 * self.config.vocab_size])
+        return rows
+
+    async def pool(self, tokens: list[int]) -> tuple[bytes, bytes]:
+        """Feed tokens and return (Σ, last) of their hidden states after ln_out, float32 bytes [C] each
+        (the head is not run): embed()'s mean and last pooling."""
+        if not tokens:
+            raise ValueError("embed needs at least one token")
+        c = self.compiled
+        await self._write(c.pooled, bytes(c.pooled.size))
+        if self.pending is not None:
+            await self.feed([])
+        for start in range(0, len(tokens), c.chunk):
+            await self._run_chunk(tokens[start : start + c.chunk], (POOL,))
+        return await self._read(c.pooled), await self._read(c.pooled_last)
 
     async def export_state(self) -> bytes:
         """The state of every token fed so far, in State.to_bytes() order (float32)."""
@@ -137,38 +175,38 @@ class Engine:
             raise ValueError("generate needs at least one prompt token")
         if not keep_state:
             await self.reset()
-        stats = GenerationStats(prompt_tokens=len(prompt))
+        stats = GenerationStats(prompt_tokens=len(prompt) + (self.pending is not None))  # the tokens the prefill runs
         started = time.perf_counter()
-        if prompt:
-            await self.feed(prompt[:-1])
-            last = self._check_token(prompt[-1])
-        else:  # continue from the token the previous generation ended on
-            last, self.pending = self.pending, None
         await self._write(self.compiled.counts, bytes(self.compiled.counts.size))
         await self._write(self.compiled.sampler, sampling.pack())
-        await self._write(self.compiled.token, struct.pack("<I", last))
-        self.pending = last  # not fed yet: a generation stopped before its first step keeps it
         out: list[int] = []
-        programs = [DECODE, SAMPLE]  # the first step decodes the last prompt token; later ones the sampled one
-        for _ in range(max_tokens):
-            if should_stop():
-                stats.stopped_by = "abort"
-                break
-            await self.backend.run(programs, await self._embedding(self.pending))  # pending: this step's input
+        if max_tokens == 0 or should_stop():  # nothing runs: the prompt is fed, all but its last token (kept pending)
+            stats.stopped_by = "length" if max_tokens == 0 else "abort"
+            tokens = [*([self.pending] if self.pending is not None else []), *prompt]
+            self.pending = None
+            await self.feed(tokens[:-1])
+            self.pending = tokens[-1]
+            return out, stats
+        await self.feed(prompt, then=(HEAD_LAST, SAMPLE))  # the prompt in chunks; the last one's logits feed the sampler
+        while True:
             token = struct.unpack("<I", await self._read(self.compiled.sampled))[0]
             if not out:
                 stats.prefill_seconds = time.perf_counter() - started
                 decode_started = time.perf_counter()
-            programs = [GENERATE]
             out.append(token)
-            self.pending = token
+            self.pending = token  # the sampler also copied it into `token`: the next decode step's input
             if on_token is not None:
                 await on_token(token)
             if token in stop_tokens:
                 stats.stopped_by = "end_of_text"
                 break
-        else:
-            stats.stopped_by = "length"
+            if len(out) == max_tokens:
+                stats.stopped_by = "length"
+                break
+            if should_stop():
+                stats.stopped_by = "abort"
+                break
+            await self.backend.run([DECODE, SAMPLE], await self._decode_input())
         stats.generated = len(out)
         if len(out) > 1:
             stats.decode_seconds = time.perf_counter() - decode_started

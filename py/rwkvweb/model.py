@@ -20,7 +20,10 @@ from .safetensors import TensorInfo
 F32 = 4
 DECODE = "decode"  # token -> logits, state advanced
 SAMPLE = "sample"  # logits -> sampled token, which also becomes the next decode input
-GENERATE = "generate"  # decode then sample: one submission per generated token
+PREFILL = "prefill"  # a chunk of tokens -> state advanced (no head)
+HEAD_LAST = "head_last"  # after a prefill: the logits of its last real token
+POOL = "pool"  # after a prefill: ln_out of its rows, summed and last (embed())
+DEFAULT_CHUNK = 64  # tokens per prefill submission (the matmul tiles 16 tokens; DESIGN.md measured T = 64)
 DEFAULT_MAX_BINDING = 128 << 20  # WebGPU's default maxStorageBufferBindingSize
 ATT_MIX = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g")  # slot order of the token-shift outputs
 R, W, K, V, A, G = range(6)  # slots of `mixed` and of `vecs`
@@ -38,7 +41,13 @@ class CompiledModel:
     counts: View  # state: [V] u32, how often each token was generated (for the penalties)
     matvec: str  # the weight layout and matvec variant the plan uses (MATVEC_VARIANTS)
     weight_bytes: dict[str, int]  # per file tensor read: its GPU bytes (budget.py checks its sums); unread ones absent
-    host_embedding: "HostEmbedding | None" = None  # the table off the GPU: the engine writes each token's row
+    host_embedding: "HostEmbedding | None"  # the table off the GPU: the engine writes each token's row
+    chunk: int  # the most tokens one prefill submission takes
+    tokens: View  # io: [T_PAD] u32 ids of a prefill chunk
+    count: View  # io: u32, how many of them are real
+    chunk_input: View  # [T_PAD, C] a chunk's embedding rows (written by the engine for a host table); ln_out after pool
+    pooled: View  # [C] Σ ln_out(x) over the rows pooled since the engine zeroed it
+    pooled_last: View  # [C] ln_out(x) of the last pooled row
 
 
 @dataclass
@@ -92,6 +101,7 @@ class _Builder:
         self.precisions = precisions
         self.plan = Plan()
         self.weight_bytes: dict[str, int] = {}  # per file tensor: the GPU bytes its buffers take
+        self.stored: dict[tuple, object] = {}  # the weight table: each weight stored once, whichever programs use it
 
     def precision(self, name: str) -> str:
         info = self.tensors[name]
@@ -106,7 +116,16 @@ class _Builder:
             return MATVEC_VARIANTS["rows"]
         return self.variant
 
+    def _once(self, key: tuple, make):
+        """The weight table: the first request for a weight stores it, later ones (other programs) reuse it."""
+        if key not in self.stored:
+            self.stored[key] = make()
+        return self.stored[key]
+
     def _store(self, name: str, first: int, rows: int, transpose: bool) -> tuple[View, str]:
+        return self._once(("matrix", name, first, rows, transpose), lambda: self._store_new(name, first, rows, transpose))
+
+    def _store_new(self, name: str, first: int, rows: int, transpose: bool) -> tuple[View, str]:
         """Rows [first, first + rows) of a [R, K] weight in one buffer (k-major if `transpose`),
         filled in chunks of about CHUNK_BYTES so the loader never holds a whole matrix."""
         info, dtype = self.tensors[name], self.precision(name)
@@ -164,7 +183,11 @@ class _Builder:
                 for first in range(0, rows, per_part)]
 
     def host_table(self, name: str, row: View) -> HostEmbedding:
-        """The table in host memory as the file has it, filled in chunks like any weight."""
+        """The table in host memory as the file has it, filled in chunks like any weight; `row` is
+        the decode step's input (a prefill's rows are CompiledModel.chunk_input)."""
+        return self._once(("host", name), lambda: self._host_table_new(name, row))
+
+    def _host_table_new(self, name: str, row: View) -> HostEmbedding:
         info = self.tensors[name]
         table = self.plan.buffer(name, info.nbytes, "host")
         per_row = info.nbytes // info.shape[0]
@@ -174,6 +197,9 @@ class _Builder:
         return HostEmbedding(table, info.dtype, row)
 
     def vectors(self, label: str, names: list[str]) -> View:
+        return self._once(("vectors", label), lambda: self._vectors_new(label, names))
+
+    def _vectors_new(self, label: str, names: list[str]) -> View:
         """Small vectors side by side in one float32 buffer (widened from f16/bf16 as they load)."""
         sizes = [self.tensors[n].numel for n in names]
         view = self.plan.buffer(label, sum(sizes) * F32, "weight")
@@ -190,85 +216,171 @@ class _Builder:
         return self.plan.buffer(name, floats * F32, "scratch")
 
 
+@dataclass
+class Activations:
+    """The scratch buffers one program's layers work in, for chunks of `tokens` rows (1: a decode
+    step). Every per-token quantity is [tokens, C] (or [tokens, width]); `mixed` and `vecs` hold
+    six of them side by side (slots r w k v a g)."""
+
+    tokens: int
+    count: View | None  # io: u32, how many of the rows are real tokens (None: all, a decode step)
+    x: View  # the residual stream
+    xx: View  # a normalised copy
+    mixed: View  # token-shift outputs, 6 slots
+    vecs: View  # r w k v a g, 6 slots
+    hidden: View  # a LoRA's inner activations
+    gate: View  # the value residual's mix
+    v_first: View  # block 0's v
+    wkv_out: View  # y | bonus
+    y_norm: View
+    y_gated: View
+    ffn_hidden: View
+
+    @staticmethod
+    def floats_per_token(cfg: ModelConfig) -> dict[str, int]:
+        C, lora = cfg.n_embd, max(cfg.d_decay_lora, cfg.d_aaa_lora, cfg.d_mv_lora, cfg.d_gate_lora)
+        return {"x": C, "xx": C, "mixed": 6 * C, "vecs": 6 * C, "hidden": lora, "gate": C, "v_first": C,
+                "wkv_out": 2 * C, "y_norm": C, "y_gated": C, "ffn_hidden": cfg.dim_ffn}
+
+    @classmethod
+    def make(cls, b: "_Builder", tokens: int, count: View | None, suffix: str = "") -> "Activations":
+        sizes = cls.floats_per_token(b.cfg)
+        return cls(tokens, count, **{name: b.scratch(name + suffix, tokens * n) for name, n in sizes.items()})
+
+    @staticmethod
+    def slot(view: View, index: int) -> View:
+        """Slot `index` of a six-slot buffer (mixed, vecs): [tokens, C]."""
+        return view.slot(index, view.size // 6)
+
+
+def fit_chunk(config: ModelConfig, budget: int, wanted: int = DEFAULT_CHUNK) -> int:
+    """The prefill chunk for a budget: as asked, halved while its activations would take more than
+    1/16 of the budget (a tight budget is better spent on wider weights than on prompt speed)."""
+    per_token = sum(Activations.floats_per_token(config).values()) * F32
+    while wanted > 1 and per_token * wanted > budget // 16:
+        wanted //= 2
+    return wanted
+
+
 def compile_model(config: ModelConfig, tensors: dict[str, TensorInfo], max_binding: int = DEFAULT_MAX_BINDING,
-                  matvec: str = "cols", precisions: dict[str, str] | None = None) -> CompiledModel:
+                  matvec: str = "cols", precisions: dict[str, str] | None = None, chunk: int = DEFAULT_CHUNK) -> CompiledModel:
     """The plan for this model; `precisions` maps matrix names to f32 | f16 | int8 | nf4
-    (budget.py chooses them; unnamed matrices keep file_precision)."""
+    (budget.py chooses them; unnamed matrices keep file_precision). Programs (one weight table for all):
+      decode     the token in `token` -> logits; the state advances one token
+      sample     logits -> `sampled`, which also becomes the next decode input
+      prefill    up to `chunk` tokens (ids in `tokens`, how many in `count`) through every layer: the
+                 state advances; no head
+      head_last  after a prefill: the last real token's logits (or any row's: `count` = row + 1)
+      pool       after a prefill: ln_out of every real row, summed into `pooled` [C] and the last one
+                 copied into `pooled_last` [C] (embed())"""
     cfg, b = config, _Builder(config, tensors, max_binding, matvec, precisions or {})
-    plan, p = b.plan, DECODE
-    C, H, N, F = cfg.n_embd, cfg.n_head, cfg.head_size, cfg.dim_ffn
-    lora = max(cfg.d_decay_lora, cfg.d_aaa_lora, cfg.d_mv_lora, cfg.d_gate_lora)
+    plan = b.plan
+    C, H, N = cfg.n_embd, cfg.n_head, cfg.head_size
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1 token, not {chunk}")
+    t_pad = -(-chunk // ops.token_tile(chunk)) * ops.token_tile(chunk)
 
     token = plan.buffer("token", 4, "io")
     logits = plan.buffer("logits", cfg.vocab_size * F32, "io")
     layer_state = (2 * C + H * N * N) * F32
     state = plan.buffer("state", cfg.n_layer * layer_state, "state")
-    x, xx = b.scratch("x", C), b.scratch("xx", C)  # the residual stream; a normalised copy
-    mixed, vecs = b.scratch("mixed", 6 * C), b.scratch("vecs", 6 * C)  # token-shift outputs; r w k v a g
-    hidden, gate, v_first = b.scratch("lora_hidden", lora), b.scratch("v_gate", C), b.scratch("v_first", C)
-    wkv_out, y_norm, y_gated = b.scratch("wkv_out", 2 * C), b.scratch("y_norm", C), b.scratch("y_gated", C)
-    ffn_hidden = b.scratch("ffn_hidden", F)
-    slot = lambda view, i: view.slot(i, C * F32)  # noqa: E731
+    tokens, count = plan.buffer("tokens", t_pad * 4, "io"), plan.buffer("count", 4, "io")
+    step = Activations.make(b, 1, None)
+    chunked = Activations.make(b, t_pad, count, suffix=f"[{t_pad}]")
 
-    if b.precision("emb.weight") == HOST:
-        host_embedding = b.host_table("emb.weight", xx)
-    else:
-        host_embedding = None
-        for table, dtype, first, rows in b.row_parts("emb.weight", transpose=False):  # gathered by row
-            ops.embed(plan, p, table, dtype, token, xx, rows, C, row_start=first)
-    ln0 = b.vectors("blocks.0.ln0", ["blocks.0.ln0.weight", "blocks.0.ln0.bias"])
-    ops.norm(plan, p, xx, slot(ln0, 0), slot(ln0, 1), x, C, 1, LN_EPS)
+    host_embedding = _embedding(b, DECODE, step, token)
+    _embedding(b, PREFILL, chunked, tokens)
+    for acts, program in ((step, DECODE), (chunked, PREFILL)):
+        ln0 = b.vectors("blocks.0.ln0", ["blocks.0.ln0.weight", "blocks.0.ln0.bias"])
+        ops.norm(plan, program, acts.xx, ln0.slot(0, C * F32), ln0.slot(1, C * F32), acts.x, C, 1, LN_EPS, tokens=acts.tokens)
+        for i in range(cfg.n_layer):
+            base = i * layer_state
+            layer = (View(state.buffer, base, C * F32), View(state.buffer, base + C * F32, H * N * N * F32),
+                     View(state.buffer, base + (C + H * N * N) * F32, C * F32))  # att_shift, wkv, ffn_shift
+            _block(b, program, acts, i, *layer)
 
-    for i in range(cfg.n_layer):
-        att, ffn = f"blocks.{i}.att.", f"blocks.{i}.ffn."
-        base = i * layer_state
-        att_shift, wkv_state, ffn_shift = View(state.buffer, base, C * F32), View(state.buffer, base + C * F32, H * N * N * F32), View(state.buffer, base + (C + H * N * N) * F32, C * F32)
+    last = b.scratch("last_x", C)
+    ops.rows(plan, HEAD_LAST, "last", chunked.x, count, last, C, t_pad)
+    _head(b, DECODE, step.x, step.xx, logits)
+    _head(b, HEAD_LAST, last, step.xx, logits)
 
-        # time mixing
-        ln1 = b.vectors(f"blocks.{i}.ln1", [f"blocks.{i}.ln1.weight", f"blocks.{i}.ln1.bias"])
-        ops.norm(plan, p, x, slot(ln1, 0), slot(ln1, 1), xx, C, 1, LN_EPS)
-        ops.token_shift(plan, p, xx, att_shift, b.vectors(att + "mix", [att + m for m in ATT_MIX]), mixed, C, 6)
-        for s, proj in ((R, "receptance"), (K, "key"), (V, "value")):
-            b.linear(p, att + proj + ".weight", slot(mixed, s), slot(vecs, s))
-        biases = b.vectors(att + "lora_bias", [att + "w0", att + "a0"] + ([att + "v0"] if i else []))
-        _lora(b, p, att + "w", slot(mixed, W), hidden, slot(vecs, W), cfg.d_decay_lora, "tanh", slot(biases, 0), "decay")
-        _lora(b, p, att + "a", slot(mixed, A), hidden, slot(vecs, A), cfg.d_aaa_lora, "none", slot(biases, 1), "sigmoid")
-        _lora(b, p, att + "g", slot(mixed, G), hidden, slot(vecs, G), cfg.d_gate_lora, "sigmoid", None, "none")
-        if i == 0:
-            plan.copy(p, slot(vecs, V), v_first)
-        else:
-            _lora(b, p, att + "v", slot(mixed, V), hidden, gate, cfg.d_mv_lora, "none", slot(biases, 2), "sigmoid")
-            ops.lerp(plan, p, slot(vecs, V), v_first, gate, C)
-        params = b.vectors(att + "wkv_params", [att + "k_k", att + "k_a", att + "r_k"])
-        ops.wkv7(plan, p, vecs, params, wkv_state, wkv_out, C, N)
-        ln_x = b.vectors(att + "ln_x", [att + "ln_x.weight", att + "ln_x.bias"])
-        ops.norm(plan, p, slot(wkv_out, 0), slot(ln_x, 0), slot(ln_x, 1), y_norm, N, H, GN_EPS)
-        ops.add_mul(plan, p, y_norm, slot(wkv_out, 1), slot(vecs, G), y_gated, C)
-        b.linear(p, att + "output.weight", y_gated, x, accumulate=True)
-
-        # channel mixing
-        ln2 = b.vectors(f"blocks.{i}.ln2", [f"blocks.{i}.ln2.weight", f"blocks.{i}.ln2.bias"])
-        ops.norm(plan, p, x, slot(ln2, 0), slot(ln2, 1), xx, C, 1, LN_EPS)
-        ops.token_shift(plan, p, xx, ffn_shift, b.vectors(ffn + "x_k", [ffn + "x_k"]), slot(mixed, 0), C, 1)
-        b.linear(p, ffn + "key.weight", slot(mixed, 0), ffn_hidden, act="relu2")
-        b.linear(p, ffn + "value.weight", ffn_hidden, x, accumulate=True)
-
+    pooled, pooled_last = b.scratch("pooled", C), b.scratch("pooled_last", C)
     ln_out = b.vectors("ln_out", ["ln_out.weight", "ln_out.bias"])
-    ops.norm(plan, p, x, slot(ln_out, 0), slot(ln_out, 1), xx, C, 1, LN_EPS)
-    head_variant = b.layout("head.weight")
-    for head, dtype, first, rows in b.row_parts("head.weight", transpose=not head_variant["row_major"]):
-        ops.matvec(plan, p, head, dtype, xx, logits, rows, C, row_offset=first, **head_variant)
+    ops.norm(plan, POOL, chunked.x, ln_out.slot(0, C * F32), ln_out.slot(1, C * F32), chunked.xx, C, 1, LN_EPS, tokens=t_pad)
+    ops.rows(plan, POOL, "sum", chunked.xx, count, pooled, C, t_pad)
+    ops.rows(plan, POOL, "last", chunked.xx, count, pooled_last, C, t_pad)
 
     sampled, sampler = plan.buffer("sampled", 4, "io"), plan.buffer("sampler", ops.SAMPLER_PARAMS, "io")
     counts = plan.buffer("counts", cfg.vocab_size * 4, "state")
     ops.sample(plan, SAMPLE, logits, counts, sampler, b.scratch("probs", cfg.vocab_size), sampled, cfg.vocab_size)
     plan.copy(SAMPLE, sampled, token)
-    plan.programs[GENERATE] = plan.programs[DECODE] + plan.programs[SAMPLE]
-    return CompiledModel(cfg, plan, token, logits, state, sampled, sampler, counts, matvec, b.weight_bytes, host_embedding)
+    return CompiledModel(cfg, plan, token, logits, state, sampled, sampler, counts, matvec, b.weight_bytes, host_embedding,
+                         chunk, tokens, count, chunked.xx, pooled, pooled_last)
 
 
-def _lora(b: _Builder, program: str, prefix: str, x: View, hidden: View, out: View, rank: int, inner: str, bias: View | None, outer: str) -> None:
+def _embedding(b: _Builder, program: str, acts: Activations, ids: View) -> "HostEmbedding | None":
+    """acts.xx = the embedding rows of `ids`: gathered on the GPU, or (the table in host memory)
+    written by the engine before the program runs."""
+    C = b.cfg.n_embd
+    if b.precision("emb.weight") == HOST:
+        return b.host_table("emb.weight", acts.xx)
+    for table, dtype, first, rows in b.row_parts("emb.weight", transpose=False):  # gathered by row
+        ops.embed(b.plan, program, table, dtype, ids, acts.xx, rows, C, row_start=first, tokens=acts.tokens)
+    return None
+
+
+def _block(b: _Builder, p: str, a: Activations, i: int, att_shift: View, wkv_state: View, ffn_shift: View) -> None:
+    """One layer over the rows of `a` (reference.py's block: time mixing, then channel mixing)."""
+    cfg, plan = b.cfg, b.plan
+    C, N, T = cfg.n_embd, cfg.head_size, a.tokens
+    att, ffn, ln = f"blocks.{i}.att.", f"blocks.{i}.ffn.", f"blocks.{i}."
+    mixed, vecs = (lambda s: a.slot(a.mixed, s)), (lambda s: a.slot(a.vecs, s))  # noqa: E731
+    chunk = {"tokens": T, "count": a.count}
+
+    # time mixing
+    ln1 = b.vectors(ln + "ln1", [ln + "ln1.weight", ln + "ln1.bias"])
+    ops.norm(plan, p, a.x, ln1.slot(0, C * F32), ln1.slot(1, C * F32), a.xx, C, 1, LN_EPS, tokens=T)
+    ops.token_shift(plan, p, a.xx, att_shift, b.vectors(att + "mix", [att + m for m in ATT_MIX]), a.mixed, C, 6, **chunk)
+    for s, proj in ((R, "receptance"), (K, "key"), (V, "value")):
+        b.linear(p, att + proj + ".weight", mixed(s), vecs(s), **chunk)
+    biases = b.vectors(att + "lora_bias", [att + "w0", att + "a0"] + ([att + "v0"] if i else []))
+    _lora(b, p, att + "w", mixed(W), a.hidden, vecs(W), cfg.d_decay_lora, "tanh", biases.slot(0, C * F32), "decay", chunk)
+    _lora(b, p, att + "a", mixed(A), a.hidden, vecs(A), cfg.d_aaa_lora, "none", biases.slot(1, C * F32), "sigmoid", chunk)
+    _lora(b, p, att + "g", mixed(G), a.hidden, vecs(G), cfg.d_gate_lora, "sigmoid", None, "none", chunk)
+    if i == 0:
+        plan.copy(p, vecs(V), a.v_first)
+    else:
+        _lora(b, p, att + "v", mixed(V), a.hidden, a.gate, cfg.d_mv_lora, "none", biases.slot(2, C * F32), "sigmoid", chunk)
+        ops.lerp(plan, p, vecs(V), a.v_first, a.gate, T * C)
+    params = b.vectors(att + "wkv_params", [att + "k_k", att + "k_a", att + "r_k"])
+    ops.wkv7(plan, p, a.vecs, params, wkv_state, a.wkv_out, C, N, **chunk)
+    ln_x = b.vectors(att + "ln_x", [att + "ln_x.weight", att + "ln_x.bias"])
+    y, bonus = a.wkv_out.slot(0, T * C * F32), a.wkv_out.slot(1, T * C * F32)
+    ops.norm(plan, p, y, ln_x.slot(0, C * F32), ln_x.slot(1, C * F32), a.y_norm, N, cfg.n_head, GN_EPS, tokens=T)
+    ops.add_mul(plan, p, a.y_norm, bonus, vecs(G), a.y_gated, T * C)
+    b.linear(p, att + "output.weight", a.y_gated, a.x, accumulate=True, **chunk)
+
+    # channel mixing
+    ln2 = b.vectors(ln + "ln2", [ln + "ln2.weight", ln + "ln2.bias"])
+    ops.norm(plan, p, a.x, ln2.slot(0, C * F32), ln2.slot(1, C * F32), a.xx, C, 1, LN_EPS, tokens=T)
+    ops.token_shift(plan, p, a.xx, ffn_shift, b.vectors(ffn + "x_k", [ffn + "x_k"]), mixed(0), C, 1, **chunk)
+    b.linear(p, ffn + "key.weight", mixed(0), a.ffn_hidden, act="relu2", **chunk)
+    b.linear(p, ffn + "value.weight", a.ffn_hidden, a.x, accumulate=True, **chunk)
+
+
+def _head(b: _Builder, program: str, x: View, xx: View, logits: View) -> None:
+    """logits = W_head · LayerNorm(x; ln_out) for one token, the head split by rows where it must be."""
+    C = b.cfg.n_embd
+    ln_out = b.vectors("ln_out", ["ln_out.weight", "ln_out.bias"])
+    ops.norm(b.plan, program, x, ln_out.slot(0, C * F32), ln_out.slot(1, C * F32), xx, C, 1, LN_EPS)
+    variant = b.layout("head.weight")
+    for head, dtype, first, rows in b.row_parts("head.weight", transpose=not variant["row_major"]):
+        ops.matvec(b.plan, program, head, dtype, xx, logits, rows, C, row_offset=first, **variant)
+
+
+def _lora(b: _Builder, program: str, prefix: str, x: View, hidden: View, out: View, rank: int, inner: str, bias: View | None,
+          outer: str, chunk: dict) -> None:
     """out = outer(bias + inner(x @ w1) @ w2): the low-rank paths of w, a, v and g."""
     C = b.cfg.n_embd
-    ops.matvec(b.plan, program, *b.lora(prefix + "1"), x, hidden, rank, C, row_major=False, act=inner)
-    ops.matvec(b.plan, program, *b.lora(prefix + "2"), hidden, out, C, rank, row_major=False, act=outer, bias=bias)
+    ops.matvec(b.plan, program, *b.lora(prefix + "1"), x, hidden, rank, C, row_major=False, act=inner, **chunk)
+    ops.matvec(b.plan, program, *b.lora(prefix + "2"), hidden, out, C, rank, row_major=False, act=outer, bias=bias, **chunk)

@@ -44,51 +44,65 @@ def _activate(t, act):
     return t
 
 
-def matvec(c, include, weight, x, bias, out):
-    M, K = c["M"], c["K"]
+def _tokens(c, count) -> int:
+    """How many token rows a chunked kernel processes (the shaders' count / T_PAD contract)."""
+    t_pad = c.get("T_PAD", 1)
+    return min(int(count.view(np.uint32)[0]), t_pad) if c.get("COUNTED") else t_pad
+
+
+def matvec(c, include, weight, x, bias, out, count):
+    M, K, n = c["M"], c["K"], _tokens(c, count)
+    xs = _f32(x, n * K).reshape(n, K)
     if c["ROW_MAJOR"]:
-        t = _weights(weight, include[0])[: M * K].reshape(M, K) @ _f32(x, K)
+        t = xs @ _weights(weight, include[0])[: M * K].reshape(M, K).T
     else:
         m_pad = -(-M // 4) * 4
-        t = _f32(x, K) @ _weights(weight, include[0])[: K * m_pad].reshape(K, m_pad)[:, :M]
+        t = xs @ _weights(weight, include[0])[: K * m_pad].reshape(K, m_pad)[:, :M]
     if c["HAS_BIAS"]:
         t = t + _f32(bias, M)
     t = _activate(t.astype(np.float32), c["ACT"])
-    rows = _f32(out)[c["ROW_OFFSET"] : c["ROW_OFFSET"] + M]
+    offset = c["ROW_OFFSET"]
+    stride = c.get("OUT_STRIDE", offset + M)
+    rows = np.lib.stride_tricks.as_strided(_f32(out)[offset:], (n, M), (stride * 4, 4))
     rows[:] = rows + t if c["ACCUMULATE"] else t
 
 
 def norm(c, include, x, weight, bias, out):
-    G = c["GROUP"]
+    G, P = c["GROUP"], c.get("PARAM_GROUPS", 1)
     n = _f32(out).size // G
     xs = _f32(x, n * G).reshape(-1, G)
     mean = xs.mean(axis=1, keepdims=True)
     var = ((xs - mean) ** 2).mean(axis=1, keepdims=True)
     y = (xs - mean) / np.sqrt(var + np.float32(c["EPS"]))
-    _f32(out, n * G)[:] = y.reshape(-1) * _f32(weight, n * G) + _f32(bias, n * G)
+    params = lambda v: np.tile(_f32(v, P * G).reshape(P, G), (n // P, 1))  # noqa: E731 - repeated for every token
+    _f32(out, n * G)[:] = (y * params(weight) + params(bias)).reshape(-1)
 
 
-def token_shift(c, include, x, prev, mix, out):
-    C, n = c["C"], c["N_MIX"]
-    now, before = _f32(x, C).copy(), _f32(prev, C)
-    _f32(out, n * C)[:] = (now + (before - now) * _f32(mix, n * C).reshape(n, C)).reshape(-1)
-    before[:] = now
+def token_shift(c, include, x, prev, mix, out, count):
+    C, m, T, n = c["C"], c["N_MIX"], c.get("T_PAD", 1), _tokens(c, count)
+    now, before = _f32(x, n * C).reshape(n, C).copy(), _f32(prev, C)
+    earlier = np.concatenate([before[None], now[:-1]])  # each token's predecessor
+    mixed = now[None] + (earlier - now)[None] * _f32(mix, m * C).reshape(m, 1, C)
+    _f32(out, m * T * C).reshape(m, T, C)[:, :n] = mixed
+    if n:
+        before[:] = now[-1]
 
 
-def wkv7(c, include, vecs, params, state, out):
-    C, N = c["C"], c["N"]
+def wkv7(c, include, vecs, params, state, out, count):
+    C, N, T, n = c["C"], c["N"], c.get("T_PAD", 1), _tokens(c, count)
     H = C // N
-    r, w, k, v, a = _f32(vecs, 5 * C).reshape(5, H, N)
+    r, w, k, v, a = _f32(vecs, 5 * T * C).reshape(5, T, H, N)
     k_k, k_a, r_k = _f32(params, 3 * C).reshape(3, H, N)
-    kk = k * k_k
-    kk = kk / np.maximum(np.sqrt((kk * kk).sum(axis=1, keepdims=True)), np.float32(1e-12))
-    k_mod = k * (1 + (a - 1) * k_a)
     S = _f32(state, H * N * N).reshape(H, N, N)
-    sa = (S @ -kk[:, :, None])  # [H, N, 1]
-    S[:] = S * w[:, None, :] + sa * (kk * a)[:, None, :] + v[:, :, None] * k_mod[:, None, :]
-    y = (S @ r[:, :, None])[:, :, 0]
-    bonus = (r * k_mod * r_k).sum(axis=1, keepdims=True) * v
-    _f32(out, 2 * C)[:] = np.concatenate([y.reshape(-1), bonus.reshape(-1)])
+    y_out, bonus_out = _f32(out, 2 * T * C).reshape(2, T, H, N)
+    for t in range(n):
+        kk = k[t] * k_k
+        kk = kk / np.maximum(np.sqrt((kk * kk).sum(axis=1, keepdims=True)), np.float32(1e-12))
+        k_mod = k[t] * (1 + (a[t] - 1) * k_a)
+        sa = S @ -kk[:, :, None]  # [H, N, 1]
+        S[:] = S * w[t][:, None, :] + sa * (kk * a[t])[:, None, :] + v[t][:, :, None] * k_mod[:, None, :]
+        y_out[t] = (S @ r[t][:, :, None])[:, :, 0]
+        bonus_out[t] = (r[t] * k_mod * r_k).sum(axis=1, keepdims=True) * v[t]
 
 
 def lerp(c, include, a, b, t):
@@ -103,10 +117,25 @@ def add_mul(c, include, a, b, t, out):
 
 
 def embed(c, include, weight, token, out):
-    C, start = c["C"], c["ROW_START"]
-    row = int(token.view(np.uint32)[0])
-    if start <= row < start + c["ROWS"]:
-        _f32(out, C)[:] = _weights(weight, include[0])[(row - start) * C : (row - start + 1) * C]
+    C, start, T = c["C"], c["ROW_START"], c.get("T_PAD", 1)
+    table = None
+    for t, row in enumerate(token.view(np.uint32)[:T]):
+        if start <= row < start + c["ROWS"]:
+            table = _weights(weight, include[0]) if table is None else table
+            _f32(out, T * C)[t * C : (t + 1) * C] = table[(row - start) * C : (row - start + 1) * C]
+
+
+def rows_last(c, include, x, count, out):
+    C, T = c["C"], c["T_PAD"]
+    n = min(max(int(count.view(np.uint32)[0]), 1), T)
+    _f32(out, C)[:] = _f32(x, T * C)[(n - 1) * C : n * C]
+
+
+def rows_sum(c, include, x, count, out):
+    C, T = c["C"], c["T_PAD"]
+    n = min(int(count.view(np.uint32)[0]), T)
+    total = _f32(out, C)
+    total[:] = total + _f32(x, n * C).reshape(n, C).sum(axis=0)
 
 
 def pcg(value: int) -> int:
@@ -156,6 +185,8 @@ KERNELS = {
     ("elementwise.wgsl", "lerp"): lerp,
     ("elementwise.wgsl", "add_mul"): add_mul,
     ("embed.wgsl", "main"): embed,
+    ("rows.wgsl", "last"): rows_last,
+    ("rows.wgsl", "sum"): rows_sum,
     ("sample.wgsl", "main"): sample,
 }
 

@@ -44,59 +44,96 @@ def _expect(view: View, nbytes: int, what: str) -> View:
     return View(view.buffer, view.offset, nbytes)
 
 
+def _counted(count: View | None, fallback: View) -> tuple[View, dict]:
+    """The count binding and constant of a chunked kernel: with `count`, only its first count[0]
+    tokens are real (a prefill's last chunk); without, all T_PAD are and `fallback` stands in
+    for the unread binding (WebGPU needs every declared binding bound)."""
+    if count is None:
+        return View(fallback.buffer, fallback.offset, 4), {"COUNTED": False}
+    return _expect(count, 4, "token count"), {"COUNTED": True}
+
+
+MAX_TILE = 16  # matvec.wgsl's MAX_TILE: tokens whose sums one invocation keeps in registers
+
+
+def token_tile(tokens: int) -> int:
+    """Tokens per matvec invocation for a chunk of `tokens` rows (T_PAD must be a multiple of it)."""
+    return min(MAX_TILE, tokens)
+
+
 def matvec(plan: Plan, program: str, weight: View, dtype: str, x: View, out: View, M: int, K: int, *,
            row_major: bool = True, row_threads: int = 1, act: str = "none", bias: View | None = None,
-           accumulate: bool = False, row_offset: int = 0) -> None:
-    """out[row_offset + m] (+)= act(W·x + bias).
+           accumulate: bool = False, row_offset: int = 0, out_stride: int | None = None, tokens: int = 1,
+           count: View | None = None) -> None:
+    """out[t, row_offset + m] (+)= act(W·x[t] + bias) for the `tokens` rows of x (1: a decode step).
 
     row_major: W is [M, K], read by `row_threads` invocations per row (1, or a power of two up to
     the workgroup size, reduced in workgroup memory). Otherwise W is k-major [K, M_pad], M_pad = M
-    rounded up to a multiple of 4 (x @ W, or a matrix transposed at load)."""
+    rounded up to a multiple of 4 (x @ W, or a matrix transposed at load). Rows of `out` are
+    `out_stride` floats apart (default row_offset + M); `count` marks how many tokens are real."""
     assert K % 4 == 0, f"K={K} must be a multiple of 4"
     assert row_threads >= 1 and WG % row_threads == 0 and row_threads & (row_threads - 1) == 0, row_threads
+    tile = 1 if row_major and row_threads > 1 else token_tile(tokens)
+    assert tokens % tile == 0, f"{tokens} token rows are not whole tiles of {tile}"
+    stride = row_offset + M if out_stride is None else out_stride
     m_pad = M if row_major else -(-M // 4) * 4
     weight = _expect(weight, weight_bytes(dtype, m_pad * K), f"matvec weight [{M}x{K}] {dtype}")
-    x = _expect(x, K * F32, "matvec x")
-    out = _expect(out, (row_offset + M) * F32, "matvec out")
+    x = _expect(x, tokens * K * F32, "matvec x")
+    out = _expect(out, ((tokens - 1) * stride + row_offset + M) * F32, "matvec out")
     if bias is not None:
         bias = _expect(bias, M * F32, "matvec bias")
+    count, counted = _counted(count, x)
     constants = {"M": M, "K": K, "ROW_MAJOR": row_major, "ROW_THREADS": row_threads if row_major else 1,
-                 "ACT": ACTIVATIONS[act], "HAS_BIAS": bias is not None, "ACCUMULATE": accumulate, "ROW_OFFSET": row_offset, "WG": WG}
+                 "ACT": ACTIVATIONS[act], "HAS_BIAS": bias is not None, "ACCUMULATE": accumulate, "ROW_OFFSET": row_offset,
+                 "WG": WG, **_chunk(tokens, counted, OUT_STRIDE=stride, TILE_T=tile)}
     kernel = _weight_kernel(plan, "matvec.wgsl", constants, dtype, m_pad * K)
-    if not row_major:
-        groups = _groups(m_pad // 4)
-    else:
-        groups = _groups(M, WG // row_threads)
-    plan.dispatch(program, kernel, [weight, x, bias or x, out], groups)  # x stands in for an unread bias
+    rows = _groups(m_pad // 4) if not row_major else _groups(M, WG // row_threads)
+    plan.dispatch(program, kernel, [weight, x, bias or x, out, count], (rows[0], tokens // tile, 1))  # x stands in for an unread bias
 
 
-def norm(plan: Plan, program: str, x: View, weight: View, bias: View, out: View, group: int, n_groups: int, eps: float) -> None:
-    """LayerNorm (n_groups 1) or GroupNorm (one group per head) with affine weight and bias."""
+def _chunk(tokens: int, counted: dict, **more) -> dict:
+    """The override constants of a chunked kernel, left out at their WGSL defaults for a decode step
+    (so the decode plan's kernels are the ones it always had)."""
+    if tokens == 1 and not counted["COUNTED"]:
+        return {}
+    return {"T_PAD": tokens, **counted, **more}
+
+
+def norm(plan: Plan, program: str, x: View, weight: View, bias: View, out: View, group: int, n_groups: int, eps: float,
+         tokens: int = 1) -> None:
+    """LayerNorm (n_groups 1) or GroupNorm (one group per head) with affine weight and bias, for
+    each of `tokens` rows."""
     size = group * n_groups * F32
-    views = [_expect(v, size, f"norm {what}") for v, what in ((x, "x"), (weight, "weight"), (bias, "bias"), (out, "out"))]
-    kernel = plan.kernel("norm.wgsl", {"GROUP": group, "EPS": eps, "WG": WG})
-    plan.dispatch(program, kernel, views, (n_groups, 1, 1))
+    x, out = (_expect(v, tokens * size, f"norm {what}") for v, what in ((x, "x"), (out, "out")))
+    weight, bias = (_expect(v, size, f"norm {what}") for v, what in ((weight, "weight"), (bias, "bias")))
+    constants = {"GROUP": group, "EPS": eps, "WG": WG, **({"PARAM_GROUPS": n_groups} if n_groups > 1 else {})}
+    plan.dispatch(program, plan.kernel("norm.wgsl", constants), [x, weight, bias, out], (n_groups * tokens, 1, 1))
 
 
-def token_shift(plan: Plan, program: str, x: View, prev: View, mix: View, out: View, C: int, n_mix: int) -> None:
-    """out[j] = x + (prev − x)·mix[j] for each of n_mix coefficient vectors; then prev = x."""
-    x = _expect(x, C * F32, "token_shift x")
+def token_shift(plan: Plan, program: str, x: View, prev: View, mix: View, out: View, C: int, n_mix: int,
+                tokens: int = 1, count: View | None = None) -> None:
+    """out[j, t] = x[t] + (x[t−1] − x[t])·mix[j] for each of n_mix coefficient vectors, x[−1] = prev;
+    then prev = the last real token's x."""
+    x = _expect(x, tokens * C * F32, "token_shift x")
     prev = _expect(prev, C * F32, "token_shift prev")
     mix = _expect(mix, n_mix * C * F32, "token_shift mix")
-    out = _expect(out, n_mix * C * F32, "token_shift out")
-    kernel = plan.kernel("token_shift.wgsl", {"C": C, "N_MIX": n_mix, "WG": WG})
-    plan.dispatch(program, kernel, [x, prev, mix, out], _groups(C))
+    out = _expect(out, n_mix * tokens * C * F32, "token_shift out")
+    count, counted = _counted(count, x)
+    kernel = plan.kernel("token_shift.wgsl", {"C": C, "N_MIX": n_mix, "WG": WG, **_chunk(tokens, counted)})
+    plan.dispatch(program, kernel, [x, prev, mix, out, count], _groups(C))
 
 
-def wkv7(plan: Plan, program: str, vecs: View, params: View, state: View, out: View, C: int, head_size: int) -> None:
-    """One token of the WKV-7 recurrence: vecs r|w|k|v|a, params k_k|k_a|r_k -> out y|bonus."""
+def wkv7(plan: Plan, program: str, vecs: View, params: View, state: View, out: View, C: int, head_size: int,
+         tokens: int = 1, count: View | None = None) -> None:
+    """The WKV-7 recurrence over a chunk: vecs r|w|k|v|a [5, T, C], params k_k|k_a|r_k -> out y|bonus [2, T, C]."""
     assert C % head_size == 0
-    vecs = _expect(vecs, 5 * C * F32, "wkv7 vecs (r|w|k|v|a)")
+    vecs = _expect(vecs, 5 * tokens * C * F32, "wkv7 vecs (r|w|k|v|a)")
     params = _expect(params, 3 * C * F32, "wkv7 params (k_k|k_a|r_k)")
     state = _expect(state, C * head_size * F32, "wkv7 state [H, N, N]")
-    out = _expect(out, 2 * C * F32, "wkv7 out (y|bonus)")
-    kernel = plan.kernel("wkv7.wgsl", {"C": C, "N": head_size})
-    plan.dispatch(program, kernel, [vecs, params, state, out], (C // head_size, 1, 1))
+    out = _expect(out, 2 * tokens * C * F32, "wkv7 out (y|bonus)")
+    count, counted = _counted(count, vecs)
+    kernel = plan.kernel("wkv7.wgsl", {"C": C, "N": head_size, **_chunk(tokens, counted)})
+    plan.dispatch(program, kernel, [vecs, params, state, out, count], (C // head_size, 1, 1))
 
 
 def lerp(plan: Plan, program: str, a: View, b: View, t: View, n: int) -> None:
@@ -111,14 +148,23 @@ def add_mul(plan: Plan, program: str, a: View, b: View, t: View, out: View, n: i
     plan.dispatch(program, plan.kernel("elementwise.wgsl", {"LEN": n, "WG": WG}, entry="add_mul"), views, _groups(n))
 
 
-def embed(plan: Plan, program: str, table: View, dtype: str, token: View, out: View, rows: int, C: int, row_start: int = 0) -> None:
-    """out = table[token] when row_start <= token < row_start + rows (the table may come in parts)."""
+def embed(plan: Plan, program: str, table: View, dtype: str, token: View, out: View, rows: int, C: int, row_start: int = 0,
+          tokens: int = 1) -> None:
+    """out[t] = table[token[t]] when row_start <= token[t] < row_start + rows (the table may come in parts)."""
     assert C % 4 == 0
     table = _expect(table, weight_bytes(dtype, rows * C), f"embedding table [{rows}x{C}] {dtype}")
-    token = _expect(token, 4, "embed token")
-    out = _expect(out, C * F32, "embed out")
-    kernel = _weight_kernel(plan, "embed.wgsl", {"C": C, "ROW_START": row_start, "ROWS": rows, "WG": WG}, dtype, rows * C)
-    plan.dispatch(program, kernel, [table, token, out], _groups(C // 4))
+    token = _expect(token, tokens * 4, "embed token")
+    out = _expect(out, tokens * C * F32, "embed out")
+    constants = {"C": C, "ROW_START": row_start, "ROWS": rows, "WG": WG, **({"T_PAD": tokens} if tokens > 1 else {})}
+    kernel = _weight_kernel(plan, "embed.wgsl", constants, dtype, rows * C)
+    plan.dispatch(program, kernel, [table, token, out], (_groups(C // 4)[0], tokens, 1))
+
+
+def rows(plan: Plan, program: str, entry: str, x: View, count: View, out: View, C: int, tokens: int) -> None:
+    """entry "last": out = x[count − 1];  "sum": out += Σ_{t < count} x[t]  (rows.wgsl)."""
+    assert entry in ("last", "sum"), entry
+    views = [_expect(x, tokens * C * F32, f"rows.{entry} x"), _expect(count, 4, "token count"), _expect(out, C * F32, f"rows.{entry} out")]
+    plan.dispatch(program, plan.kernel("rows.wgsl", {"C": C, "T_PAD": tokens, "WG": WG}, entry=entry), views, _groups(C))
 
 
 # sample.wgsl's Params struct: temperature, top_p, top_k, presence, frequency, repetition, seed, step
