@@ -61,7 +61,7 @@ var<workgroup> partial: array<f32, WG>;
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
         @builtin(workgroup_id) group: vec3<u32>) {
-  let t0 = id.y * TILE_T;  // this invocation's first token
+  let t0 = group.y * TILE_T;  // this workgroup's first token (the workgroup is one row of WG invocations)
   let n = tokens();
   if (t0 >= n) { return; }  // uniform per workgroup: the barriers below stay in uniform control flow
   let tiles = min(TILE_T, n - t0);

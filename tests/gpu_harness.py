@@ -123,3 +123,51 @@ def run_model_in_browser(page, compiled, model_url: str, tokens: list[int], gree
     out["rows"] = np.stack([floats(base64.b64decode(r))[: compiled.config.vocab_size] for r in out["rows"]])
     out["state"] = base64.b64decode(out["state"])
     return out
+
+
+RUN_PREFILL_JS = """
+async ({plan, model, tokens, chunk, views}) => {
+""" + BRIDGE_SETUP_JS + """  const u32 = (...values) => new Uint32Array(values);
+  const readLogits = async () => toB64(await bridge.read(...views.logits));
+  try {
+    await bridge.load(plan);
+    const file = await (await fetch(model)).arrayBuffer();
+    await bridge.fill(plan.fills, (start, end) => file.slice(start, end));
+    const decode = [];
+    for (const id of tokens) {
+      bridge.run("decode", [{ buffer: views.token[0], offset: views.token[1], data: u32(id) }]);
+      decode.push(await readLogits());
+    }
+    const decodeState = toB64(await bridge.read(...views.state));
+    bridge.write(views.state[0], views.state[1], new Uint8Array(views.state[2]));
+    const prefill = [];
+    for (let start = 0; start < tokens.length; start += chunk) {
+      const ids = tokens.slice(start, start + chunk);
+      bridge.run("prefill", [{ buffer: views.tokens[0], offset: views.tokens[1], data: u32(...ids) },
+                             { buffer: views.count[0], offset: views.count[1], data: u32(ids.length) }]);
+      for (let row = 0; row < ids.length; row++) {
+        bridge.run("head_last", [{ buffer: views.count[0], offset: views.count[1], data: u32(row + 1) }]);
+        prefill.push(await readLogits());
+      }
+    }
+    return { decode, prefill, decodeState, prefillState: toB64(await bridge.read(...views.state)) };
+  } finally {
+    bridge.destroy();
+  }
+}
+"""
+
+
+def run_prefill_in_browser(page, compiled, model_url: str, tokens: list[int]) -> dict:
+    """The same tokens through the plan twice: one decode submission per token, then prefill chunks
+    of compiled.chunk with the head run for every row. Logits rows [T, V] and final state of each."""
+    names = ("token", "tokens", "count", "logits", "state")
+    views = {n: [getattr(compiled, n).buffer, getattr(compiled, n).offset, getattr(compiled, n).size] for n in names}
+    out = page.evaluate(RUN_PREFILL_JS, {"plan": compiled.plan.to_json(), "model": model_url, "tokens": tokens,
+                                         "chunk": compiled.chunk, "views": views})
+    vocab = compiled.config.vocab_size
+    for key in ("decode", "prefill"):
+        out[key] = np.stack([floats(base64.b64decode(r))[:vocab] for r in out[key]])
+    for key in ("decodeState", "prefillState"):
+        out[key] = floats(base64.b64decode(out[key]))
+    return out
