@@ -102,3 +102,35 @@ def test_generation_continues_from_where_the_last_one_ended(path):
     assert first + rest == whole
     nothing = run(model.generate([5, 6], 0, temperature=0))
     assert nothing.tokens == [] and run(model.generate([], 12, temperature=0, keep_state=True)).tokens == whole
+
+
+def test_embed_is_the_reference_hidden_state_single_or_batched(path):
+    model = run(Model.load(path, chunk=3))
+    reference = RWKV7.load(path)
+    inputs = [[5, 6, 7, 8, 9, 10, 11], [42], [1, 2]]
+    for pooling in ("last", "mean"):
+        batch = run(model.embed(inputs, pooling=pooling))
+        assert len(batch) == 3
+        for ids, vector in zip(inputs, batch):
+            single = run(model.embed(ids, pooling=pooling))
+            np.testing.assert_array_equal(single, vector)  # a batch is the same runs in a row
+            assert np.abs(vector - reference.embed(ids, pooling)).max() <= 1e-5  # float32 in another order; values O(1)
+    unit = run(model.embed(inputs[0], normalize=True))
+    assert abs(float(np.linalg.norm(unit)) - 1) < 1e-6
+    with pytest.raises(ValueError, match="pooling must be"):
+        run(model.embed([1], pooling="max"))
+
+
+def test_embed_leaves_the_conversation_state_alone(path):
+    model = run(Model.load(path))
+    run(model.logits([9, 8, 7]))
+    before = run(model.state())
+    run(model.embed([1, 2, 3, 4]))
+    assert run(model.state()) == before
+
+
+def test_prompt_in_chunks_generates_the_same_tokens_as_token_by_token(path):
+    prompt = [int(t) for t in np.random.default_rng(4).integers(1, 300, 50)]
+    results = [run(run(Model.load(path, chunk=chunk)).generate(prompt, 12, temperature=0)) for chunk in (1, 7, 64)]
+    assert results[0].tokens == results[1].tokens == results[2].tokens == reference_greedy(path, prompt, 12)
+    assert all(r.stats.prompt_tokens == 50 for r in results)

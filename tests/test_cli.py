@@ -122,3 +122,41 @@ def test_logits_under_a_precision_agree_on_both_backends(model):
     exact = np.array(json.loads(cli("logits", model, "--tokens", "5,6,7").stdout)["logits"])
     assert np.abs(gpu_rows - numpy_rows).max() <= 1e-3 * np.ptp(numpy_rows)
     assert 0 < np.abs(numpy_rows - exact).max() <= 0.03 * np.ptp(exact)  # int8's bound (test_budget.py)
+
+
+def test_logits_are_the_same_for_every_chunk_size(model):
+    """--chunk N: N tokens per prefill submission; any N gives the reference's rows (float32 in another order)."""
+    tokens = "5,6,7,8,9,10,11,12,13,14,15"
+    expected = np.array(json.loads(cli("logits", model, "--tokens", tokens).stdout)["logits"])
+    for chunk in ("1", "4", "64"):
+        got = np.array(json.loads(cli("logits", model, "--tokens", tokens, "--chunk", chunk).stdout)["logits"])
+        assert np.abs(got - expected).max() <= 1e-5 * (expected.max() - expected.min()), chunk
+    assert b"--chunk must be at least 1" in cli("logits", model, "--tokens", tokens, "--chunk", "0", check=False).stderr
+
+
+@pytest.mark.browser
+def test_embed_prints_the_hidden_state_on_both_backends(model):
+    from rwkvweb.reference import RWKV7
+
+    ids = [3, 9, 27, 81, 243]
+    reference = RWKV7.load(model)
+    for pooling in ("last", "mean"):
+        expected = reference.embed(ids, pooling)
+        for backend in ("numpy", "webgpu"):
+            out = cli("embed", model, "--tokens", ",".join(map(str, ids)), "--pooling", pooling, "--chunk", "2", "--backend", backend)
+            got = np.array(json.loads(out.stdout)["embedding"])
+            # float32 in another order; ln_out's output is O(1): 1e-5 absolute is ~100 ulps of slack
+            assert got.shape == expected.shape and np.abs(got - expected).max() <= 1e-5, (pooling, backend)
+    normalized = np.array(json.loads(cli("embed", model, "--tokens", "3,9", "--normalize").stdout)["embedding"])
+    assert abs(np.linalg.norm(normalized) - 1) < 1e-6
+
+
+@pytest.mark.browser
+def test_generate_stats_and_synthetic_prompts(model):
+    for backend in ("numpy", "webgpu"):
+        out = cli("generate", model, "--prompt-tokens", "40", "--max-tokens", "4", "--temperature", "0", "--stats",
+                  "--chunk", "16", "--backend", backend).stdout.decode().splitlines()
+        stats = json.loads(out[-1])
+        assert set(stats) == {"prompt_tokens", "prefill_seconds", "generated", "decode_seconds"}
+        assert stats["prompt_tokens"] == 40 and stats["generated"] == 4 and stats["prefill_seconds"] > 0
+        assert len(json.loads(out[0])) == 4  # the ids (this model has no tokenizer)

@@ -228,3 +228,92 @@ def test_seeds_are_reproducible_and_distinct(gpu_page):
         initial = {v["logits"].buffer: logits.tobytes(), v["params"].buffer: sampler_params(seed=seed)}
         runs.append(run_in_browser(gpu_page, plan.to_json(), initial, "test", [[]], reads)[0][0])
     assert runs[0] == runs[1] != runs[2]
+
+
+# --- chunked kernels: T token rows per dispatch (prefill), `count` of them real ---------------------
+
+def count_buffer(plan: Plan, initial: dict, n: int):
+    view = plan.buffer("count", 4, "io")
+    initial[view.buffer] = np.array([n], np.uint32).tobytes()
+    return view
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16", "int8", "nf4"])
+@pytest.mark.parametrize("row_major, row_threads, tokens, real, M, K, out_stride", [
+    (False, 1, 32, 32, 100, 128, None),  # k-major, two tiles of 16, M padded to 100
+    (False, 1, 64, 19, 64, 256, None),   # a last chunk: 19 real of 64 (the rest of `out` untouched)
+    (True, 1, 7, 5, 96, 64, 128),        # row-major, a 7-token tile; rows of `out` 128 apart (a split head)
+    (True, 32, 16, 16, 40, 256, None),   # the workgroup reduction: one token per workgroup row
+])
+def test_matvec_over_token_rows(gpu_page, dtype, row_major, row_threads, tokens, real, M, K, out_stride):
+    rng = np.random.default_rng(tokens * M)
+    plan = Plan()
+    shape = (M, K) if row_major else (K, -(-M // 4) * 4)
+    stride = out_stride or M
+    v, initial = inputs(plan, w=weights(rng, shape, K**-0.5, dtype), x=rand(rng, tokens * K), b=rand(rng, M),
+                        out=rand(rng, tokens * stride))
+    count = count_buffer(plan, initial, real)
+    ops.matvec(plan, "test", v["w"], dtype, v["x"], v["out"], M, K, row_major=row_major, row_threads=row_threads, act="tanh",
+               bias=v["b"], accumulate=True, out_stride=out_stride, tokens=tokens, count=count)
+    check(gpu_page, plan, initial, [v["out"]])
+
+
+def test_norm_over_token_rows_repeats_its_parameters(gpu_page):
+    rng = np.random.default_rng(5)
+    group, heads, tokens = 32, 4, 6  # GroupNorm of 4 heads for 6 tokens: weight/bias [4 * 32] used 6 times
+    plan = Plan()
+    n = group * heads
+    v, initial = inputs(plan, x=rand(rng, tokens * n, scale=2), w=rand(rng, n), b=rand(rng, n), out=np.zeros(tokens * n, np.float32))
+    ops.norm(plan, "test", v["x"], v["w"], v["b"], v["out"], group, heads, 64e-5, tokens=tokens)
+    check(gpu_page, plan, initial, [v["out"]])
+
+
+@pytest.mark.parametrize("n_mix, tokens, real", [(6, 8, 8), (1, 16, 11)])
+def test_token_shift_over_a_chunk(gpu_page, n_mix, tokens, real):
+    rng = np.random.default_rng(n_mix * tokens)
+    C = 128
+    plan = Plan()
+    v, initial = inputs(plan, x=rand(rng, tokens * C), prev=rand(rng, C), mix=rng.uniform(0, 1, n_mix * C).astype(np.float32),
+                        out=np.zeros(n_mix * tokens * C, np.float32))
+    count = count_buffer(plan, initial, real)
+    ops.token_shift(plan, "test", v["x"], v["prev"], v["mix"], v["out"], C, n_mix, tokens=tokens, count=count)
+    check(gpu_page, plan, initial, [v["out"], v["prev"]])  # prev: the last real token's x
+
+
+@pytest.mark.parametrize("C, head_size, tokens, real", [(256, 64, 8, 8), (128, 32, 16, 5)])
+def test_wkv7_walks_a_chunk_in_order(gpu_page, C, head_size, tokens, real):
+    rng = np.random.default_rng(C + tokens)
+    T = tokens
+    r, k, v_ = rand(rng, T * C), rand(rng, T * C), rand(rng, T * C)
+    a = rng.uniform(0.05, 0.95, T * C).astype(np.float32)
+    w = np.exp(-0.606531 * rng.uniform(0, 1, T * C)).astype(np.float32)
+    params = np.concatenate([rng.uniform(0.5, 1.5, C), rng.uniform(0.5, 1.5, C), rand(rng, C, scale=0.5)]).astype(np.float32)
+    plan = Plan()
+    v, initial = inputs(plan, vecs=np.concatenate([r, w, k, v_, a]), params=params, state=rand(rng, C * head_size),
+                        out=np.zeros(2 * T * C, np.float32))
+    count = count_buffer(plan, initial, real)
+    ops.wkv7(plan, "test", v["vecs"], v["params"], v["state"], v["out"], C, head_size, tokens=T, count=count)
+    check(gpu_page, plan, initial, [v["out"], v["state"]])
+
+
+@pytest.mark.parametrize("dtype", ["f16", "nf4"])
+def test_embed_gathers_a_chunk_of_rows(gpu_page, dtype):
+    rng = np.random.default_rng(7)
+    rows, C, tokens = 50, 64, 5
+    plan = Plan()
+    ids = np.array([60, 3, 49, 50, 0], np.uint32)  # 60 and 50 belong to another part: those rows stay as they were
+    v, initial = inputs(plan, table=weights(rng, (rows, C), 1.0, dtype), token=ids, out=rand(rng, tokens * C))
+    ops.embed(plan, "test", v["table"], dtype, v["token"], v["out"], rows, C, tokens=tokens)
+    check(gpu_page, plan, initial, [v["out"]], rtol=0 if dtype == "f16" else RTOL)
+
+
+@pytest.mark.parametrize("real", [1, 6, 9])
+def test_rows_last_and_sum(gpu_page, real):
+    rng = np.random.default_rng(real)
+    C, tokens = 96, 9
+    plan = Plan()
+    v, initial = inputs(plan, x=rand(rng, tokens * C), last=np.zeros(C, np.float32), total=rand(rng, C))
+    count = count_buffer(plan, initial, real)
+    ops.rows(plan, "test", "last", v["x"], count, v["last"], C, tokens)
+    ops.rows(plan, "test", "sum", v["x"], count, v["total"], C, tokens)
+    check(gpu_page, plan, initial, [v["last"], v["total"]])

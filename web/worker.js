@@ -88,7 +88,8 @@ const methods = {
 
   // budget: GPU bytes (default: budget.py's DEFAULT_BUDGET); precision: auto | fp32 | fp16 | int8 | nf4;
   // cache: keep the fetched bytes in OPFS (net/cache.js) and read them from there next time.
-  async load({ url, file, budget, precision = "auto", cache = true }, id) {
+  // chunk: the most prompt tokens one prefill submission runs (default: model.py's DEFAULT_CHUNK).
+  async load({ url, file, budget, precision = "auto", cache = true, chunk }, id) {
     const started = performance.now();
     const source = await openSource(file || url);
     const { reader, entry, note } = await withCache(source, cache && !file);
@@ -101,7 +102,7 @@ const methods = {
       const gpuBridge = await ensureBridge();
       const maxBinding = gpu.device.limits.maxStorageBufferBindingSize;
       const device = describe(gpu.adapter, gpu.device);
-      const model = plain(await api.load(gpuBridge, reader, maxBinding, pyodide.toPy(device), budget ?? undefined, precision));
+      const model = plain(await api.load(gpuBridge, reader, maxBinding, pyodide.toPy(device), budget ?? undefined, precision, chunk ?? undefined));
       entry?.markLoaded();
       const notes = [reader.note, note].filter(Boolean).join("; ");
       return { ...model, name: reader.name, bytes: reader.size, fetchedBytes: source.fetchedBytes, cached: Boolean(entry), note: notes,
@@ -134,6 +135,15 @@ const methods = {
     return rows.map((row) => Array.from(new Float32Array(row.buffer, row.byteOffset, row.byteLength / 4)));
   },
 
+  // embed: {text} or {ids}, or {inputs: [...]} for a batch -> Float32Array(s) of the hidden state after ln_out.
+  async embed({ text, ids, inputs, pooling = "last", normalize = false }) {
+    const input = inputs ?? text ?? ids;
+    if (input === undefined) throw new Error("embed needs text, ids or inputs");
+    const out = plain(await api.embed(pyodide.toPy(input), pooling, normalize));
+    const vector = (bytes) => new Float32Array(bytes.slice().buffer);
+    return Array.isArray(out) ? out.map(vector) : vector(out);
+  },
+
   async exportState() {
     const bytes = plain(await api.export_state());
     return bytes.slice().buffer;
@@ -149,7 +159,7 @@ const methods = {
     return bridge ? bridge.info() : null;
   },
 };
-const gpuMethods = new Set(["load", "generate", "logits", "exportState", "importState", "unload", "cacheDelete"]);
+const gpuMethods = new Set(["load", "generate", "logits", "embed", "exportState", "importState", "unload", "cacheDelete"]);
 
 const ready = (async () => {
   for (const [name, run] of steps) {

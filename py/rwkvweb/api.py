@@ -12,6 +12,9 @@ Everything that touches the GPU is awaitable; `encode`/`decode` are plain calls.
 from __future__ import annotations
 
 import codecs
+import math
+import struct
+from array import array
 from dataclasses import asdict, dataclass, fields
 
 from .config import ModelError, detect_config
@@ -142,6 +145,35 @@ class Model:
             await self.engine.reset()
         return await self.engine.forward_all(list(tokens))
 
+    async def embed(self, inputs, pooling: str = "last", normalize: bool = False):
+        """The hidden state after ln_out (the head is not run) for a text or a list of ids, or for each
+        item of a list of them. pooling "last": the final token's vector, which carries the whole input
+        through the recurrence (retrieval, classification heads); "mean": the average over every
+        token (similarity of longer passages, less dominated by how a text ends). Each input runs
+        from a fresh state, and this handle's own state is kept. Returns float32 vectors [C] (a batch:
+        one per item): numpy arrays under CPython, `array('f')` where numpy is absent (Pyodide)."""
+        if pooling not in ("last", "mean"):
+            raise ValueError(f"pooling must be 'last' or 'mean', not {pooling!r}")
+        batch = isinstance(inputs, (list, tuple)) and bool(inputs) and not isinstance(inputs[0], int)
+        items = [self.encode(item) if isinstance(item, str) else [int(t) for t in item] for item in (inputs if batch else [inputs])]
+        await self._activate()
+        saved = await self.engine.export_state()
+        try:
+            vectors = [await self._embed_one(ids, pooling, normalize) for ids in items]
+        finally:
+            await self.engine.import_state(saved)
+        return _float_vectors(vectors) if batch else _float_vectors(vectors)[0]
+
+    async def _embed_one(self, ids: list[int], pooling: str, normalize: bool) -> list[float]:
+        await self.engine.reset()
+        total, last = await self.engine.pool(ids)
+        n = self.config.n_embd
+        vector = struct.unpack(f"<{n}f", last[: 4 * n]) if pooling == "last" else [v / len(ids) for v in struct.unpack(f"<{n}f", total[: 4 * n])]
+        if normalize:
+            length = math.sqrt(sum(v * v for v in vector)) or 1.0
+            vector = [v / length for v in vector]
+        return list(vector)
+
     async def state(self, blob: bytes | None = None) -> bytes | None:
         """Export the recurrent state (no argument) or import one (the bytes an export gave)."""
         await self._activate()
@@ -169,6 +201,15 @@ class Model:
                 "matvec": self.engine.compiled.matvec, "kernels": len(plan.kernels), "steps_per_token": len(plan.programs["decode"]) + len(plan.programs["sample"]),
                 "budget": budget["budget"], "gpu_bytes_planned": budget["gpu_bytes"], "precision": budget["precision"],
                 "matrices_by_precision": budget["matrices_by_precision"], "host_bytes": budget["host_bytes"]}
+
+
+def _float_vectors(vectors: list[list[float]]):
+    """float32 vectors as numpy where it is installed (CPython), else as array('f') (Pyodide)."""
+    try:
+        import numpy as np
+    except ImportError:
+        return [array("f", v) for v in vectors]
+    return [np.asarray(v, np.float32) for v in vectors]
 
 
 async def _maybe_await(value) -> None:

@@ -11,7 +11,7 @@ from .api import Model, read_header
 from .bridge import WebGPUBackend
 from .budget import DEFAULT_BUDGET, parse_bytes, plan_budget
 from .config import detect_config
-from .model import choose_matvec
+from .model import DEFAULT_CHUNK, choose_matvec
 from .tokenizer import WorldTokenizer, tokenizer_for
 
 _tokenizer: WorldTokenizer | None = None
@@ -66,7 +66,7 @@ def _require_model() -> Model:
     return _model
 
 
-async def load(js_bridge, reader, max_binding: int, adapter=None, budget=None, precision: str = "auto") -> dict:
+async def load(js_bridge, reader, max_binding: int, adapter=None, budget=None, precision: str = "auto", chunk=None) -> dict:
     """Load a model from a JS reader (URL or file) onto the bridge's device, within `budget` bytes.
 
     The header is read and checked first, and the budget planned: a malformed or unsupported
@@ -77,7 +77,8 @@ async def load(js_bridge, reader, max_binding: int, adapter=None, budget=None, p
     tokenizer_for(config.vocab_size, header[1], lambda: None)  # refuse an unknown tokenizer before unloading
     budget = DEFAULT_BUDGET if budget is None else parse_bytes(_py(budget))
     matvec = choose_matvec(_py(adapter))
-    planned = plan_budget(config, header[0], budget, precision, int(max_binding), matvec)  # refuses before anything is unloaded
+    chunk = DEFAULT_CHUNK if chunk is None else int(chunk)
+    planned = plan_budget(config, header[0], budget, precision, int(max_binding), matvec, chunk)  # refuses before anything is unloaded
     await unload(js_bridge)
     world = lambda config, metadata: tokenizer_for(config.vocab_size, metadata, _require_tokenizer)  # noqa: E731
     _model = await Model.load(reader, backend=WebGPUBackend(js_bridge), tokenizer_for=world, max_binding=int(max_binding),
@@ -101,7 +102,8 @@ async def generate(prompt, options, on_text) -> dict:
     result = await _require_model().generate(prompt, max_tokens, on_text=on_text, should_stop=lambda: _abort_requested, **options)
     stats = result.stats
     return {"text": result.text, "tokens": result.tokens, "stopped_by": stats.stopped_by, "prompt_tokens": stats.prompt_tokens,
-            "generated": stats.generated, "prefill_seconds": stats.prefill_seconds, "tokens_per_second": stats.tokens_per_second}
+            "generated": stats.generated, "prefill_seconds": stats.prefill_seconds, "decode_seconds": stats.decode_seconds,
+            "tokens_per_second": stats.tokens_per_second}
 
 
 def abort() -> None:
@@ -112,6 +114,12 @@ def abort() -> None:
 
 async def logits(tokens, keep_state: bool = False) -> list[bytes]:
     return await _require_model().logits([int(t) for t in _py(tokens)], keep_state=bool(keep_state))
+
+
+async def embed(inputs, pooling: str = "last", normalize: bool = False):
+    """Model.embed for the worker: float32 bytes [C] for one text or id list, a list of them for a batch."""
+    vectors = await _require_model().embed(_py(inputs), pooling=pooling, normalize=bool(normalize))
+    return [v.tobytes() for v in vectors] if isinstance(vectors, list) else vectors.tobytes()
 
 
 async def export_state() -> bytes:

@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 from .budget import PRECISIONS, parse_bytes, plan_budget
 from .config import ModelConfig, ModelError, detect_config
-from .model import DEFAULT_MAX_BINDING, MATVEC_VARIANTS
+from .model import DEFAULT_CHUNK, DEFAULT_MAX_BINDING, MATVEC_VARIANTS
 from .quant import fold_quantized
 from .safetensors import FormatError, SafetensorsFile
 from .source import SourceError
@@ -50,15 +50,33 @@ def _parser() -> argparse.ArgumentParser:
                         help="webgpu: the browser engine in headless Chromium (needs a source checkout); "
                              "numpy: the float32 reference, or the planned engine on numpy when --budget/--precision is given")
     _budget_options(logits, default=None)
+    _chunk_option(logits)
     logits.set_defaults(run=cmd_logits)
+
+    embed = commands.add_parser("embed", help='print {"embedding": [...]}: the hidden state after ln_out (the head is not run)')
+    embed.add_argument("model")
+    embed_input = embed.add_mutually_exclusive_group(required=True)
+    embed_input.add_argument("--tokens", help="comma-separated token ids")
+    embed_input.add_argument("--text", help="text (models with a tokenizer)")
+    embed.add_argument("--pooling", choices=["last", "mean"], default="last", help="the last token's vector, or the mean over all")
+    embed.add_argument("--normalize", action="store_true", help="scale to unit length")
+    embed.add_argument("--backend", choices=["numpy", "webgpu"], default="numpy")
+    _budget_options(embed)
+    _chunk_option(embed)
+    embed.set_defaults(run=cmd_embed)
 
     generate = commands.add_parser("generate", help="continue a prompt; prints the text (or ids for models without a tokenizer)")
     generate.add_argument("model")
     prompt = generate.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--prompt", help="prompt text (World-vocabulary models)")
     prompt.add_argument("--tokens", help="prompt as comma-separated token ids")
+    prompt.add_argument("--prompt-tokens", type=int, help="a synthetic prompt of N token ids (benchmarks)")
     generate.add_argument("--max-tokens", type=int, default=100)
     generate.add_argument("--backend", choices=["numpy", "webgpu"], default="numpy")
+    generate.add_argument("--stats", action="store_true",
+                          help='print one more JSON line: {"prompt_tokens", "prefill_seconds", "generated", "decode_seconds"}')
+    _budget_options(generate)
+    _chunk_option(generate)
     generate.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     generate.add_argument("--top-p", type=float, default=0.85)
     generate.add_argument("--top-k", type=int, default=0)
@@ -91,6 +109,27 @@ def _budget_options(parser, default: str | None = "2GB") -> None:
                         help="large matrices: auto (widest that fits) or one precision for all")
 
 
+def _chunk_option(parser) -> None:
+    parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
+                        help=f"prompt tokens per prefill submission (1: token by token; default {DEFAULT_CHUNK})")
+
+
+def _load_options(args) -> dict:
+    """Model.load's budget, precision and chunk from the command line."""
+    if args.chunk < 1:
+        raise ValueError(f"--chunk must be at least 1, got {args.chunk}")
+    return {"budget": parse_bytes(args.budget or "2GB"), "precision": args.precision or "auto", "chunk": args.chunk}
+
+
+def _load_numpy(args, **options):
+    """The planned engine on the numpy backend, loaded from the command line's options."""
+    import asyncio
+
+    from .api import Model
+
+    return asyncio.run(Model.load(args.model, **_load_options(args), **options))
+
+
 def cmd_plan(args) -> None:
     file = SafetensorsFile(args.model)
     tensors = fold_quantized(file.tensors, file.metadata)
@@ -112,25 +151,19 @@ def cmd_info(args) -> None:
 
 def cmd_logits(args) -> None:
     tokens = _parse_ids(args.tokens)
-    options = {"budget": parse_bytes(args.budget or "2GB"), "precision": args.precision or "auto"}
     if args.backend == "webgpu":
         from .headless import headless_engine
 
         with headless_engine(args.model) as engine:
-            engine.load(args.model, **options)
+            engine.load(args.model, **_load_options(args))
             rows = engine.call("logits", {"tokens": tokens})
-    elif args.budget or args.precision:
+    elif args.budget or args.precision or args.chunk != DEFAULT_CHUNK:
         import asyncio
 
         import numpy as np
 
-        from .api import Model
-
-        async def run():
-            model = await Model.load(args.model, tokenizer_for=lambda config, metadata: None, **options)
-            return [np.frombuffer(row, np.float32).tolist() for row in await model.logits(tokens)]
-
-        rows = asyncio.run(run())
+        model = _load_numpy(args, tokenizer_for=lambda config, metadata: None)
+        rows = [np.frombuffer(row, np.float32).tolist() for row in asyncio.run(model.logits(tokens))]
     else:
         from .reference import RWKV7
 
@@ -140,27 +173,48 @@ def cmd_logits(args) -> None:
 
 
 def cmd_generate(args) -> None:
-    prompt = args.prompt if args.prompt is not None else _parse_ids(args.tokens)
+    if args.prompt_tokens is not None:
+        if args.prompt_tokens < 1:
+            raise ValueError(f"--prompt-tokens must be at least 1, got {args.prompt_tokens}")
+        prompt = [(7919 * i) % 255 + 1 for i in range(args.prompt_tokens)]  # fixed ids 1..255: valid in any vocabulary of 256+
+    else:
+        prompt = args.prompt if args.prompt is not None else _parse_ids(args.tokens)
     sampling = {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k, "seed": args.seed}
     if args.backend == "webgpu":
         from .headless import headless_engine
 
         with headless_engine(args.model) as engine:
-            engine.load(args.model)
+            engine.load(args.model, **_load_options(args))
             result = engine.call("generate", {"prompt": prompt, "options": {"max_tokens": args.max_tokens, **sampling}})
-        text, tokens = result["text"], result["tokens"]
+        text, tokens, stats = result["text"], result["tokens"], result
     else:
         import asyncio
 
-        from .api import Model
-
-        async def run():
-            model = await Model.load(args.model)
-            return await model.generate(prompt, args.max_tokens, **sampling)
-
-        generation = asyncio.run(run())
-        text, tokens = generation.text, generation.tokens
+        model = _load_numpy(args)
+        generation = asyncio.run(model.generate(prompt, args.max_tokens, **sampling))
+        text, tokens, stats = generation.text, generation.tokens, asdict(generation.stats)
     print(text if text or args.prompt is not None else json.dumps(tokens))
+    if args.stats:
+        print(json.dumps({key: stats[key] for key in ("prompt_tokens", "prefill_seconds", "generated", "decode_seconds")}))
+
+
+def cmd_embed(args) -> None:
+    inputs = args.text if args.text is not None else _parse_ids(args.tokens)
+    if args.backend == "webgpu":
+        from .headless import headless_engine
+
+        with headless_engine(args.model) as engine:
+            engine.load(args.model, **_load_options(args))
+            vector = engine.call("embed", {"text" if args.text is not None else "ids": inputs, "pooling": args.pooling,
+                                           "normalize": args.normalize})
+            vector = [vector[str(i)] for i in range(len(vector))] if isinstance(vector, dict) else list(vector)
+    else:
+        import asyncio
+
+        model = _load_numpy(args)
+        vector = asyncio.run(model.embed(inputs, pooling=args.pooling, normalize=args.normalize)).tolist()
+    json.dump({"embedding": vector}, sys.stdout)
+    print()
 
 
 def _parse_ids(text: str) -> list[int]:

@@ -81,6 +81,11 @@ class RWKV7:
                             for name, info in tensors.items()})
 
     def forward(self, token: int, state: State) -> tuple[np.ndarray, State]:
+        hidden, state = self.hidden(token, state)
+        return self.w["head.weight"] @ hidden, state
+
+    def hidden(self, token: int, state: State) -> tuple[np.ndarray, State]:
+        """The last layer's output after ln_out (what the head reads; embed()'s vector) and the new state."""
         cfg, w = self.config, self.w
         if not 0 <= token < cfg.vocab_size:
             raise ModelError(f"token id {token} is outside the vocabulary [0, {cfg.vocab_size})")
@@ -94,7 +99,7 @@ class RWKV7:
             x = x + dx
             xx = layer_norm(x, w[b + "ln2.weight"], w[b + "ln2.bias"])
             x = x + self.channel_mix(i, xx, state)
-        return w["head.weight"] @ layer_norm(x, w["ln_out.weight"], w["ln_out.bias"]), state
+        return layer_norm(x, w["ln_out.weight"], w["ln_out.bias"]), state
 
     def time_mix(self, i: int, x, state: State, v_first):
         cfg, H, N = self.config, self.config.n_head, self.config.head_size
@@ -136,6 +141,14 @@ class RWKV7:
         state.ffn_shift[i] = x
         k = np.maximum(p("key.weight") @ (x + dx * p("x_k")), 0) ** 2
         return p("value.weight") @ k
+
+    def embed(self, tokens: list[int], pooling: str = "last") -> np.ndarray:
+        """api.Model.embed's reference: ln_out hidden states from a fresh state, the last or the mean."""
+        state, rows = State.zeros(self.config), []
+        for token in tokens:
+            hidden, state = self.hidden(token, state)
+            rows.append(hidden)
+        return rows[-1] if pooling == "last" else np.mean(rows, axis=0)
 
     def logits(self, tokens: list[int], state: State | None = None) -> tuple[np.ndarray, State]:
         """Run tokens one by one; logits [T, V] for every position, and the final state."""
