@@ -9,6 +9,8 @@ For RWKV-7 0.1B's shape (12 x 768 x 65536, random weights made here, cached in .
               fetched, peak GPU bytes (the bridge's count), decode tokens/s
   budgets     the 0.1B and 0.4B shapes under 700 MB, 1 GB and 2 GB: what the planner chose,
               the measured peak GPU bytes, tokens/s
+  prefill     a 512-token prompt in chunks (tokens/s) next to decode tokens/s, and embed() of 512
+              tokens (ms), in the browser and on the numpy plan; the tokenizer table (MB/s)
   quality     top-1 agreement with the float32 reference over 256 teacher-forced tokens, per
               precision: the shipped trained model on held-out-style text, and the 0.1B shape
 """
@@ -173,7 +175,50 @@ def bench_speed(tokens: int) -> list[str]:
             "| weights | variant | ms/token |", "|---|---|---|", *variant_rows]
 
 
-BENCHES = {"speed": bench_speed, "precisions": bench_precisions, "budgets": bench_budgets, "quality": lambda tokens: bench_quality()}
+PREFILL_PROMPT = [(7919 * i) % 65000 + 1 for i in range(512)]
+
+
+def bench_prefill(tokens: int) -> list[str]:
+    """Prefill vs decode per token, chunk by chunk size, and embed(): the issue's 512-token prompt."""
+    rows = []
+    for dtype in ("fp16", "fp32"):
+        path = model_file(dtype)
+        with headless_engine(path) as engine:
+            for chunk in (16, 64):
+                engine.load(path, chunk=chunk)
+                engine.call("generate", {"prompt": PREFILL_PROMPT[:chunk], "options": {"max_tokens": 2}})  # warm the pipelines
+                result = engine.call("generate", {"prompt": PREFILL_PROMPT, "options": {"max_tokens": tokens, "temperature": 1.0}})
+                started = time.perf_counter()
+                engine.call("embed", {"ids": PREFILL_PROMPT})
+                embed_ms = (time.perf_counter() - started) * 1000
+                rows.append(_prefill_row(f"webgpu (browser), {dtype}", chunk, result["prefill_seconds"], result["tokens_per_second"], embed_ms))
+        model = asyncio.run(Model.load(path, tokenizer_for=lambda c, m: None))
+        generation = asyncio.run(model.generate(PREFILL_PROMPT, tokens, temperature=1.0))
+        started = time.perf_counter()
+        asyncio.run(model.embed(PREFILL_PROMPT))
+        embed_ms = (time.perf_counter() - started) * 1000
+        stats = generation.stats
+        rows.append(_prefill_row(f"numpy plan, {dtype}", model.engine.compiled.chunk, stats.prefill_seconds, stats.tokens_per_second, embed_ms))
+    return [f"RWKV-7 0.1B shape, a {len(PREFILL_PROMPT)}-token prompt, then {tokens} tokens decoded:", "",
+            "| engine | chunk | prefill tok/s | decode tok/s | prefill / decode | embed 512 tokens ms |", "|---|---|---|---|---|---|", *rows,
+            "", *bench_tokenizers()]
+
+
+def _prefill_row(engine: str, chunk: int, prefill_seconds: float, decode_tok_s: float, embed_ms: float) -> str:
+    prefill = len(PREFILL_PROMPT) / prefill_seconds  # prefill_seconds covers the prompt and the first sampled token
+    return f"| {engine} | {chunk} | {prefill:.1f} | {decode_tok_s:.2f} | {prefill / decode_tok_s:.1f}x | {embed_ms:.0f} |"
+
+
+def bench_tokenizers() -> list[str]:
+    """The tokenizer table (build/bench_tokenizers.py), where that module exists."""
+    try:
+        from build.bench_tokenizers import tokenizer_table
+    except ImportError:
+        return []
+    return tokenizer_table()
+
+
+BENCHES = {"speed": bench_speed, "prefill": bench_prefill, "precisions": bench_precisions, "budgets": bench_budgets, "quality": lambda tokens: bench_quality()}
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import pytest
 from conftest import run_async as run
 
 from rwkvweb.api import Model
+from rwkvweb.engine import Sampling
 from rwkvweb.config import ModelConfig
 from rwkvweb.reference import RWKV7
 from rwkvweb.testmodel import write_test_model
@@ -134,3 +135,54 @@ def test_prompt_in_chunks_generates_the_same_tokens_as_token_by_token(path):
     results = [run(run(Model.load(path, chunk=chunk)).generate(prompt, 12, temperature=0)) for chunk in (1, 7, 64)]
     assert results[0].tokens == results[1].tokens == results[2].tokens == reference_greedy(path, prompt, 12)
     assert all(r.stats.prompt_tokens == 50 for r in results)
+
+
+def generate_with_batch(path, batch, prompt, max_tokens, **options):
+    """A generation whose decode steps are chained `batch` at a time (1: one submission per token), and the state after it."""
+    import rwkvweb.engine as engine_module
+
+    saved, engine_module.BATCH = engine_module.BATCH, batch
+    try:
+        model = run(Model.load(path))
+        result = run(model.generate(prompt, max_tokens, **options))
+        return result, run(model.state())
+    finally:
+        engine_module.BATCH = saved
+
+
+@pytest.mark.parametrize("sampling", [dict(temperature=0), dict(temperature=1.0, top_p=0.9, seed=11, repetition_penalty=1.2)])
+def test_batched_decode_equals_one_token_per_submission(path, sampling):
+    one, one_state = generate_with_batch(path, 1, [3, 1, 4], 40, **sampling)
+    many, many_state = generate_with_batch(path, 16, [3, 1, 4], 40, **sampling)  # batches 1+2+4+8+16+9: the last one cut short
+    assert many.tokens == one.tokens and len(one.tokens) == 40 and many.stats.stopped_by == "length"
+    assert many_state == one_state  # state, and the pending last token, as if each token had its own submission
+
+
+def test_a_stop_inside_a_batch_rolls_back_to_it(path):
+    sampling = dict(temperature=1.0, seed=5)
+    free, _ = generate_with_batch(path, 1, [7, 7], 30, **sampling)
+    stop_at = 10  # inside the batch of 8 that covers tokens 7..14
+    stop_token = free.tokens[stop_at]
+    assert stop_token not in free.tokens[:stop_at]
+
+    async def generate(batch):
+        import rwkvweb.engine as engine_module
+
+        saved, engine_module.BATCH = engine_module.BATCH, batch
+        try:
+            model = await Model.load(path)
+            seen = []
+            tokens, stats = await model.engine.generate([7, 7], 30, Sampling(**sampling), on_token=lambda t: _stop_on(seen, t, stop_token))
+            return tokens, stats, seen, await model.state()
+        finally:
+            engine_module.BATCH = saved
+
+    one, many = run(generate(1)), run(generate(16))
+    assert many[0] == one[0] == free.tokens[: stop_at + 1] and many[1].stopped_by == one[1].stopped_by == "stop"
+    assert many[2] == one[2]  # the callback saw exactly the kept tokens, none past the stop
+    assert many[3] == one[3]
+
+
+async def _stop_on(seen, token, stop_token):
+    seen.append(token)
+    return token == stop_token

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
-from .model import DECODE, HEAD_LAST, POOL, PREFILL, SAMPLE, CompiledModel
+from .model import BATCH, DECODE, HEAD_LAST, POOL, PREFILL, RESTORE, SAMPLE, SNAPSHOT, CompiledModel, keep
 from .ops import SAMPLER_FORMAT
 
 END_OF_TEXT = 0
@@ -52,7 +52,7 @@ class GenerationStats:
     generated: int = 0
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
-    stopped_by: str = ""  # "length" | "end_of_text" | "abort"
+    stopped_by: str = ""  # "length" | "end_of_text" | "stop" (on_token said so: a stop string) | "abort"
 
     @property
     def tokens_per_second(self) -> float:
@@ -166,11 +166,18 @@ class Engine:
         self.pending = None
 
     async def generate(self, prompt: list[int], max_tokens: int, sampling: Sampling = Sampling(), *,
-                       on_token: Callable[[int], Awaitable[None]] | None = None,
+                       on_token: Callable[[int], Awaitable[bool | None]] | None = None,
                        should_stop: Callable[[], bool] = lambda: False, keep_state: bool = False,
                        stop_tokens: tuple[int, ...] = (END_OF_TEXT,)) -> tuple[list[int], GenerationStats]:
-        """Sample up to max_tokens after the prompt; `await on_token(id)` sees each id as it arrives
-        (api.Model.generate adapts the user's plain or async callbacks)."""
+        """Sample up to max_tokens after the prompt; `await on_token(id)` sees each id as it arrives and
+        may return True to stop after it (a stop string; api.Model.generate adapts the user's callbacks).
+
+        The first token comes from the prompt's last prefill submission. After it, decode + sample steps
+        are chained `batch` at a time in one submission (doubling up to model.BATCH), each sampled id
+        feeding the next step's embedding on the GPU and all of them read back at once. A batch that
+        runs past a stop (end of text, a stop string, max_tokens) is undone: the state taken aside
+        before it is restored and only the steps up to the stop run again, so state, counts and ids
+        are those of one step per submission. should_stop() (abort) is polled between batches."""
         if not prompt and (self.pending is None or not keep_state):
             raise ValueError("generate needs at least one prompt token")
         if not keep_state:
@@ -187,30 +194,46 @@ class Engine:
             await self.feed(tokens[:-1])
             self.pending = tokens[-1]
             return out, stats
-        await self.feed(prompt, then=(HEAD_LAST, SAMPLE))  # the prompt in chunks; the last one's logits feed the sampler
+        await self.feed(prompt, then=(HEAD_LAST, SAMPLE, keep(0)))  # the last chunk's logits give the first token
+        batch = 1
+        ids = await self._read_history(1)
+        stats.prefill_seconds = time.perf_counter() - started
+        decode_started = time.perf_counter()
         while True:
-            token = struct.unpack("<I", await self._read(self.compiled.sampled))[0]
-            if not out:
-                stats.prefill_seconds = time.perf_counter() - started
-                decode_started = time.perf_counter()
-            out.append(token)
-            self.pending = token  # the sampler also copied it into `token`: the next decode step's input
-            if on_token is not None:
-                await on_token(token)
-            if token in stop_tokens:
-                stats.stopped_by = "end_of_text"
-                break
-            if len(out) == max_tokens:
-                stats.stopped_by = "length"
+            for step, token in enumerate(ids):
+                out.append(token)
+                self.pending = token  # the sampler also copied it into `token`: the next decode step's input
+                stop = await on_token(token) if on_token is not None else None
+                reason = "end_of_text" if token in stop_tokens else "stop" if stop else "length" if len(out) == max_tokens else ""
+                if reason:
+                    if step < len(ids) - 1:  # the batch ran on past this token: undo it, redo it up to here
+                        await self.backend.run([RESTORE, *self._decode_steps(step + 1)], [])
+                    stats.stopped_by = reason
+                    break
+            if stats.stopped_by:
                 break
             if should_stop():
                 stats.stopped_by = "abort"
                 break
-            await self.backend.run([DECODE, SAMPLE], await self._decode_input())
+            batch = 1 if self.compiled.host_embedding else min(2 * batch, BATCH, max_tokens - len(out))
+            if batch == 1:
+                await self.backend.run(self._decode_steps(1), await self._decode_input())
+            else:
+                await self.backend.run([SNAPSHOT, *self._decode_steps(batch)], [])
+            ids = await self._read_history(batch)
         stats.generated = len(out)
         if len(out) > 1:
             stats.decode_seconds = time.perf_counter() - decode_started
         return out, stats
+
+    @staticmethod
+    def _decode_steps(n: int) -> list[str]:
+        """n chained steps: decode the pending token, sample the next (it becomes the input), record it."""
+        return [name for i in range(n) for name in (DECODE, SAMPLE, keep(i))]
+
+    async def _read_history(self, n: int) -> list[int]:
+        history = self.compiled.history
+        return list(struct.unpack(f"<{n}I", await self.backend.read(history.buffer, history.offset, 4 * n)))
 
 
 def _widen(raw: bytes, dtype: str) -> bytes:

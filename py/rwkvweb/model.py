@@ -24,6 +24,13 @@ PREFILL = "prefill"  # a chunk of tokens -> state advanced (no head)
 HEAD_LAST = "head_last"  # after a prefill: the logits of its last real token
 POOL = "pool"  # after a prefill: ln_out of its rows, summed and last (embed())
 DEFAULT_CHUNK = 64  # tokens per prefill submission (the matmul tiles 16 tokens; DESIGN.md measured T = 64)
+BATCH = 16  # the most decode + sample steps one submission chains (engine.generate): ids come back once per batch
+SNAPSHOT, RESTORE = "snapshot", "restore"  # the generation state copied aside before a batch, and back (a stop inside it)
+
+
+def keep(step: int) -> str:
+    """The program that records a batch's step-th sampled id in `history`."""
+    return f"keep{step}"
 DEFAULT_MAX_BINDING = 128 << 20  # WebGPU's default maxStorageBufferBindingSize
 ATT_MIX = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g")  # slot order of the token-shift outputs
 R, W, K, V, A, G = range(6)  # slots of `mixed` and of `vecs`
@@ -48,6 +55,7 @@ class CompiledModel:
     chunk_input: View  # [T_PAD, C] a chunk's embedding rows (written by the engine for a host table); ln_out after pool
     pooled: View  # [C] Σ ln_out(x) over the rows pooled since the engine zeroed it
     pooled_last: View  # [C] ln_out(x) of the last pooled row
+    history: View  # io: [BATCH] u32, the ids sampled by one batch of decode steps (keep(i) writes slot i)
 
 
 @dataclass
@@ -272,7 +280,9 @@ def compile_model(config: ModelConfig, tensors: dict[str, TensorInfo], max_bindi
                  state advances; no head
       head_last  after a prefill: the last real token's logits (or any row's: `count` = row + 1)
       pool       after a prefill: ln_out of every real row, summed into `pooled` [C] and the last one
-                 copied into `pooled_last` [C] (embed())"""
+                 copied into `pooled_last` [C] (embed())
+      keep{i}    `sampled` -> history[i]: a batch of decode + sample + keep{i} steps reads its ids back once
+      snapshot / restore   state, counts, sampler settings and `token` copied aside and back"""
     cfg, b = config, _Builder(config, tensors, max_binding, matvec, precisions or {})
     plan = b.plan
     C, H, N = cfg.n_embd, cfg.n_head, cfg.head_size
@@ -314,8 +324,15 @@ def compile_model(config: ModelConfig, tensors: dict[str, TensorInfo], max_bindi
     counts = plan.buffer("counts", cfg.vocab_size * 4, "state")
     ops.sample(plan, SAMPLE, logits, counts, sampler, b.scratch("probs", cfg.vocab_size), sampled, cfg.vocab_size)
     plan.copy(SAMPLE, sampled, token)
+    history = plan.buffer("history", BATCH * 4, "io")
+    for i in range(BATCH):
+        plan.copy(keep(i), sampled, history.slot(i, 4))
+    for view in (state, counts, sampler, token):  # everything a decode + sample step changes
+        copy = plan.buffer(f"snapshot of {plan.buffers[view.buffer]['name']}", view.size, "state")
+        plan.copy(SNAPSHOT, view, copy)
+        plan.copy(RESTORE, copy, view)
     return CompiledModel(cfg, plan, token, logits, state, sampled, sampler, counts, matvec, b.weight_bytes, host_embedding,
-                         chunk, tokens, count, chunked.xx, pooled, pooled_last)
+                         chunk, tokens, count, chunked.xx, pooled, pooled_last, history)
 
 
 def _embedding(b: _Builder, program: str, acts: Activations, ids: View) -> "HostEmbedding | None":
