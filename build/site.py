@@ -36,6 +36,7 @@ SOURCES = ["web", "shaders", "py/rwkvweb", "build", "models", "package.json", "p
 MODEL_SUFFIXES = (".st", ".safetensors")
 STAMP = ".build-stamp"
 MANIFEST = "asset-manifest.json"
+BROWSERLESS = ("headless.py",)  # package modules that drive a browser from CPython: never shipped into one
 
 
 def build(site: str = SITE) -> dict:
@@ -88,7 +89,7 @@ def _model_index() -> bytes:
 def _generated() -> dict[str, bytes]:
     """Files the build makes: the model index, and the wheels PyPI has no pure-Python form of."""
     version = rwkvweb_version()
-    ours = wheels.pure_wheel_bytes("rwkvweb", version, wheels.package_files(os.path.join(ROOT, "py", "rwkvweb"), "rwkvweb/"), "RWKV in the browser")
+    ours = wheels.pure_wheel_bytes("rwkvweb", version, wheels.package_files(os.path.join(ROOT, "py", "rwkvweb"), "rwkvweb/", exclude=BROWSERLESS), "RWKV in the browser")
     sdist = wheels.fetch_pinned("markupsafe", os.path.join(CACHE, "wheels"))
     markupsafe_version = wheels.PINNED["markupsafe"][0]
     markupsafe = wheels.pure_wheel_bytes("markupsafe", markupsafe_version, wheels.markupsafe_pure_files(sdist), "MarkupSafe, pure-Python form")

@@ -74,13 +74,13 @@ def _urlsafe_digest(data: bytes) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def package_files(package_dir: str, prefix: str) -> dict[str, bytes]:
-    """Every .py / .pyi / py.typed file under package_dir, keyed by its path inside the wheel."""
+def package_files(package_dir: str, prefix: str, exclude: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """Every .py / .pyi / py.typed file under package_dir (but the `exclude`d names), keyed by its path inside the wheel."""
     files = {}
     for folder, subfolders, names in os.walk(package_dir):
         subfolders[:] = sorted(d for d in subfolders if d != "__pycache__")
         for filename in names:
-            if filename.endswith((".py", ".pyi")) or filename == "py.typed":
+            if (filename.endswith((".py", ".pyi")) or filename == "py.typed") and filename not in exclude:
                 path = os.path.join(folder, filename)
                 with open(path, "rb") as file:
                     files[prefix + os.path.relpath(path, package_dir).replace(os.sep, "/")] = file.read()

@@ -9,7 +9,10 @@ build/ beside py/), Playwright, and Chromium (Debian: /usr/bin/chromium).
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import sys
+import tempfile
 from contextlib import contextmanager
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -59,25 +62,40 @@ class HeadlessEngine:
 
 @contextmanager
 def headless_engine(model_path: str):
-    """Serve the site plus the model's folder, open Chromium, yield a HeadlessEngine."""
-    if not os.path.exists(os.path.join(REPO, "serve.py")):
-        raise RuntimeError("--backend webgpu needs a source checkout of rwkvweb (serve.py and build/ beside py/)")
+    """Serve the site plus the model's folder (serve.py in a process of its own, which builds the
+    site when it is stale), open Chromium, yield a HeadlessEngine."""
     if not os.path.exists(CHROMIUM):
         raise RuntimeError(f"{CHROMIUM} not found: install Chromium (apt-get install chromium) or set RWKVWEB_CHROMIUM")
-    sys.path.insert(0, REPO)
-    import serve
-    from build import site
     from playwright.sync_api import sync_playwright
 
-    if site.is_stale():
-        site.build()
-    server = serve.serve_in_thread(site.SITE, mounts={"cli-model": os.path.dirname(os.path.abspath(model_path))})
-    try:
+    with site_server({"cli-model": os.path.dirname(os.path.abspath(model_path))}) as url:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            page = open_blank(browser.new_page(), server.url)
-            yield HeadlessEngine(page, server.url)
+            page = open_blank(browser.new_page(), url)
+            yield HeadlessEngine(page, url)
             browser.close()
+
+
+@contextmanager
+def site_server(mounts: dict[str, str]):
+    """`python serve.py` of this source checkout on a free loopback port; yields its URL. The package
+    imports nothing from build/ or serve.py (it ships to the browser): the server is another process."""
+    script = os.path.join(REPO, "serve.py")
+    if not os.path.exists(script):
+        raise RuntimeError("--backend webgpu needs a source checkout of rwkvweb (serve.py and build/ beside py/)")
+    command = [sys.executable, script, "--port", "0", "--quiet", *(f"--mount={prefix}={folder}" for prefix, folder in mounts.items())]
+    errors = tempfile.TemporaryFile("w+")  # not a pipe: a chatty server must never block on a full one
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True, cwd=REPO)
+    try:
+        for line in server.stdout:  # "building the site ..." first when it is stale, then "serving ROOT at URL ..."
+            match = re.search(r" at (http://\S+)", line)
+            if match:
+                break
+        else:
+            errors.seek(0)
+            raise RuntimeError(f"serve.py stopped before serving: {errors.read().strip()}")
+        yield match.group(1).rstrip("/") + "/"
     finally:
-        server.shutdown()
-        server.server_close()
+        server.terminate()
+        server.wait(timeout=10)
+        errors.close()
