@@ -186,3 +186,26 @@ def test_a_stop_inside_a_batch_rolls_back_to_it(path):
 async def _stop_on(seen, token, stop_token):
     seen.append(token)
     return token == stop_token
+
+
+def test_stop_strings_end_the_text_and_hold_back_what_may_start_one():
+    from rwkvweb.api import StopStrings
+
+    stops = StopStrings(["\n\nUser:", "END"])
+    assert stops.push("Hello\n") == ("Hello", False)  # "\n" may start "\n\nUser:"
+    assert stops.push("\nUs") == ("", False)
+    assert stops.push("ually") == ("\n\nUsually", False)  # it did not
+    assert stops.push(" EN") == (" ", False)
+    assert stops.push("D and more") == ("", True)
+    assert StopStrings(["x"]).push("abc") == ("abc", False)
+
+
+def test_a_stop_string_ends_generation_like_its_text_says(world_path):
+    model = run(Model.load(world_path))
+    free = run(model.generate("Hello", 40, temperature=1.0, seed=3))
+    stop = free.text[15:18]  # three characters from the middle of what it writes anyway
+    assert stop and stop not in free.text[:15]
+    pieces = []
+    stopped = run(model.generate("Hello", 40, temperature=1.0, seed=3, stop=[stop], on_text=pieces.append))
+    assert stopped.text == free.text[:15] == "".join(pieces) and stopped.stats.stopped_by == "stop"
+    assert stopped.tokens == free.tokens[: len(stopped.tokens)] and len(stopped.tokens) < len(free.tokens)

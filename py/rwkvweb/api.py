@@ -107,9 +107,11 @@ class Model:
     # --- running ---------------------------------------------------------------
 
     async def generate(self, prompt: str | list[int], max_tokens: int = 100, *, on_text=None, on_token=None,
-                       should_stop=lambda: False, keep_state: bool = False, **sampling) -> Generation:
-        """Continue the prompt. on_text(piece) streams text as soon as it is whole UTF-8;
-        should_stop() is polled before every token (abort); sampling: see engine.Sampling."""
+                       should_stop=lambda: False, keep_state: bool = False, stop: str | list[str] | None = None,
+                       **sampling) -> Generation:
+        """Continue the prompt. on_text(piece) streams text as soon as it is whole UTF-8 (and cannot be
+        the start of a stop string); `stop`: text that ends the generation where it appears (it is not
+        part of the result); should_stop() is polled between tokens (abort); sampling: see engine.Sampling."""
         unknown = set(sampling) - {f.name for f in fields(Sampling)}
         if unknown:
             raise ValueError(f"unknown sampling options {sorted(unknown)}; known: {[f.name for f in fields(Sampling)]}")
@@ -118,24 +120,30 @@ class Model:
         ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
         await self._activate()
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = StopStrings([stop] if isinstance(stop, str) else list(stop or []))
+        if stops.stops and self.tokenizer is None:
+            raise ModelError("stop strings need a tokenizer: this model has none")
         pieces: list[str] = []
 
-        async def stream(token: int) -> None:
+        async def emit(piece: str) -> None:
+            if piece:
+                pieces.append(piece)
+                if on_text is not None:
+                    await _maybe_await(on_text(piece))
+
+        async def stream(token: int) -> bool:
             if on_token is not None:
                 await _maybe_await(on_token(token))
-            if self.tokenizer is not None:
-                piece = utf8.decode(self.tokenizer.decode_bytes([token]))
-                if piece:
-                    pieces.append(piece)
-                    if on_text is not None:
-                        await _maybe_await(on_text(piece))
+            if self.tokenizer is None:
+                return False
+            piece, stopped = stops.push(utf8.decode(self.tokenizer.decode_bytes([token])))
+            await emit(piece)
+            return stopped
 
         tokens, stats = await self.engine.generate(ids, max_tokens, Sampling(**sampling), on_token=stream,
                                                    should_stop=should_stop, keep_state=keep_state)
-        if self.tokenizer is not None:
-            tail = utf8.decode(b"", final=True)
-            if tail:
-                pieces.append(tail)
+        if self.tokenizer is not None and stats.stopped_by != "stop":
+            await emit(stops.push(utf8.decode(b"", final=True))[0] + stops.flush())
         return Generation("".join(pieces), tokens, stats)
 
     async def logits(self, tokens: list[int], keep_state: bool = False) -> list[bytes]:
@@ -201,6 +209,29 @@ class Model:
                 "matvec": self.engine.compiled.matvec, "kernels": len(plan.kernels), "steps_per_token": len(plan.programs["decode"]) + len(plan.programs["sample"]),
                 "budget": budget["budget"], "gpu_bytes_planned": budget["gpu_bytes"], "precision": budget["precision"],
                 "matrices_by_precision": budget["matrices_by_precision"], "host_bytes": budget["host_bytes"]}
+
+
+class StopStrings:
+    """Streamed text against stop strings: text that may be the start of one is held back until it
+    is known not to be; push() says when one is complete and returns the text before it."""
+
+    def __init__(self, stops: list[str]):
+        self.stops = [s for s in stops if s]
+        self.held = ""
+
+    def push(self, piece: str) -> tuple[str, bool]:
+        text = self.held + piece
+        found = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        if found:
+            self.held = ""
+            return text[: min(found)], True
+        keep = max((k for s in self.stops for k in range(1, min(len(s), len(text) + 1)) if text.endswith(s[:k])), default=0)
+        self.held = text[len(text) - keep :]
+        return text[: len(text) - keep], False
+
+    def flush(self) -> str:
+        held, self.held = self.held, ""
+        return held
 
 
 def _float_vectors(vectors: list[list[float]]):
