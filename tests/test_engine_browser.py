@@ -227,3 +227,19 @@ def test_cached_models_are_listed_and_deleted(engine_page, model_dir):
     call(engine_page, "cacheDelete", {"id": entry["id"]})
     assert not any(m["id"] == entry["id"] for m in call(engine_page, "cacheList")["models"])
     assert call(engine_page, "load", {"url": "/test-models/" + name})["fetchedBytes"] == entry["cachedBytes"]  # fetched anew
+
+
+def test_a_stop_string_inside_a_decode_batch_rolls_back_on_the_gpu(engine_page):
+    """The shipped byte-level model writes text; a stop string from the middle of it ends the text there,
+    and the state equals that of a generation cut by max_tokens at the same token (no rollback)."""
+    call(engine_page, "load", {"url": "/models/rwkv7-tiny-wordnet.st"})
+    options = {"max_tokens": 48, "temperature": 1.0, "top_p": 0.9, "seed": 7}
+    free = call(engine_page, "generate", {"prompt": "garden (noun): ", "options": options})
+    stop = free["text"][20:23]  # the batch of 16 covers tokens 15..30: the stop lands inside it
+    assert stop and stop not in free["text"][:20]
+    stopped = call(engine_page, "generate", {"prompt": "garden (noun): ", "options": {**options, "stop": [stop]}})
+    assert stopped["text"] == free["text"][:20] and stopped["stopped_by"] == "stop"
+    rolled_back = bytes(engine_page.evaluate("async () => Array.from(new Uint8Array(await window.__engine.call('exportState')))"))
+    cut = call(engine_page, "generate", {"prompt": "garden (noun): ", "options": {**options, "max_tokens": stopped["generated"]}})
+    assert cut["tokens"] == stopped["tokens"]
+    assert bytes(engine_page.evaluate("async () => Array.from(new Uint8Array(await window.__engine.call('exportState')))")) == rolled_back
