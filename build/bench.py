@@ -178,35 +178,93 @@ def bench_speed(tokens: int) -> list[str]:
 PREFILL_PROMPT = [(7919 * i) % 65000 + 1 for i in range(512)]
 
 
+def page_speed(path: str, tokens: int, chunk: int) -> dict:
+    """The product path in headless Chromium: a 512-token prompt, then `tokens` decoded, then embed() of the prompt."""
+    with headless_engine(path) as engine:
+        engine.load(path, chunk=chunk)
+        engine.call("generate", {"prompt": PREFILL_PROMPT[:chunk], "options": {"max_tokens": 2}})  # warm the pipelines
+        result = engine.call("generate", {"prompt": PREFILL_PROMPT, "options": {"max_tokens": tokens, "temperature": 1.0}})
+        started = time.perf_counter()
+        engine.call("embed", {"ids": PREFILL_PROMPT})
+        embed_ms = (time.perf_counter() - started) * 1000
+    return {"prefill": len(PREFILL_PROMPT) / result["prefill_seconds"], "decode": result["tokens_per_second"], "embed_ms": embed_ms}
+
+
+def numpy_plan_speed(path: str, tokens: int) -> dict:
+    """The same plan on the numpy executor (the CPU fallback)."""
+    model = asyncio.run(Model.load(path, tokenizer_for=lambda c, m: None))
+    stats = asyncio.run(model.generate(PREFILL_PROMPT, tokens, temperature=1.0)).stats
+    started = time.perf_counter()
+    asyncio.run(model.embed(PREFILL_PROMPT))
+    return {"prefill": len(PREFILL_PROMPT) / stats.prefill_seconds, "decode": stats.tokens_per_second,
+            "embed_ms": (time.perf_counter() - started) * 1000, "chunk": model.engine.compiled.chunk}
+
+
+def reference_speed(path: str, tokens: int) -> dict:
+    """The numpy reference, token by token (it has no prefill of its own)."""
+    reference, state = RWKV7.load(path), State.zeros(SHAPE)
+    started = time.perf_counter()
+    for token in PREFILL_PROMPT[:tokens]:
+        _, state = reference.forward(token, state)
+    return {"decode": tokens / (time.perf_counter() - started)}
+
+
+def peer_speed(path: str, tokens: int, repeats: int = 3) -> dict | None:
+    """The `rwkv` pip package (torch CPU, RWKV_V7_ON=1) on the same weights, converted in memory to
+    the .pth it reads: decode (min/median/max over repeats) and the 512-token prompt in one call."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    import tempfile
+
+    os.environ["RWKV_V7_ON"] = "1"  # read when rwkv.model is imported
+    from rwkv.model import RWKV
+
+    from rwkvweb.safetensors import SafetensorsFile
+
+    file = SafetensorsFile(path)
+    with tempfile.TemporaryDirectory() as folder:
+        torch.save({name: torch.from_numpy(file.read_array(name, "float32").copy()) for name in file.tensors}, os.path.join(folder, "m.pth"))
+        model = RWKV(model=os.path.join(folder, "m"), strategy="cpu fp32")
+    runs = []
+    for _ in range(repeats):
+        out, state = model.forward(PREFILL_PROMPT[:8], None)
+        started = time.perf_counter()
+        for _ in range(tokens):
+            out, state = model.forward([int(out.argmax())], state)
+        runs.append(tokens / (time.perf_counter() - started))
+    started = time.perf_counter()
+    model.forward(PREFILL_PROMPT, None)
+    return {"decode": sorted(runs)[len(runs) // 2], "decode_runs": runs, "prefill": len(PREFILL_PROMPT) / (time.perf_counter() - started),
+            "torch": torch.__version__}
+
+
 def bench_prefill(tokens: int) -> list[str]:
-    """Prefill vs decode per token, chunk by chunk size, and embed(): the issue's 512-token prompt."""
+    """Prefill vs decode per token and embed(), the page by chunk size beside the CPU paths and the peer."""
     rows = []
     for dtype in ("fp16", "fp32"):
         path = model_file(dtype)
-        with headless_engine(path) as engine:
-            for chunk in (16, 64):
-                engine.load(path, chunk=chunk)
-                engine.call("generate", {"prompt": PREFILL_PROMPT[:chunk], "options": {"max_tokens": 2}})  # warm the pipelines
-                result = engine.call("generate", {"prompt": PREFILL_PROMPT, "options": {"max_tokens": tokens, "temperature": 1.0}})
-                started = time.perf_counter()
-                engine.call("embed", {"ids": PREFILL_PROMPT})
-                embed_ms = (time.perf_counter() - started) * 1000
-                rows.append(_prefill_row(f"webgpu (browser), {dtype}", chunk, result["prefill_seconds"], result["tokens_per_second"], embed_ms))
-        model = asyncio.run(Model.load(path, tokenizer_for=lambda c, m: None))
-        generation = asyncio.run(model.generate(PREFILL_PROMPT, tokens, temperature=1.0))
-        started = time.perf_counter()
-        asyncio.run(model.embed(PREFILL_PROMPT))
-        embed_ms = (time.perf_counter() - started) * 1000
-        stats = generation.stats
-        rows.append(_prefill_row(f"numpy plan, {dtype}", model.engine.compiled.chunk, stats.prefill_seconds, stats.tokens_per_second, embed_ms))
-    return [f"RWKV-7 0.1B shape, a {len(PREFILL_PROMPT)}-token prompt, then {tokens} tokens decoded:", "",
+        for chunk in (16, 64):
+            rows.append(_speed_row(f"webgpu (browser), {dtype}", chunk, page_speed(path, tokens, chunk)))
+        plan = numpy_plan_speed(path, tokens)
+        rows.append(_speed_row(f"numpy plan, {dtype}", plan["chunk"], plan))
+    path = model_file("fp32")
+    rows.append(_speed_row("numpy reference, fp32", 1, reference_speed(path, tokens)))
+    peer = peer_speed(path, tokens)
+    rows.append(_speed_row(f"`rwkv` 0.8.32, torch {peer['torch']} CPU fp32", "-", peer) if peer else
+                "| `rwkv` package | - | not run: torch is not installed (`pip install -e '.[train]'` installs the pinned CPU build) |")
+    return [f"RWKV-7 0.1B shape, a {len(PREFILL_PROMPT)}-token prompt, then {tokens} tokens decoded (one run each):", "",
             "| engine | chunk | prefill tok/s | decode tok/s | prefill / decode | embed 512 tokens ms |", "|---|---|---|---|---|---|", *rows,
             "", *bench_tokenizers()]
 
 
-def _prefill_row(engine: str, chunk: int, prefill_seconds: float, decode_tok_s: float, embed_ms: float) -> str:
-    prefill = len(PREFILL_PROMPT) / prefill_seconds  # prefill_seconds covers the prompt and the first sampled token
-    return f"| {engine} | {chunk} | {prefill:.1f} | {decode_tok_s:.2f} | {prefill / decode_tok_s:.1f}x | {embed_ms:.0f} |"
+def _speed_row(engine: str, chunk, speed: dict) -> str:
+    prefill, decode = speed.get("prefill"), speed["decode"]
+    ratio = f"{prefill / decode:.1f}x" if prefill else "-"
+    embed = f"{speed['embed_ms']:.0f}" if "embed_ms" in speed else "-"
+    return f"| {engine} | {chunk} | {prefill:.1f} | {decode:.2f} | {ratio} | {embed} |" if prefill else \
+        f"| {engine} | {chunk} | - | {decode:.2f} | - | - |"
 
 
 def bench_tokenizers() -> list[str]:
