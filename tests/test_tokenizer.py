@@ -41,6 +41,11 @@ def reference():
     return TRIE_TOKENIZER(default_vocab_path())
 
 
+def test_the_vocabulary_is_read_exactly_as_the_reference_reads_it(tokenizer, reference):
+    # Most lines skip ast.literal_eval (tokenizer._literal): every token's bytes must still agree.
+    assert tokenizer.id_to_bytes == reference.idx2token
+
+
 def test_ten_thousand_random_byte_strings_round_trip(tokenizer):
     rng = random.Random(1234)
     for _ in range(10_000):
@@ -124,7 +129,7 @@ def test_the_model_metadata_chooses_the_tokenizer(vocab, metadata, expected):
 
 @pytest.mark.parametrize("vocab, metadata, message", [
     (300, {"rwkvweb.tokenizer": "bytes"}, "declares the bytes tokenizer \\(256 ids\\) but has 300"),
-    (256, {"rwkvweb.tokenizer": "gpt2"}, "asks for tokenizer 'gpt2'; known: world, bytes, none"),
+    (256, {"rwkvweb.tokenizer": "gpt2"}, "asks for tokenizer 'gpt2'; known: world, bytes, bpe, gpt-neox, none"),
 ])
 def test_inconsistent_tokenizer_metadata_is_refused(vocab, metadata, message):
     from rwkvweb.tokenizer import tokenizer_for

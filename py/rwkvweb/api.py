@@ -11,7 +11,6 @@ Everything that touches the GPU is awaitable; `encode`/`decode` are plain calls.
 
 from __future__ import annotations
 
-import codecs
 from dataclasses import asdict, dataclass, fields
 
 from .config import ModelError, detect_config
@@ -20,6 +19,7 @@ from .budget import DEFAULT_BUDGET, BudgetPlan, parse_bytes, plan_budget
 from .model import DEFAULT_MAX_BINDING
 from .quant import fold_quantized
 from .safetensors import header_length, parse_header
+from .tokenizer import StreamDecoder
 
 async def read_bytes(source, start: int, end: int) -> bytes:
     """Bytes from a sync CPython source or an async JS reader alike."""
@@ -112,14 +112,14 @@ class Model:
             raise ValueError("max_tokens must be >= 0")
         ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
         await self._activate()
-        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text_stream = StreamDecoder(self.tokenizer) if self.tokenizer is not None else None
         pieces: list[str] = []
 
         async def stream(token: int) -> None:
             if on_token is not None:
                 await _maybe_await(on_token(token))
-            if self.tokenizer is not None:
-                piece = utf8.decode(self.tokenizer.decode_bytes([token]))
+            if text_stream is not None:
+                piece = text_stream.push(token)
                 if piece:
                     pieces.append(piece)
                     if on_text is not None:
@@ -127,8 +127,8 @@ class Model:
 
         tokens, stats = await self.engine.generate(ids, max_tokens, Sampling(**sampling), on_token=stream,
                                                    should_stop=should_stop, keep_state=keep_state)
-        if self.tokenizer is not None:
-            tail = utf8.decode(b"", final=True)
+        if text_stream is not None:
+            tail = text_stream.flush()
             if tail:
                 pieces.append(tail)
         return Generation("".join(pieces), tokens, stats)
