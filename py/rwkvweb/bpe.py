@@ -372,9 +372,22 @@ class AddedTokens:
 _WHITE_SPACE_CHARS = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
 
 
+# Rust regex's \w (what `tokenizers` tests single_word with): Alphabetic, marks, Nd, Pc, Join_Control.
+# Alphabetic is the letters, Nl, and Other_Alphabetic: marks (above) plus the circled and squared
+# Latin letters below (category So), which Python's database cannot tell apart otherwise.
+_WORD_CATEGORIES = {"Mn", "Mc", "Me", "Nd", "Nl", "Pc"}
+_ALPHABETIC_SYMBOLS = ((0x24B6, 0x24E9), (0x1F130, 0x1F149), (0x1F150, 0x1F169), (0x1F170, 0x1F189))
+
+
+def _is_word_char(char: str) -> bool:
+    if char.isalpha() or char in "\u200c\u200d" or unicodedata.category(char) in _WORD_CATEGORIES:
+        return True
+    return any(low <= ord(char) <= high for low, high in _ALPHABETIC_SYMBOLS)
+
+
 def _ends_with_word(text: str) -> bool:
-    return bool(text) and (text[-1].isalnum() or text[-1] == "_")
+    return bool(text) and _is_word_char(text[-1])
 
 
 def _starts_with_word(text: str) -> bool:
-    return bool(text) and (text[0].isalnum() or text[0] == "_")
+    return bool(text) and _is_word_char(text[0])
