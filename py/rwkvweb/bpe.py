@@ -132,6 +132,10 @@ class BPETokenizer:
         with open(path, encoding="utf-8") as file:
             return cls.from_json(file.read())
 
+    def clear_cache(self) -> None:
+        """Forget the words encoded so far (the benchmark times the merges, not the cache)."""
+        self._cache.clear()
+
     # --- encoding ---------------------------------------------------------------
 
     def encode(self, text: str) -> list[int]:
