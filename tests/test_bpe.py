@@ -15,9 +15,10 @@ import unicodedata
 import pytest
 
 tokenizers = pytest.importorskip("tokenizers")
-from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers  # noqa: E402
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers  # noqa: E402
 
-from rwkvweb.bpe import BYTE_TO_CHAR, CHAR_TO_BYTE, BPETokenizer, gpt2_pattern, unicode_classes  # noqa: E402
+from rwkvweb.bpe import BYTE_TO_CHAR, CHAR_TO_BYTE, BPETokenizer  # noqa: E402
+from rwkvweb.bpe_pretokenizer import gpt2_pattern, unicode_classes  # noqa: E402
 from rwkvweb.tokenizer import StreamDecoder, tokenizer_for  # noqa: E402
 
 LICENSE = "/usr/share/common-licenses/GPL-3"  # Debian's base-files ships it
@@ -59,11 +60,15 @@ def corpus():
     return local_corpus()
 
 
-def train(corpus, *, prefix_space=False, normalizer=None, added=(), vocab_size=3000) -> Tokenizer:
+def train(corpus, *, prefix_space=False, normalizer=None, added=(), vocab_size=3000, split=None) -> Tokenizer:
     tokenizer = Tokenizer(models.BPE())
     if normalizer is not None:
         tokenizer.normalizer = normalizer
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix_space)
+    if split is not None:  # Llama 3 / Qwen2 style: a Split regex, then ByteLevel without its own regex
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(split), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=prefix_space, use_regex=False)])
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   special_tokens=["<|endoftext|>", "<|padding|>"], show_progress=False)
@@ -83,6 +88,11 @@ def assert_same_as_reference(reference: Tokenizer, texts, json_text: str | None 
 
 # --- trained by `tokenizers` -------------------------------------------------------------------
 
+# The Split patterns of Llama 3's and Qwen2's tokenizer.json files.
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+                r"|\s+(?!\S)|\s+")
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+               r"|\s+(?!\S)|\s+")
 NEOX_SPACES = [AddedToken(" " * n, normalized=True) for n in range(2, 25)]  # GPT-NeoX 20B adds runs of spaces
 
 
@@ -94,6 +104,8 @@ NEOX_SPACES = [AddedToken(" " * n, normalized=True) for n in range(2, 25)]  # GP
     ("added tokens with lstrip/rstrip/single_word", {"prefix_space": True, "added": [
         AddedToken("<mask>", lstrip=True, rstrip=True, special=True, normalized=False),
         AddedToken("word", single_word=True, normalized=True), AddedToken("中文", normalized=False)]}),
+    ("llama3-like Split + ByteLevel", {"split": LLAMA3_SPLIT}),
+    ("qwen2-like Split + ByteLevel, NFC", {"split": QWEN2_SPLIT, "normalizer": normalizers.NFC()}),
 ])
 def test_trained_tokenizers_give_the_same_ids_on_the_corpus(corpus, name, options):
     reference = train(corpus, **options)
@@ -235,8 +247,14 @@ def test_a_model_without_the_bpe_tokenizer_it_needs_is_refused_clearly(vocab, me
 
 @pytest.mark.parametrize("change, message", [
     (lambda s: s["model"].update(type="WordPiece"), "model type 'WordPiece' is not supported"),
-    (lambda s: s.update(pre_tokenizer={"type": "Whitespace"}), "pre-tokenizer 'Whitespace' is not supported"),
+    (lambda s: s.update(pre_tokenizer={"type": "Whitespace"}), "pre-tokenizer \\['Whitespace'\\] is not supported"),
     (lambda s: s.update(decoder=None), "decoder None is not supported"),
+    (lambda s: s.update(pre_tokenizer={"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": r"\w+"}, "behavior": "Isolated", "invert": False}, s["pre_tokenizer"]]}),
+     r"regex uses \\w, which is not supported"),
+    (lambda s: s.update(pre_tokenizer={"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"String": " "}, "behavior": "Removed", "invert": False}, s["pre_tokenizer"]]}),
+     "Split with behavior 'Removed' is not supported"),
     (lambda s: s.update(normalizer={"type": "BertNormalizer"}), "normalizer 'BertNormalizer' is not supported"),
     (lambda s: s["model"]["merges"].append("Ġ q"), "merge 1 'Ġ q' uses 'Ġq', which is not in the vocabulary"),
     (lambda s: s["model"]["merges"].append("a b c"), "merge 1 is 'a b c'; expected 'left right'"),

@@ -1,9 +1,11 @@
 """Byte-level BPE from a Hugging Face `tokenizer.json`, in pure Python (it runs in Pyodide).
 
-The GPT-2 / GPT-NeoX family (RWKV-4 "Pile" models use GPT-NeoX 20B's tokenizer): text is
+The GPT-2 / GPT-NeoX family (RWKV-4 "Pile" models use GPT-NeoX 20B's tokenizer; Llama 3 and
+Qwen2 files have the same shape with a Split regex first): text is
   1. split on the added tokens (special ones like <|endoftext|>, and e.g. NeoX's runs of spaces),
   2. normalized (NFC/NFD/NFKC/NFKD, lowercase, or none),
-  3. pre-tokenized by the ByteLevel regex (below), each piece's UTF-8 bytes mapped to printable chars,
+  3. pre-tokenized (bpe_pretokenizer.py: the ByteLevel regex, after any Split regexes), each
+     piece's UTF-8 bytes mapped to printable chars,
   4. merged by rank, exactly as the `tokenizers` package does (a min-heap on (rank, position)).
 Decoding maps each token's chars back to bytes (the ByteLevel decoder), so a token may end inside
 a multi-byte character: stream through tokenizer.StreamDecoder.
@@ -11,12 +13,6 @@ a multi-byte character: stream through tokenizer.StreamDecoder.
 `encode` equals `tokenizers`' `encode(text, add_special_tokens=False).ids`: a post-processor's
 template (BOS/EOS around the text) is not applied: a prompt continues a running state. Decoding
 skips special tokens, like `decode(ids, skip_special_tokens=True)`.
-
-The pre-tokenizer regex is GPT-2's, which `tokenizers` runs with Oniguruma:
-    's|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+
-Python's `re` has no \\p{..}, so the letter and number classes are built from Python's own
-Unicode database (`unicode_classes`), and \\s is Unicode White_Space, Oniguruma's \\s (Python's
-\\s also matches U+001C..U+001F, which Oniguruma does not).
 """
 
 from __future__ import annotations
@@ -25,13 +21,9 @@ import heapq
 import json
 import re
 import unicodedata
-from functools import cache
 
-# Unicode White_Space: what Oniguruma's \s matches (not Python's, which adds U+001C..U+001F).
-WHITE_SPACE = "\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
-# Code points above this are unassigned (planes 4-13), tags/variation selectors (plane 14) or
-# private use (planes 15-16): none is a letter or a number, so the class scan stops here.
-LAST_LETTER_PLANE_END = 0x40000
+from .bpe_pretokenizer import WHITE_SPACE_CHARS, PreTokenizer
+
 CACHE_LIMIT = 65536  # pre-token -> ids entries kept; cleared when full (text rarely has more distinct words)
 
 
@@ -54,46 +46,6 @@ CHAR_TO_BYTE = {char: byte for byte, char in enumerate(BYTE_TO_CHAR)}
 _LATIN1_TO_BYTE_CHARS = str.maketrans({chr(b): c for b, c in enumerate(BYTE_TO_CHAR)})
 
 
-@cache
-def unicode_classes() -> tuple[str, str]:
-    """Regex character-class bodies for \\p{L} (letters: Lu Ll Lt Lm Lo) and \\p{N} (Nd Nl No).
-
-    Built at C speed: Python's `[^\\W_]` is letters + numbers; `str.isalpha` is exactly the L
-    categories, so a run of `[^\\W_]` that is all alpha is all L and only mixed runs go char by char.
-    """
-    everything = "".join(map(chr, range(LAST_LETTER_PLANE_END)))
-    letters, numbers = [], []
-    for run in re.finditer(r"[^\W_]+", everything):
-        text, start = run.group(), run.start()
-        if text.isalpha():
-            letters.append((start, run.end() - 1))
-            continue
-        for offset, char in enumerate(text):
-            kind = "L" if char.isalpha() else unicodedata.category(char)[0]
-            if kind in "LN":
-                _add_code_point(letters if kind == "L" else numbers, start + offset)
-    return _class_body(letters), _class_body(numbers)
-
-
-def _add_code_point(ranges: list[tuple[int, int]], code_point: int) -> None:
-    if ranges and ranges[-1][1] == code_point - 1:
-        ranges[-1] = (ranges[-1][0], code_point)
-    else:
-        ranges.append((code_point, code_point))
-
-
-def _class_body(ranges) -> str:
-    return "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
-
-
-@cache
-def gpt2_pattern() -> re.Pattern:
-    letter, number = unicode_classes()
-    L, N, S = f"[{letter}]", f"[{number}]", f"[{WHITE_SPACE}]"
-    other = f"[^{WHITE_SPACE}{letter}{number}]"
-    return re.compile(rf"'s|'t|'re|'ve|'m|'ll|'d| ?{L}+| ?{N}+| ?{other}+|{S}+(?![^{WHITE_SPACE}])|{S}+")
-
-
 class BPETokenizer:
     """encode(text) -> ids, decode_bytes(ids) -> bytes, decode(ids) -> str; from tokenizer.json."""
 
@@ -108,14 +60,13 @@ class BPETokenizer:
         self.unk_id = self.vocab.get(model["unk_token"]) if model.get("unk_token") is not None else None
         self.fuse_unk = bool(model.get("fuse_unk"))
         self.normalize = _normalizer(spec.get("normalizer"))
-        self.add_prefix_space, self.use_regex = _byte_level_pre_tokenizer(spec.get("pre_tokenizer"))
+        self.pre_tokenizer = PreTokenizer(spec.get("pre_tokenizer"))
         _require_byte_level_decoder(spec.get("decoder"))
         self.added = AddedTokens(spec.get("added_tokens") or [], self.normalize)
         self.id_to_token = {i: t for t, i in self.vocab.items()} | {t.id: t.content for t in self.added.tokens}
         self.special_ids = {t.id for t in self.added.tokens if t.special}
         self.vocab_size = max(self.id_to_token, default=-1) + 1
         self._cache: dict[str, tuple[int, ...]] = {}
-        self._pattern = gpt2_pattern() if self.use_regex else None
 
     @classmethod
     def from_json(cls, text: str) -> "BPETokenizer":
@@ -161,10 +112,8 @@ class BPETokenizer:
     def _encode_plain(self, text: str, ids: list[int]) -> None:
         if not text:
             return
-        if self.add_prefix_space and not text.startswith(" "):
-            text = " " + text
         cache = self._cache
-        for word in self._pattern.findall(text) if self._pattern else [text]:
+        for word in self.pre_tokenizer.pieces(text):
             found = cache.get(word)
             if found is None:
                 if len(cache) >= CACHE_LIMIT:
@@ -303,16 +252,6 @@ def _apply_all(steps, text: str) -> str:
     return text
 
 
-def _byte_level_pre_tokenizer(spec) -> tuple[bool, bool]:
-    """(add_prefix_space, use_regex) of a ByteLevel pre-tokenizer, alone or as a one-step Sequence."""
-    if spec and spec.get("type") == "Sequence" and len(spec.get("pretokenizers", [])) == 1:
-        spec = spec["pretokenizers"][0]
-    if not spec or spec.get("type") != "ByteLevel":
-        kind = spec.get("type") if spec else None
-        raise ValueError(f"tokenizer.json: pre-tokenizer {kind!r} is not supported; byte-level BPE needs ByteLevel")
-    return bool(spec.get("add_prefix_space", True)), bool(spec.get("use_regex", True))
-
-
 def _require_byte_level_decoder(spec) -> None:
     if not spec or spec.get("type") != "ByteLevel":
         kind = spec.get("type") if spec else None
@@ -362,18 +301,15 @@ class AddedTokens:
             if token.single_word and (_ends_with_word(text[:begin]) or _starts_with_word(text[end:])):
                 continue
             if token.lstrip:
-                begin = max(len(text[:begin].rstrip(_WHITE_SPACE_CHARS)), start)
+                begin = max(len(text[:begin].rstrip(WHITE_SPACE_CHARS)), start)
             if token.rstrip:
-                end = len(text) - len(text[end:].lstrip(_WHITE_SPACE_CHARS))
+                end = len(text) - len(text[end:].lstrip(WHITE_SPACE_CHARS))
             if start < begin:
                 yield text[start:begin], None
             yield text[begin:end], token.id
             start = end
         if start < len(text):
             yield text[start:], None
-
-
-_WHITE_SPACE_CHARS = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
 
 
 # Rust regex's \w (what `tokenizers` tests single_word with): Alphabetic, marks, Nd, Pc, Join_Control.
