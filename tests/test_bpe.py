@@ -177,6 +177,8 @@ def test_a_gpt_neox_like_hand_written_config():
     reference = Tokenizer.from_str(spec)
     ours = assert_same_as_reference(reference, [*SAMPLES, *random_texts(300, seed=5), " the world hello 123"], spec)
     assert ours.encode("<|endoftext|>") == [0] and ours.decode([0, 1]) == ""  # special tokens decode to nothing
+    padded = [*ours.encode("hi"), ours.vocab_size + 5]  # a padding row of the embedding: no text, as in tokenizers
+    assert ours.decode(padded) == reference.decode(padded) == "hi"
     assert ours.decode(ours.encode("a" + " " * 12 + "b")) == "a" + " " * 12 + "b"
 
 

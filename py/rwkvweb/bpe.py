@@ -143,12 +143,12 @@ class BPETokenizer:
     # --- decoding ---------------------------------------------------------------
 
     def decode_bytes(self, ids) -> bytes:
+        """Special tokens and ids without a token decode to nothing, as in `tokenizers`: models pad
+        their embedding rows (GPT-NeoX's 50277 ids in 50304 rows) and may sample a padding id."""
         parts = []
         for i in ids:
             token = self.id_to_token.get(i)
-            if token is None:
-                raise ValueError(f"token id {i} is not in the tokenizer's vocabulary ({self.vocab_size} ids)")
-            if i not in self.special_ids:
+            if token is not None and i not in self.special_ids:
                 parts.append(_token_bytes(token))
         return b"".join(parts)
 
