@@ -93,6 +93,11 @@ def test_unknown_id_is_a_clear_error(tokenizer):
         tokenizer.decode([70000])
 
 
+def test_embedding_rows_without_a_token_decode_to_nothing(tokenizer):
+    # A 65536-row model can sample 65530-65535; a stream must not fail on them.
+    assert tokenizer.decode([*tokenizer.encode("hi"), *range(65530, 65536), 0]) == "hi"
+
+
 def test_malformed_vocabularies_are_refused():
     single_bytes = "".join(f"{b + 1} {bytes([b])!r} 1\n" for b in range(256))
     assert WorldTokenizer(single_bytes + "257 'ab' 2\n").encode("ab") == [257]

@@ -30,6 +30,7 @@ import importlib.util
 import os
 
 WORLD_VOCAB_FILE = "rwkv_vocab_v20230424.txt"
+WORLD_IDS = 65536
 TOKEN_ID = 256  # the trie key under which a node keeps its token id (byte keys are 0..255)
 
 
@@ -74,10 +75,16 @@ class WorldTokenizer:
         return self.encode_bytes(text.encode("utf-8"))
 
     def decode_bytes(self, ids) -> bytes:
-        try:
-            return b"".join(self.id_to_bytes[i] for i in ids if i != 0)
-        except KeyError as error:
-            raise ValueError(f"token id {error.args[0]} is not in the World vocabulary") from None
+        """Ids without bytes (0, end-of-text; 65530-65535, embedding rows the vocabulary leaves
+        unused, which a model may still sample) decode to nothing; ids past 65535 are refused."""
+        parts, table = [], self.id_to_bytes
+        for i in ids:
+            token = table.get(i)
+            if token is not None:
+                parts.append(token)
+            elif not 0 <= i < WORLD_IDS:
+                raise ValueError(f"token id {i} is not in the World vocabulary (ids 0-{WORLD_IDS - 1})")
+        return b"".join(parts)
 
     def decode(self, ids, errors: str = "replace") -> str:
         """Text for the ids; bytes that are not valid UTF-8 (a cut multi-byte char) become U+FFFD."""
@@ -124,7 +131,7 @@ class StreamDecoder:
 
 METADATA_KEY = "rwkvweb.tokenizer"
 JSON_METADATA_KEY = "rwkvweb.tokenizer_json"
-VOCAB_SIZES = {"world": 65536, "bytes": 256}
+VOCAB_SIZES = {"world": WORLD_IDS, "bytes": 256}
 # GPT-NeoX 20B's tokenizer has 50277 ids: RWKV-4 Pile models have exactly that many embedding
 # rows, RWKV-7 Pile models pad them to 50304 (a multiple of 64).
 GPT_NEOX_SIZES = (50277, 50304)
