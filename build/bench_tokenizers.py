@@ -75,7 +75,8 @@ def measure(vocab_text: str, bpe_json: str, texts: dict, repeats: int) -> list:
 
 
 def corpora(kb: int, world: WorldTokenizer) -> dict[str, str]:
-    return {"English": _cut(english_text(), kb), "Chinese": _cut(chinese_text(world, kb), kb), "code": _cut(code_text(), kb)}
+    return {"English": _cut(english_text(), kb), "Chinese": _cut(chinese_text(world, kb), kb),
+            "code": _cut(code_text(), kb)}
 
 
 def english_text() -> str:
@@ -103,7 +104,8 @@ def chinese_text(world: WorldTokenizer, kb: int) -> str:
 
 
 def code_text() -> str:
-    modules = [importlib.import_module(name) for name in ("argparse", "json.decoder", "json.encoder", "random", "textwrap")]
+    names = ("argparse", "json.decoder", "json.encoder", "random", "textwrap")
+    modules = [importlib.import_module(name) for name in names]
     return "\n".join(open(module.__file__, encoding="utf-8").read() for module in modules)
 
 
@@ -141,7 +143,8 @@ def reference_rows(runtime: str, bpe_json: str, texts: dict, repeats: int) -> li
     rows = []
     for name, text in texts.items():
         size = len(text.encode("utf-8"))
-        for label, encode in (("World, rwkv package TRIE_TOKENIZER", trie.encode), ("BPE, Rust tokenizers", rust.encode)):
+        for label, encode in (("World, rwkv package TRIE_TOKENIZER", trie.encode),
+                              ("BPE, Rust tokenizers", rust.encode)):
             best = min(_seconds(encode, text) for _ in range(repeats))
             rows.append({"runtime": runtime, "tokenizer": label, "text": name, "kb": size / 1024,
                          "us_per_kb": best * 1e6 / (size / 1024), "mb_per_s": size / best / 1e6, "build_ms": None})
@@ -159,7 +162,9 @@ async ([wheels, vocabUrl, source, args, expression]) => {
   const { loadPyodide } = await import("/pyodide/pyodide.mjs");
   const pyodide = await loadPyodide({ indexURL: "/pyodide/" });
   await pyodide.loadPackage(wheels, { messageCallback: () => {} });
-  const vocab = await fetch(vocabUrl).then((r) => { if (!r.ok) throw new Error(vocabUrl + ": " + r.status); return r.text(); });
+  const response = await fetch(vocabUrl);
+  if (!response.ok) throw new Error(vocabUrl + ": " + response.status);
+  const vocab = await response.text();
   pyodide.runPython(source);
   pyodide.globals.set("args", pyodide.toPy([vocab, ...args]));
   const version = pyodide.runPython("import sys; sys.version.split()[0]");
@@ -175,7 +180,8 @@ def run_in_pyodide(page, base_url: str, source: str, expression: str, args: list
     from build import site
 
     manifest = json.load(open(os.path.join(site.SITE, "asset-manifest.json")))
-    wheels = [base_url + path for path in manifest["files"] if path.startswith("wheels/rwkvweb-") and path.endswith(".whl")]
+    wheels = [base_url + path for path in manifest["files"]
+              if path.startswith("wheels/rwkvweb-") and path.endswith(".whl")]
     vocab_url = base_url + "vocab/rwkv_vocab_v20230424.txt"
     pyodide, python, value = page.evaluate(PYODIDE_JS, [wheels, vocab_url, source, args, expression])
     return pyodide, python, json.loads(value)
@@ -197,7 +203,8 @@ def pyodide_rows(bpe_json: str, texts: dict, repeats: int) -> list[dict]:
             page = open_blank(browser.new_page(), server.url)
             page.set_default_timeout(600_000)
             source = "from __future__ import annotations\n" + inspect.getsource(measure)
-            pyodide, python, rows = run_in_pyodide(page, server.url, source, "measure(*args)", [bpe_json, texts, repeats])
+            args = [bpe_json, texts, repeats]
+            pyodide, python, rows = run_in_pyodide(page, server.url, source, "measure(*args)", args)
             browser.close()
     finally:
         server.shutdown()

@@ -15,7 +15,8 @@ import unicodedata
 import pytest
 
 tokenizers = pytest.importorskip("tokenizers")
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers  # noqa: E402
+from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, normalizers,  # noqa: E402
+                        pre_tokenizers, trainers)
 
 from rwkvweb.bpe import BYTE_TO_CHAR, CHAR_TO_BYTE, BPETokenizer  # noqa: E402
 from rwkvweb.bpe_pretokenizer import gpt2_pattern, unicode_classes  # noqa: E402
@@ -23,9 +24,10 @@ from rwkvweb.tokenizer import StreamDecoder, tokenizer_for  # noqa: E402
 
 LICENSE = "/usr/share/common-licenses/GPL-3"  # Debian's base-files ships it
 FRAGMENTS = [
-    "a", "Z", "word", " ", "  ", "   ", "\t", "\t\t", "\n", "\n\n", "\r\n", " \t\n ", "'s", "'t", "'re", "'ve", "'m", "'ll",
-    "'d", "'S", "'", "’", "0", "42", "3.14", "1,000", "²", "½", "Ⅻ", "٣", "é", "e\u0301", "ß", "İ", "中", "文字", "。",
-    "한국어", "カタカナ", "🚀", "👩‍👩‍👧‍👦", "🇫🇷", "!", "?!", "...", "--", "_", "__init__", "#", "{", "}", "()", "\u00a0",
+    "a", "Z", "word", " ", "  ", "   ", "\t", "\t\t", "\n", "\n\n", "\r\n", " \t\n ",
+    "'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "'", "’", "0", "42", "3.14", "1,000", "²", "½", "Ⅻ", "٣",
+    "é", "e\u0301", "ß", "İ", "中", "文字", "。", "한국어", "カタカナ", "🚀", "👩‍👩‍👧‍👦", "🇫🇷",
+    "!", "?!", "...", "--", "_", "__init__", "#", "{", "}", "()", "\u00a0",
     "\u3000", "\u2028", "\x85", "\x1c", "\x00", "\u200b", "\ufeff", "<|endoftext|>", "<|padding|>",
 ]
 SAMPLES = [
@@ -33,8 +35,9 @@ SAMPLES = [
     "don't you're I'll we've she'd it's I'M 'sup rock'n'roll",
     "a  b   c    d\t\te\n\n\nf \t \n g", "    leading", "trailing    ", "\n\n\n", "\t \t",
     "def f(x):\n    return {'a': [1, 2.5e-3]}  # comment\n\n\n", "x = 1_000_000 + 0x1F",
-    "你好，世界。我能吞下玻璃而不伤身体。", "こんにちは世界", "안녕하세요", "Привет, мир!", "नमस्ते दुनिया", "مرحبا بالعالم",
-    "emoji 🌍🚀👩‍👩‍👧‍👦 and flags 🇫🇷🇩🇪", "1234567890 3.14159 ²½Ⅻ ١٢٣", "!!!??? ... --- ***", "<|endoftext|>hi<|endoftext|>",
+    "你好，世界。我能吞下玻璃而不伤身体。", "こんにちは世界", "안녕하세요", "Привет, мир!",
+    "नमस्ते दुनिया", "مرحبا بالعالم", "emoji 🌍🚀👩‍👩‍👧‍👦 and flags 🇫🇷🇩🇪", "1234567890 3.14159 ²½Ⅻ ١٢٣",
+    "!!!??? ... --- ***", "<|endoftext|>hi<|endoftext|>",
     "café e\u0301 ﬁ Å", "\x1c\x1d a\x1fb \u200b\ufeff", "x\u3000\u3000y\u00a0z\u2028w\x85v",
 ]
 
@@ -129,10 +132,12 @@ def test_old_style_merges_ignore_merges_and_no_regex(corpus):
 
 def byte_level_spec(vocab: dict[str, int], merges: list, *, added=(), normalizer=None) -> dict:
     byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
-    return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": list(added), "normalizer": normalizer,
+    return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": list(added),
+            "normalizer": normalizer,
             "pre_tokenizer": byte_level, "post_processor": byte_level, "decoder": byte_level,
             "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                      "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "vocab": vocab, "merges": merges}}
+                      "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+                      "vocab": vocab, "merges": merges}}
 
 
 def test_merge_order_follows_ranks_even_when_a_merge_outranks_its_parts():
@@ -201,7 +206,8 @@ def test_white_space_is_oniguruma_s_not_python_s():
     reference = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     for code_point in [*range(0x20 + 1), 0x85, 0xA0, 0x1680, *range(0x2000, 0x2030), 0x205F, 0x3000, 0xFEFF]:
         text = f"a{chr(code_point) * 2}!b"
-        expected = [bytes(CHAR_TO_BYTE[c] for c in piece).decode("utf-8") for piece, _ in reference.pre_tokenize_str(text)]
+        pieces = [piece for piece, _ in reference.pre_tokenize_str(text)]
+        expected = [bytes(CHAR_TO_BYTE[c] for c in piece).decode("utf-8") for piece in pieces]
         assert gpt2_pattern().findall(text) == expected, f"U+{code_point:04X}"
 
 

@@ -20,9 +20,10 @@ from functools import cache
 
 # GPT-2's pattern, which the ByteLevel pre-tokenizer uses (as written in `tokenizers`).
 GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-# Unicode White_Space: what Oniguruma's \s matches.
-WHITE_SPACE = "\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
-WHITE_SPACE_CHARS = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+# Unicode White_Space: what Oniguruma's \s matches (and Rust regex's, for added tokens' lstrip/rstrip).
+WHITE_SPACE_CHARS = ("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+                     "\u2028\u2029\u202f\u205f\u3000")
+WHITE_SPACE = "".join(f"\\u{ord(char):04x}" for char in WHITE_SPACE_CHARS)  # as a regex class body
 # Code points above this are unassigned (planes 4-13), tags/variation selectors (plane 14) or
 # private use (planes 15-16): none is a letter or a number, so the class scan stops here.
 LAST_LETTER_PLANE_END = 0x40000
@@ -78,8 +79,9 @@ def translate(pattern: str) -> re.Pattern:
             if pattern.startswith(r"\S", i) and not in_class:
                 out.append(f"[^{WHITE_SPACE}]")
             elif pattern[i + 1 : i + 2] in UNSUPPORTED_ESCAPES or pattern[i + 1 : i + 2] == "S":
-                raise ValueError(f"tokenizer.json: the pre-tokenizer regex uses {pattern[i:i + 2]}, which is not supported "
-                                 "(Python's re would not match it as Oniguruma does); supported: \\p{L} \\p{N} \\s \\S \\d")
+                raise ValueError(f"tokenizer.json: the pre-tokenizer regex uses {pattern[i:i + 2]}, which is not "
+                                 "supported (Python's re would not match it as Oniguruma does); "
+                                 "supported: \\p{L} \\p{N} \\s \\S \\d")
             else:
                 out.append(pattern[i : i + 2])
             i += 2
@@ -93,7 +95,8 @@ def translate(pattern: str) -> re.Pattern:
     try:
         return re.compile("".join(out))
     except re.error as error:
-        raise ValueError(f"tokenizer.json: the pre-tokenizer regex {pattern!r} does not translate to Python: {error}") from None
+        raise ValueError(f"tokenizer.json: the pre-tokenizer regex {pattern!r} does not translate "
+                         f"to Python: {error}") from None
 
 
 def gpt2_pattern() -> re.Pattern:

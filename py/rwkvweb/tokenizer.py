@@ -104,7 +104,8 @@ class ByteTokenizer:
         try:
             return bytes(ids)
         except ValueError:
-            raise ValueError(f"byte tokenizer: ids must be 0-255, got {[i for i in ids if not 0 <= i < 256][:3]}") from None
+            wrong = [i for i in ids if not 0 <= i < 256][:3]
+            raise ValueError(f"byte tokenizer: ids must be 0-255, got {wrong}") from None
 
     def decode(self, ids, errors: str = "replace") -> str:
         return self.decode_bytes(ids).decode("utf-8", errors=errors)
@@ -147,11 +148,13 @@ def tokenizer_for(vocab_size: int, metadata: dict[str, str], world, gpt_neox=Non
     if name == "none":
         return None
     if name not in KNOWN:
-        raise ValueError(f"the model asks for tokenizer {name!r}; known: {', '.join(KNOWN)} (metadata key {METADATA_KEY})")
+        raise ValueError(f"the model asks for tokenizer {name!r}; known: {', '.join(KNOWN)} "
+                         f"(metadata key {METADATA_KEY})")
     if name in ("bpe", "gpt-neox"):
         return _bpe_for(name, vocab_size, metadata, gpt_neox or default_gpt_neox)
     if vocab_size != VOCAB_SIZES[name]:
-        raise ValueError(f"the model declares the {name} tokenizer ({VOCAB_SIZES[name]} ids) but has {vocab_size} embedding rows")
+        raise ValueError(f"the model declares the {name} tokenizer ({VOCAB_SIZES[name]} ids) "
+                         f"but has {vocab_size} embedding rows")
     return world() if name == "world" else ByteTokenizer()
 
 
@@ -167,12 +170,14 @@ def _bpe_for(name: str, vocab_size: int, metadata: dict[str, str], gpt_neox):
     text = metadata.get(JSON_METADATA_KEY) or (gpt_neox() if name == "gpt-neox" else None)
     if not text:
         needs = "GPT-NeoX 20B's tokenizer (RWKV Pile models)" if name == "gpt-neox" else "a byte-level BPE tokenizer"
-        raise ValueError(f"the model needs {needs} but carries none: put its tokenizer.json text in the model's metadata key "
-                         f"{JSON_METADATA_KEY}" + (f", or set ${GPT_NEOX_ENV} to the file (20B_tokenizer.json)" if name == "gpt-neox" else "")
-                         + f"; or set {METADATA_KEY} to 'none' to use token ids only")
+        or_file = f", or set ${GPT_NEOX_ENV} to the file (20B_tokenizer.json)" if name == "gpt-neox" else ""
+        raise ValueError(f"the model needs {needs} but carries none: put its tokenizer.json text in the model's "
+                         f"metadata key {JSON_METADATA_KEY}{or_file}; or set {METADATA_KEY} to 'none' "
+                         "to use token ids only")
     tokenizer = _parse_bpe(text)
     if tokenizer.vocab_size > vocab_size:
-        raise ValueError(f"the model's tokenizer.json has {tokenizer.vocab_size} ids but the model only {vocab_size} embedding rows")
+        raise ValueError(f"the model's tokenizer.json has {tokenizer.vocab_size} ids "
+                         f"but the model only {vocab_size} embedding rows")
     return tokenizer
 
 
@@ -238,4 +243,5 @@ def default_vocab_path() -> str:
             candidate = os.path.join(folder, WORLD_VOCAB_FILE)
             if os.path.exists(candidate):
                 return candidate
-    raise FileNotFoundError(f"{WORLD_VOCAB_FILE} not found: `pip install rwkv` (it ships the file) or set RWKVWEB_WORLD_VOCAB to its path")
+    raise FileNotFoundError(f"{WORLD_VOCAB_FILE} not found: `pip install rwkv` (it ships the file) "
+                            "or set RWKVWEB_WORLD_VOCAB to its path")
