@@ -41,6 +41,11 @@ def reference():
     return TRIE_TOKENIZER(default_vocab_path())
 
 
+def test_the_vocabulary_is_read_exactly_as_the_reference_reads_it(tokenizer, reference):
+    # Most lines skip ast.literal_eval (tokenizer._literal): every token's bytes must still agree.
+    assert tokenizer.id_to_bytes == reference.idx2token
+
+
 def test_ten_thousand_random_byte_strings_round_trip(tokenizer):
     rng = random.Random(1234)
     for _ in range(10_000):
@@ -88,6 +93,11 @@ def test_unknown_id_is_a_clear_error(tokenizer):
         tokenizer.decode([70000])
 
 
+def test_embedding_rows_without_a_token_decode_to_nothing(tokenizer):
+    # A 65536-row model can sample 65530-65535; a stream must not fail on them.
+    assert tokenizer.decode([*tokenizer.encode("hi"), *range(65530, 65536), 0]) == "hi"
+
+
 def test_malformed_vocabularies_are_refused():
     single_bytes = "".join(f"{b + 1} {bytes([b])!r} 1\n" for b in range(256))
     assert WorldTokenizer(single_bytes + "257 'ab' 2\n").encode("ab") == [257]
@@ -124,7 +134,7 @@ def test_the_model_metadata_chooses_the_tokenizer(vocab, metadata, expected):
 
 @pytest.mark.parametrize("vocab, metadata, message", [
     (300, {"rwkvweb.tokenizer": "bytes"}, "declares the bytes tokenizer \\(256 ids\\) but has 300"),
-    (256, {"rwkvweb.tokenizer": "gpt2"}, "asks for tokenizer 'gpt2'; known: world, bytes, none"),
+    (256, {"rwkvweb.tokenizer": "gpt2"}, "asks for tokenizer 'gpt2'; known: world, bytes, bpe, gpt-neox, none"),
 ])
 def test_inconsistent_tokenizer_metadata_is_refused(vocab, metadata, message):
     from rwkvweb.tokenizer import tokenizer_for

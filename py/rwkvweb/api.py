@@ -11,7 +11,6 @@ Everything that touches the GPU is awaitable; `encode`/`decode` are plain calls.
 
 from __future__ import annotations
 
-import codecs
 import math
 import struct
 from array import array
@@ -23,6 +22,7 @@ from .budget import DEFAULT_BUDGET, BudgetPlan, parse_bytes, plan_budget
 from .model import DEFAULT_CHUNK, DEFAULT_MAX_BINDING
 from .quant import fold_quantized
 from .safetensors import header_length, parse_header
+from .tokenizer import StreamDecoder
 
 async def read_bytes(source, start: int, end: int) -> bytes:
     """Bytes from a sync CPython source or an async JS reader alike."""
@@ -119,9 +119,9 @@ class Model:
             raise ValueError("max_tokens must be >= 0")
         ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
         await self._activate()
-        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text_stream = StreamDecoder(self.tokenizer) if self.tokenizer is not None else None
         stops = StopStrings([stop] if isinstance(stop, str) else list(stop or []))
-        if stops.stops and self.tokenizer is None:
+        if stops.stops and text_stream is None:
             raise ModelError("stop strings need a tokenizer: this model has none")
         pieces: list[str] = []
 
@@ -134,16 +134,16 @@ class Model:
         async def stream(token: int) -> bool:
             if on_token is not None:
                 await _maybe_await(on_token(token))
-            if self.tokenizer is None:
+            if text_stream is None:
                 return False
-            piece, stopped = stops.push(utf8.decode(self.tokenizer.decode_bytes([token])))
+            piece, stopped = stops.push(text_stream.push(token))
             await emit(piece)
             return stopped
 
         tokens, stats = await self.engine.generate(ids, max_tokens, Sampling(**sampling), on_token=stream,
                                                    should_stop=should_stop, keep_state=keep_state)
-        if self.tokenizer is not None and stats.stopped_by != "stop":
-            await emit(stops.push(utf8.decode(b"", final=True))[0] + stops.flush())
+        if text_stream is not None and stats.stopped_by != "stop":
+            await emit(stops.push(text_stream.flush())[0] + stops.flush())
         return Generation("".join(pieces), tokens, stats)
 
     async def logits(self, tokens: list[int], keep_state: bool = False) -> list[bytes]:
