@@ -268,12 +268,10 @@ def _speed_row(engine: str, chunk, speed: dict) -> str:
 
 
 def bench_tokenizers() -> list[str]:
-    """The tokenizer table (build/bench_tokenizers.py), where that module exists."""
-    try:
-        from build.bench_tokenizers import tokenizer_table
-    except ImportError:
-        return []
-    return tokenizer_table()
+    """The tokenizer table (build/bench_tokenizers.py): CPython and the site's Pyodide."""
+    from build.bench_tokenizers import markdown, tokenizer_table
+
+    return ["Tokenizer encode speed (`python -m build.bench_tokenizers` prints this table alone):", "", markdown(tokenizer_table())]
 
 
 BENCHES = {"speed": bench_speed, "prefill": bench_prefill, "precisions": bench_precisions, "budgets": bench_budgets, "quality": lambda tokens: bench_quality()}
