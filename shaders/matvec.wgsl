@@ -1,4 +1,5 @@
-// out[t, m] = act(Σ_k W[m, k] · x[t, k] + bias[m])   (+ out[t, m] when ACCUMULATE: the residual add)
+// out[t, m] = act(Σ_k W[m, k] · x[t, k] + bias[m])   (+ out[t, m] when ACCUMULATE: the residual add;
+//   with LERP: out[t, m] += (toward[t, m] − out[t, m]) · act(...), RWKV-7's v += (v_first − v)·sigmoid(...))
 // for the tokens t of a chunk: T_PAD = 1 is a decode step's matrix × vector, T_PAD > 1 a prefill's
 // matrix × matrix, each invocation keeping TILE_T tokens' sums in registers so every weight it loads
 // serves TILE_T tokens. Reference: every `W @ x` and `x @ W` in reference.py (projections, LoRA, FFN, head).
@@ -16,6 +17,7 @@ override ROW_MAJOR: bool = true;
 override ACT: u32 = 0;            // 0 none, 1 tanh, 2 sigmoid, 3 relu², 4 decay: exp(-0.606531·sigmoid(t)), 0.606531 = exp(-0.5)
 override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
+override LERP: bool = false;      // out moves toward `toward` by act(W·x + bias): the value residual's mix
 override ROW_OFFSET: u32 = 0;     // where this dispatch's rows start in a row of `out` (a split head)
 override OUT_STRIDE: u32 = ROW_OFFSET + M;  // floats from one token's row of `out` to the next
 override ROW_THREADS: u32 = 1;    // invocations per row (row-major), a power of two dividing WG
@@ -31,6 +33,7 @@ const MAX_TILE = 16u;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;          // [M] (bound but unread without HAS_BIAS)
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;     // [T_PAD, OUT_STRIDE]
 @group(0) @binding(4) var<storage, read> count: array<u32>;         // [1] tokens in this chunk (unread unless COUNTED)
+@group(0) @binding(5) var<storage, read> toward: array<f32>;        // [T_PAD, OUT_STRIDE] (unread unless LERP)
 
 fn activate(t: f32) -> f32 {
   switch ACT {
@@ -53,6 +56,7 @@ fn finish(t: u32, m: u32, dot: f32) {
   v = activate(v);
   let at = t * OUT_STRIDE + ROW_OFFSET + m;
   if (ACCUMULATE) { v += out[at]; }
+  if (LERP) { v = out[at] + (toward[at] - out[at]) * v; }
   out[at] = v;
 }
 

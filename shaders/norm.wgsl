@@ -1,6 +1,7 @@
 // out = (x - mean) / sqrt(var + EPS) · weight + bias, over groups of GROUP elements.
 // LayerNorm: one group of C (EPS 1e-5).  GroupNorm ln_x: H groups of head_size (EPS 64e-5).
 // A chunk of T tokens is T·PARAM_GROUPS groups; weight and bias repeat for every token.
+// GATED: out = (norm·weight + bias + add) · gate, the GroupNorm's epilogue (GN(y) + bonus) ⊙ g.
 // Reference: layer_norm / group_norm in reference.py. One workgroup per group; every invocation
 // computes the group's mean and variance itself (two passes, as numpy does) instead of sharing
 // them through workgroup memory: barriers cost far more than the redundant reads on SwiftShader.
@@ -8,11 +9,14 @@ override GROUP: u32;
 override EPS: f32;
 override WG: u32 = 64;
 override PARAM_GROUPS: u32 = 1;  // groups per token: 1 (LayerNorm) or H (GroupNorm)
+override GATED: bool = false;
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;          // [groups * GROUP]
 @group(0) @binding(1) var<storage, read> weight: array<f32>;     // [PARAM_GROUPS * GROUP]
 @group(0) @binding(2) var<storage, read> bias: array<f32>;       // [PARAM_GROUPS * GROUP]
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;  // [groups * GROUP]
+@group(0) @binding(4) var<storage, read> add: array<f32>;        // [groups * GROUP] (unread unless GATED)
+@group(0) @binding(5) var<storage, read> gate: array<f32>;       // [groups * GROUP] (unread unless GATED)
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -25,6 +29,7 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) l
   let inv_std = inverseSqrt(squares / f32(GROUP) + EPS);
   let param = (group.x % PARAM_GROUPS) * GROUP;
   for (var i = lid.x; i < GROUP; i += WG) {
-    out[base + i] = (x[base + i] - mean) * inv_std * weight[param + i] + bias[param + i];
+    let y = (x[base + i] - mean) * inv_std * weight[param + i] + bias[param + i];
+    if (GATED) { out[base + i] = (y + add[base + i]) * gate[base + i]; } else { out[base + i] = y; }
   }
 }

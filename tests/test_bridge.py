@@ -40,8 +40,8 @@ def gpu_page(browser, server):
 
 def small_plan() -> Plan:
     plan = Plan()
-    a, b, t = (plan.buffer(n, 256, "scratch") for n in "abt")
-    ops.lerp(plan, "test", a, b, t, 64)
+    a, b, t, out = (plan.buffer(n, 256, "scratch") for n in ("a", "b", "t", "out"))
+    ops.norm(plan, "test", a, b, t, out, 64, 1, 1e-5)
     return plan
 
 

@@ -127,14 +127,29 @@ def test_wkv7_state_update_and_readout(gpu_page, C, head_size):
     check(gpu_page, plan, initial, [v["out"], v["state"]])
 
 
-def test_lerp_and_add_mul(gpu_page):
+def test_norm_gated_epilogue(gpu_page):
+    """(GroupNorm(y) + bonus) ⊙ g in one dispatch, for 3 tokens of 2 heads."""
     rng = np.random.default_rng(9)
-    n = 300
+    group, heads, tokens = 64, 2, 3
+    n = group * heads
     plan = Plan()
-    v, initial = inputs(plan, a=rand(rng, n), b=rand(rng, n), t=rng.uniform(0, 1, n).astype(np.float32), a2=rand(rng, n), out=np.zeros(n, np.float32))
-    ops.lerp(plan, "test", v["a"], v["b"], v["t"], n)
-    ops.add_mul(plan, "test", v["a2"], v["b"], v["t"], v["out"], n)
-    check(gpu_page, plan, initial, [v["a"], v["out"]])
+    v, initial = inputs(plan, x=rand(rng, tokens * n, scale=2), w=rand(rng, n), b=rand(rng, n), add=rand(rng, tokens * n),
+                        gate=rng.uniform(0, 1, tokens * n).astype(np.float32), out=np.zeros(tokens * n, np.float32))
+    ops.norm(plan, "test", v["x"], v["w"], v["b"], v["out"], group, heads, 64e-5, tokens=tokens, add=v["add"], gate=v["gate"])
+    check(gpu_page, plan, initial, [v["out"]])
+
+
+@pytest.mark.parametrize("tokens", [1, 4])
+def test_matvec_moves_toward_a_target(gpu_page, tokens):
+    """The value residual in the LoRA's epilogue: out += (toward − out)·sigmoid(W·x + bias)."""
+    rng = np.random.default_rng(tokens)
+    M, K = 128, 32
+    plan = Plan()
+    v, initial = inputs(plan, w=weights(rng, (K, M), K**-0.5, "f32"), x=rand(rng, tokens * K), b=rand(rng, M),
+                        out=rand(rng, tokens * M), toward=rand(rng, tokens * M))
+    ops.matvec(plan, "test", v["w"], "f32", v["x"], v["out"], M, K, row_major=False, act="sigmoid", bias=v["b"],
+               tokens=tokens, toward=v["toward"])
+    check(gpu_page, plan, initial, [v["out"]])
 
 
 @pytest.mark.parametrize("dtype", ["f32", "f16", "int8", "nf4"])

@@ -237,18 +237,16 @@ class Activations:
     mixed: View  # token-shift outputs, 6 slots
     vecs: View  # r w k v a g, 6 slots
     hidden: View  # a LoRA's inner activations
-    gate: View  # the value residual's mix
     v_first: View  # block 0's v
     wkv_out: View  # y | bonus
-    y_norm: View
-    y_gated: View
+    y_gated: View  # (GroupNorm(y) + bonus) ⊙ g
     ffn_hidden: View
 
     @staticmethod
     def floats_per_token(cfg: ModelConfig) -> dict[str, int]:
         C, lora = cfg.n_embd, max(cfg.d_decay_lora, cfg.d_aaa_lora, cfg.d_mv_lora, cfg.d_gate_lora)
-        return {"x": C, "xx": C, "mixed": 6 * C, "vecs": 6 * C, "hidden": lora, "gate": C, "v_first": C,
-                "wkv_out": 2 * C, "y_norm": C, "y_gated": C, "ffn_hidden": cfg.dim_ffn}
+        return {"x": C, "xx": C, "mixed": 6 * C, "vecs": 6 * C, "hidden": lora, "v_first": C,
+                "wkv_out": 2 * C, "y_gated": C, "ffn_hidden": cfg.dim_ffn}
 
     @classmethod
     def make(cls, b: "_Builder", tokens: int, count: View | None, suffix: str = "") -> "Activations":
@@ -366,15 +364,15 @@ def _block(b: _Builder, p: str, a: Activations, i: int, att_shift: View, wkv_sta
     _lora(b, p, att + "g", mixed(G), a.hidden, vecs(G), cfg.d_gate_lora, "sigmoid", None, "none", chunk)
     if i == 0:
         plan.copy(p, vecs(V), a.v_first)
-    else:
-        _lora(b, p, att + "v", mixed(V), a.hidden, a.gate, cfg.d_mv_lora, "none", biases.slot(2, C * F32), "sigmoid", chunk)
-        ops.lerp(plan, p, vecs(V), a.v_first, a.gate, T * C)
+    else:  # v += (v_first − v)·sigmoid(v0 + (xv·v1)·v2), in the LoRA's epilogue
+        _lora(b, p, att + "v", mixed(V), a.hidden, vecs(V), cfg.d_mv_lora, "none", biases.slot(2, C * F32), "sigmoid",
+              {**chunk, "toward": a.v_first})
     params = b.vectors(att + "wkv_params", [att + "k_k", att + "k_a", att + "r_k"])
     ops.wkv7(plan, p, a.vecs, params, wkv_state, a.wkv_out, C, N, **chunk)
     ln_x = b.vectors(att + "ln_x", [att + "ln_x.weight", att + "ln_x.bias"])
     y, bonus = a.wkv_out.slot(0, T * C * F32), a.wkv_out.slot(1, T * C * F32)
-    ops.norm(plan, p, y, ln_x.slot(0, C * F32), ln_x.slot(1, C * F32), a.y_norm, N, cfg.n_head, GN_EPS, tokens=T)
-    ops.add_mul(plan, p, a.y_norm, bonus, vecs(G), a.y_gated, T * C)
+    ops.norm(plan, p, y, ln_x.slot(0, C * F32), ln_x.slot(1, C * F32), a.y_gated, N, cfg.n_head, GN_EPS, tokens=T,
+             add=bonus, gate=vecs(G))  # (GroupNorm(y) + bonus) ⊙ g
     b.linear(p, att + "output.weight", a.y_gated, a.x, accumulate=True, **chunk)
 
     # channel mixing
@@ -399,5 +397,6 @@ def _lora(b: _Builder, program: str, prefix: str, x: View, hidden: View, out: Vi
           outer: str, chunk: dict) -> None:
     """out = outer(bias + inner(x @ w1) @ w2): the low-rank paths of w, a, v and g."""
     C = b.cfg.n_embd
-    ops.matvec(b.plan, program, *b.lora(prefix + "1"), x, hidden, rank, C, row_major=False, act=inner, **chunk)
+    down = {k: v for k, v in chunk.items() if k != "toward"}
+    ops.matvec(b.plan, program, *b.lora(prefix + "1"), x, hidden, rank, C, row_major=False, act=inner, **down)
     ops.matvec(b.plan, program, *b.lora(prefix + "2"), hidden, out, C, rank, row_major=False, act=outer, bias=bias, **chunk)

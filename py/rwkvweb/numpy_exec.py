@@ -50,7 +50,7 @@ def _tokens(c, count) -> int:
     return min(int(count.view(np.uint32)[0]), t_pad) if c.get("COUNTED") else t_pad
 
 
-def matvec(c, include, weight, x, bias, out, count):
+def matvec(c, include, weight, x, bias, out, count, toward):
     M, K, n = c["M"], c["K"], _tokens(c, count)
     xs = _f32(x, n * K).reshape(n, K)
     if c["ROW_MAJOR"]:
@@ -64,10 +64,14 @@ def matvec(c, include, weight, x, bias, out, count):
     offset = c["ROW_OFFSET"]
     stride = c.get("OUT_STRIDE", offset + M)
     rows = np.lib.stride_tricks.as_strided(_f32(out)[offset:], (n, M), (stride * 4, 4))
-    rows[:] = rows + t if c["ACCUMULATE"] else t
+    if c.get("LERP"):
+        target = np.lib.stride_tricks.as_strided(_f32(toward)[offset:], (n, M), (stride * 4, 4))
+        rows[:] = rows + (target - rows) * t
+    else:
+        rows[:] = rows + t if c["ACCUMULATE"] else t
 
 
-def norm(c, include, x, weight, bias, out):
+def norm(c, include, x, weight, bias, out, add, gate):
     G, P = c["GROUP"], c.get("PARAM_GROUPS", 1)
     n = _f32(out).size // G
     xs = _f32(x, n * G).reshape(-1, G)
@@ -75,7 +79,8 @@ def norm(c, include, x, weight, bias, out):
     var = ((xs - mean) ** 2).mean(axis=1, keepdims=True)
     y = (xs - mean) / np.sqrt(var + np.float32(c["EPS"]))
     params = lambda v: np.tile(_f32(v, P * G).reshape(P, G), (n // P, 1))  # noqa: E731 - repeated for every token
-    _f32(out, n * G)[:] = (y * params(weight) + params(bias)).reshape(-1)
+    y = (y * params(weight) + params(bias)).reshape(-1)
+    _f32(out, n * G)[:] = (y + _f32(add, n * G)) * _f32(gate, n * G) if c.get("GATED") else y
 
 
 def token_shift(c, include, x, prev, mix, out, count):
@@ -103,17 +108,6 @@ def wkv7(c, include, vecs, params, state, out, count):
         S[:] = S * w[t][:, None, :] + sa * (kk * a[t])[:, None, :] + v[t][:, :, None] * k_mod[:, None, :]
         y_out[t] = (S @ r[t][:, :, None])[:, :, 0]
         bonus_out[t] = (r[t] * k_mod * r_k).sum(axis=1, keepdims=True) * v[t]
-
-
-def lerp(c, include, a, b, t):
-    n = c["LEN"]
-    A = _f32(a, n)
-    A[:] = A + (_f32(b, n) - A) * _f32(t, n)
-
-
-def add_mul(c, include, a, b, t, out):
-    n = c["LEN"]
-    _f32(out, n)[:] = (_f32(a, n) + _f32(b, n)) * _f32(t, n)
 
 
 def embed(c, include, weight, token, out):
@@ -182,8 +176,6 @@ KERNELS = {
     ("norm.wgsl", "main"): norm,
     ("token_shift.wgsl", "main"): token_shift,
     ("wkv7.wgsl", "main"): wkv7,
-    ("elementwise.wgsl", "lerp"): lerp,
-    ("elementwise.wgsl", "add_mul"): add_mul,
     ("embed.wgsl", "main"): embed,
     ("rows.wgsl", "last"): rows_last,
     ("rows.wgsl", "sum"): rows_sum,

@@ -64,13 +64,14 @@ def token_tile(tokens: int) -> int:
 def matvec(plan: Plan, program: str, weight: View, dtype: str, x: View, out: View, M: int, K: int, *,
            row_major: bool = True, row_threads: int = 1, act: str = "none", bias: View | None = None,
            accumulate: bool = False, row_offset: int = 0, out_stride: int | None = None, tokens: int = 1,
-           count: View | None = None) -> None:
+           count: View | None = None, toward: View | None = None) -> None:
     """out[t, row_offset + m] (+)= act(W·x[t] + bias) for the `tokens` rows of x (1: a decode step).
 
     row_major: W is [M, K], read by `row_threads` invocations per row (1, or a power of two up to
     the workgroup size, reduced in workgroup memory). Otherwise W is k-major [K, M_pad], M_pad = M
     rounded up to a multiple of 4 (x @ W, or a matrix transposed at load). Rows of `out` are
-    `out_stride` floats apart (default row_offset + M); `count` marks how many tokens are real."""
+    `out_stride` floats apart (default row_offset + M); `count` marks how many tokens are real;
+    with `toward`, out moves toward it by the activation instead: out += (toward − out)·act(W·x + bias)."""
     assert K % 4 == 0, f"K={K} must be a multiple of 4"
     assert row_threads >= 1 and WG % row_threads == 0 and row_threads & (row_threads - 1) == 0, row_threads
     tile = 1 if row_major and row_threads > 1 else token_tile(tokens)
@@ -83,12 +84,14 @@ def matvec(plan: Plan, program: str, weight: View, dtype: str, x: View, out: Vie
     if bias is not None:
         bias = _expect(bias, M * F32, "matvec bias")
     count, counted = _counted(count, x)
-    constants = {"M": M, "K": K, "ROW_MAJOR": row_major, "ROW_THREADS": row_threads if row_major else 1,
+    assert toward is None or not accumulate, "a matvec either accumulates or moves toward a target"
+    toward = x if toward is None else _expect(toward, out.size, "matvec toward")
+    constants = {"M": M, "K": K, "ROW_MAJOR": row_major, **({"LERP": True} if toward is not x else {}), "ROW_THREADS": row_threads if row_major else 1,
                  "ACT": ACTIVATIONS[act], "HAS_BIAS": bias is not None, "ACCUMULATE": accumulate, "ROW_OFFSET": row_offset,
                  "WG": WG, **_chunk(tokens, counted, OUT_STRIDE=stride, TILE_T=tile)}
     kernel = _weight_kernel(plan, "matvec.wgsl", constants, dtype, m_pad * K)
     rows = _groups(m_pad // 4) if not row_major else _groups(M, WG // row_threads)
-    plan.dispatch(program, kernel, [weight, x, bias or x, out, count], (rows[0], tokens // tile, 1))  # x stands in for an unread bias
+    plan.dispatch(program, kernel, [weight, x, bias or x, out, count, toward], (rows[0], tokens // tile, 1))  # x: unread stand-ins
 
 
 def _chunk(tokens: int, counted: dict, **more) -> dict:
@@ -100,14 +103,17 @@ def _chunk(tokens: int, counted: dict, **more) -> dict:
 
 
 def norm(plan: Plan, program: str, x: View, weight: View, bias: View, out: View, group: int, n_groups: int, eps: float,
-         tokens: int = 1) -> None:
+         tokens: int = 1, add: View | None = None, gate: View | None = None) -> None:
     """LayerNorm (n_groups 1) or GroupNorm (one group per head) with affine weight and bias, for
-    each of `tokens` rows."""
+    each of `tokens` rows; with `add` and `gate`: out = (norm + add) · gate (RWKV-7's (GN(y) + bonus) ⊙ g)."""
     size = group * n_groups * F32
     x, out = (_expect(v, tokens * size, f"norm {what}") for v, what in ((x, "x"), (out, "out")))
     weight, bias = (_expect(v, size, f"norm {what}") for v, what in ((weight, "weight"), (bias, "bias")))
-    constants = {"GROUP": group, "EPS": eps, "WG": WG, **({"PARAM_GROUPS": n_groups} if n_groups > 1 else {})}
-    plan.dispatch(program, plan.kernel("norm.wgsl", constants), [x, weight, bias, out], (n_groups * tokens, 1, 1))
+    assert (add is None) == (gate is None), "the gated epilogue needs both add and gate"
+    gated = add is not None
+    add, gate = (_expect(v, tokens * size, f"norm {what}") if gated else x for v, what in ((add, "add"), (gate, "gate")))
+    constants = {"GROUP": group, "EPS": eps, "WG": WG, **({"PARAM_GROUPS": n_groups} if n_groups > 1 else {}), **({"GATED": True} if gated else {})}
+    plan.dispatch(program, plan.kernel("norm.wgsl", constants), [x, weight, bias, out, add, gate], (n_groups * tokens, 1, 1))
 
 
 def token_shift(plan: Plan, program: str, x: View, prev: View, mix: View, out: View, C: int, n_mix: int,
@@ -134,18 +140,6 @@ def wkv7(plan: Plan, program: str, vecs: View, params: View, state: View, out: V
     count, counted = _counted(count, vecs)
     kernel = plan.kernel("wkv7.wgsl", {"C": C, "N": head_size, **_chunk(tokens, counted)})
     plan.dispatch(program, kernel, [vecs, params, state, out, count], (C // head_size, 1, 1))
-
-
-def lerp(plan: Plan, program: str, a: View, b: View, t: View, n: int) -> None:
-    """a += (b − a)·t, in place."""
-    views = [_expect(v, n * F32, f"lerp {what}") for v, what in ((a, "a"), (b, "b"), (t, "t"))]
-    plan.dispatch(program, plan.kernel("elementwise.wgsl", {"LEN": n, "WG": WG}, entry="lerp"), views, _groups(n))
-
-
-def add_mul(plan: Plan, program: str, a: View, b: View, t: View, out: View, n: int) -> None:
-    """out = (a + b)·t."""
-    views = [_expect(v, n * F32, f"add_mul {what}") for v, what in ((a, "a"), (b, "b"), (t, "t"), (out, "out"))]
-    plan.dispatch(program, plan.kernel("elementwise.wgsl", {"LEN": n, "WG": WG}, entry="add_mul"), views, _groups(n))
 
 
 def embed(plan: Plan, program: str, table: View, dtype: str, token: View, out: View, rows: int, C: int, row_start: int = 0,
