@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from pth_writer import Checkpoint, TensorEntry, checkpoint_of, zip_stored
+from pth_writer import TensorEntry, checkpoint_of, zip_stored
 from rwkvweb.config import ModelConfig
 from rwkvweb.testmodel import random_weights
 
