@@ -443,6 +443,9 @@ def read_pth_header(source: ByteSource) -> tuple[dict[str, TensorInfo], dict[str
 
 async def read_pth_header_async(source) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     """The same for a source whose reads may be awaitable (the page's JS reader)."""
+    if getattr(source, "sequential", False):  # web/net/range.js: a server that ignores Range
+        raise CheckpointError("this server does not answer Range requests, and a .pth is read from its end (the zip "
+                              "directory) first: serve it from a server with Range, or convert it (python -m build.convert)")
     return tensor_table(await _run_async(parse_checkpoint(source.size), source)), {}
 
 
