@@ -181,3 +181,33 @@ def test_the_csp_allows_model_origins_and_nothing_more():
     directives = dict(d.strip().split(" ", 1) for d in serve.CONTENT_SECURITY_POLICY.split(";"))
     assert directives["connect-src"].split() == ["'self'", "https:", "http://localhost:*", "http://127.0.0.1:*"]
     assert directives["default-src"] == "'self'" and directives["script-src"] == "'self' 'wasm-unsafe-eval'"
+
+
+@pytest.mark.browser
+def test_a_second_load_of_a_pth_comes_from_the_cache(tab, model_origin):
+    first = call(tab, "load", {"url": f"{model_origin.url}cors/bf16.pth"})
+    model_origin.requests.clear()
+    again = call(tab, "load", {"url": f"{model_origin.url}cors/bf16.pth"})
+    assert first["fetchedBytes"] > 0 and again["cached"] and again["fetchedBytes"] == 0
+    assert [r.method for r in model_origin.requests] == ["HEAD"]  # only: has the file changed?
+    for entry in call(tab, "cacheList")["models"]:
+        call(tab, "cacheDelete", {"id": entry["id"]})
+
+
+@pytest.mark.browser
+def test_the_cli_reads_a_pth_url_on_both_backends(model_origin):
+    """`logits URL --backend webgpu`: the page fetches the URL itself, across origins (headless.py)."""
+    import json
+    import subprocess
+    import sys
+
+    url = f"{model_origin.url}cors/bf16.pth"
+    env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "py")}
+    rows = {}
+    for backend in ("numpy", "webgpu"):
+        done = subprocess.run([sys.executable, "-m", "rwkvweb", "logits", url, "--tokens", "1,2,3", "--backend", backend],
+                              capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        rows[backend] = np.array(json.loads(done.stdout)["logits"], np.float32)
+    spread = rows["numpy"].max() - rows["numpy"].min()
+    assert np.abs(rows["webgpu"] - rows["numpy"]).max() <= 1e-3 * spread  # fp32 GPU vs numpy: the project's bound
