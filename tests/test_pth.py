@@ -249,3 +249,19 @@ def test_a_real_torch_save_file_reads_like_its_twin(tmp_path, weights):
     assert file.tensors["emb.weight"].dtype == "BF16"
     np.testing.assert_array_equal(file.read_array("emb.weight"), state["emb.weight"].float().numpy())
     np.testing.assert_array_equal(file.read_array("head.weight"), weights["head.weight"])
+
+
+def test_a_pile_sized_vocabulary_says_which_tokenizer_it_lacks(tmp_path):
+    """Issue 11 part 4: RWKV-4 Pile/Raven's 50277-token GPT-NeoX vocabulary loads for ids, and text
+    gets a message naming the tokenizer it would need (a v7-shaped model stands in for v4 here)."""
+    config = ModelConfig.default_for(1, 64, 50277)
+    write_pth(tmp_path / "pile.pth", random_weights(config, seed=1), bf16=True)
+
+    async def run():
+        model = await Model.load(str(tmp_path / "pile.pth"), budget="1GB")
+        ids = (await model.generate([1, 2], 2, temperature=0)).tokens
+        with pytest.raises(ValueError, match="50277-token vocabulary is GPT-NeoX 20B's BPE .* pass token ids"):
+            await model.generate("Hello", 2)
+        return ids
+
+    assert len(run_async(run())) == 2

@@ -101,7 +101,9 @@ class Model:
 
     def _require_tokenizer(self):
         if self.tokenizer is None:
-            raise ModelError(f"no tokenizer for a {self.config.vocab_size}-token vocabulary: pass token ids instead of text")
+            from .tokenizer import missing_tokenizer
+
+            raise ModelError(missing_tokenizer(self.config.vocab_size))
         return self.tokenizer
 
     # --- running ---------------------------------------------------------------

@@ -141,3 +141,16 @@ def default_vocab_path() -> str:
             if os.path.exists(candidate):
                 return candidate
     raise FileNotFoundError(f"{WORLD_VOCAB_FILE} not found: `pip install rwkv` (it ships the file) or set RWKVWEB_WORLD_VOCAB to its path")
+
+
+# Vocabularies known by their size whose tokenizer this runtime does not have yet (issue 11, part 4).
+UNSUPPORTED_VOCABULARIES = {
+    50277: "GPT-NeoX 20B's BPE (RWKV-4 Pile and Raven models), which needs a tokenizer.json: not supported yet",
+}
+
+
+def missing_tokenizer(vocab_size: int) -> str:
+    """Why text cannot be used with a model that has no tokenizer, and what to do instead."""
+    known = UNSUPPORTED_VOCABULARIES.get(vocab_size)
+    because = f" (a {vocab_size}-token vocabulary is {known})" if known else ""
+    return f"no tokenizer for a {vocab_size}-token vocabulary{because}: pass token ids instead of text"
