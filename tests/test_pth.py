@@ -265,3 +265,13 @@ def test_a_pile_sized_vocabulary_says_which_tokenizer_it_lacks(tmp_path):
         return ids
 
     assert len(run_async(run())) == 2
+
+
+def test_the_reader_needs_no_numpy(twins):
+    """It runs in Pyodide, whose offline core has no numpy: read a header with numpy made unimportable."""
+    code = ("import sys; sys.modules['numpy'] = None; import asyncio, rwkvweb.catalog; from rwkvweb.api import read_header; "
+            "from rwkvweb.source import FileSource; "
+            f"print(len(asyncio.run(read_header(FileSource({twins['bf16'][0]!r})))[0]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "py")}, timeout=60)
+    assert done.stdout.strip() == str(len(SafetensorsFile(twins["bf16"][1]).tensors)), done.stderr

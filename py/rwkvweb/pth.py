@@ -193,7 +193,7 @@ def _u(data: bytes, at: int, fmt: str) -> int:
     return struct.unpack_from("<" + fmt, data, at)[0]
 
 
-def _find_eocd(tail: bytes, tail_start: int) -> int:
+def _find_eocd(tail: bytes) -> int:
     """Offset in `tail` of the end-of-central-directory record whose comment reaches the end exactly."""
     at = tail.rfind(EOCD)
     while at >= 0:
@@ -204,9 +204,9 @@ def _find_eocd(tail: bytes, tail_start: int) -> int:
                           "legacy pre-1.6 torch.save files are not supported)")
 
 
-def _central_directory_location(tail: bytes, tail_start: int, size: int):
-    """(entries, cd_offset, cd_size, cd_limit): from the EOCD, or its ZIP64 record; generator."""
-    at = _find_eocd(tail, tail_start)
+def _central_directory_location(tail: bytes, tail_start: int):
+    """(entries, cd_offset, cd_size), checked: from the EOCD, or its ZIP64 record (a generator, as parse_checkpoint)."""
+    at = _find_eocd(tail)
     entries, cd_size, cd_offset = _u(tail, at + 10, "H"), _u(tail, at + 12, "I"), _u(tail, at + 16, "I")
     cd_limit = tail_start + at  # the central directory ends before the EOCD
     if at >= ZIP64_LOCATOR_SIZE and tail[at - ZIP64_LOCATOR_SIZE : at - ZIP64_LOCATOR_SIZE + 4] == ZIP64_LOCATOR:
@@ -330,7 +330,7 @@ def parse_checkpoint(size: int):
         raise CheckpointError(f"not a zip archive: the file is only {size} bytes")
     tail_start = max(0, size - (EOCD_SIZE + MAX_COMMENT + ZIP64_LOCATOR_SIZE))
     (tail,) = yield [(tail_start, size)]
-    entries, cd_offset, cd_size = yield from _central_directory_location(tail, tail_start, size)
+    entries, cd_offset, cd_size = yield from _central_directory_location(tail, tail_start)
     (directory,) = yield [(cd_offset, cd_offset + cd_size)]
     members = _parse_central_directory(directory, entries, cd_offset)
     prefix = _archive_prefix(members)
