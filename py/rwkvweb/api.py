@@ -18,8 +18,8 @@ from .config import ModelError, detect_config
 from .engine import Engine, GenerationStats, Sampling
 from .budget import DEFAULT_BUDGET, BudgetPlan, parse_bytes, plan_budget
 from .model import DEFAULT_MAX_BINDING
-from .quant import fold_quantized
 from .pth import is_pth, read_pth_header_async
+from .quant import fold_quantized
 from .safetensors import header_length, parse_header
 
 async def read_bytes(source, start: int, end: int) -> bytes:
