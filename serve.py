@@ -65,8 +65,11 @@ MIME_TYPES = {
 }
 
 # 'wasm-unsafe-eval' lets WebAssembly.compile run (Pyodide) without allowing JS eval.
+# connect-src: model URLs on other origins (hubs over https:, a model server on this machine);
+# fetch() is all it allows, and the page reads only model bytes that way (web/net/range.js).
+MODEL_ORIGINS = "https: http://localhost:* http://127.0.0.1:*"
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src 'self'; "
+    f"default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src 'self' {MODEL_ORIGINS}; "
     "img-src 'self' data: blob:; style-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'"
 )
 

@@ -96,13 +96,14 @@ def test_bf16_widens_exactly_to_fp32_and_rounds_to_fp16(tmp_path, weights):
 
 
 def test_strided_and_offset_views_are_rebuilt(tmp_path):
-    from build.convert import Storage, rebuild_tensor
+    from build.convert import rebuild_tensor
+    from rwkvweb.pth import StorageRef, TensorRef
 
     base = np.arange(24, dtype=np.float32)
-    storage = Storage(base.tobytes(), np.float32)
-    np.testing.assert_array_equal(rebuild_tensor(storage, 4, (2, 3), (1, 2)), base[4:].reshape(-1)[[[0, 2, 4], [1, 3, 5]]])
+    storage = StorageRef("0", "F32")
+    np.testing.assert_array_equal(rebuild_tensor(base, TensorRef(storage, 4, (2, 3), (1, 2)), "t"), base[4:][[[0, 2, 4], [1, 3, 5]]])
     with pytest.raises(CheckpointError, match="reaches past its storage"):
-        rebuild_tensor(storage, 20, (2, 3), (3, 1))
+        rebuild_tensor(base, TensorRef(storage, 20, (2, 3), (3, 1)), "t")
 
 
 def test_a_pickle_that_calls_anything_else_is_refused_and_runs_nothing(tmp_path, weights):

@@ -63,11 +63,11 @@ def test_a_prequantized_head_splits_into_parts_like_one_quantized_at_load(origin
 
 def test_a_file_quantized_for_a_budget_loads_under_it(original, tmp_path):
     target = tmp_path / "m-budget.st"
-    schemes = quantize_file(str(original), str(target), budget="600kB")
+    schemes = quantize_file(str(original), str(target), budget="700kB")
     assert set(schemes.values()) == {"int8", "nf4"}
-    at_load, _ = numpy_logits(original, budget="600kB")
-    ahead, info = numpy_logits(target, budget="600kB")
-    assert info["gpu_bytes_planned"] <= 600_000
+    at_load, _ = numpy_logits(original, budget="700kB")
+    ahead, info = numpy_logits(target, budget="700kB")
+    assert info["gpu_bytes_planned"] <= 700_000
     np.testing.assert_array_equal(ahead, at_load)
 
 

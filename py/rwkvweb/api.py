@@ -20,6 +20,7 @@ from .config import ModelError, detect_config
 from .engine import Engine, GenerationStats, Sampling
 from .budget import DEFAULT_BUDGET, BudgetPlan, parse_bytes, plan_budget
 from .model import DEFAULT_CHUNK, DEFAULT_MAX_BINDING
+from .pth import is_pth, read_pth_header_async
 from .quant import fold_quantized
 from .safetensors import header_length, parse_header
 from .tokenizer import StreamDecoder
@@ -33,10 +34,14 @@ async def read_bytes(source, start: int, end: int) -> bytes:
 
 
 async def read_header(source):
-    """(tensors, metadata) from a safetensors source, reading only its header; pre-quantized
-    matrices come as one tensor each (quant.fold_quantized)."""
-    length = header_length(await read_bytes(source, 0, min(8, source.size)), source.size)
-    tensors, metadata = parse_header(await read_bytes(source, 8, 8 + length), source.size)
+    """(tensors, metadata) from a safetensors or torch.save (`.pth`, told by its magic bytes)
+    source, reading only its header; pre-quantized matrices come as one tensor each (quant.fold_quantized)."""
+    prefix = await read_bytes(source, 0, min(8, source.size))
+    if is_pth(prefix):
+        tensors, metadata = await read_pth_header_async(source)
+    else:
+        length = header_length(prefix, source.size)
+        tensors, metadata = parse_header(await read_bytes(source, 8, 8 + length), source.size)
     return fold_quantized(tensors, metadata), metadata
 
 
@@ -101,7 +106,9 @@ class Model:
 
     def _require_tokenizer(self):
         if self.tokenizer is None:
-            raise ModelError(f"no tokenizer for a {self.config.vocab_size}-token vocabulary: pass token ids instead of text")
+            from .tokenizer import missing_tokenizer
+
+            raise ModelError(missing_tokenizer(self.config.vocab_size))
         return self.tokenizer
 
     # --- running ---------------------------------------------------------------

@@ -12,7 +12,8 @@ from .budget import PRECISIONS, parse_bytes, plan_budget
 from .config import ModelConfig, ModelError, detect_config
 from .model import DEFAULT_CHUNK, DEFAULT_MAX_BINDING, MATVEC_VARIANTS
 from .quant import fold_quantized
-from .safetensors import FormatError, SafetensorsFile
+from .pth import open_model_file
+from .safetensors import FormatError
 from .source import SourceError
 
 
@@ -33,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     info = commands.add_parser("info", help="print a model's config and tensor table (reads only the header)")
-    info.add_argument("model", help="safetensors file path or http(s) URL")
+    info.add_argument("model", help="safetensors or .pth file path, or http(s) URL")
     info.set_defaults(run=cmd_info)
 
     plan = commands.add_parser("plan", help="print the memory plan as JSON: per matrix precision and bytes (reads only the header)")
@@ -131,7 +132,7 @@ def _load_numpy(args, **options):
 
 
 def cmd_plan(args) -> None:
-    file = SafetensorsFile(args.model)
+    file = open_model_file(args.model)
     tensors = fold_quantized(file.tensors, file.metadata)
     config = detect_config({name: info.shape for name, info in tensors.items()})
     planned = plan_budget(config, tensors, parse_bytes(args.budget), args.precision, args.max_binding, args.matvec)
@@ -140,7 +141,7 @@ def cmd_plan(args) -> None:
 
 
 def cmd_info(args) -> None:
-    file = SafetensorsFile(args.model)
+    file = open_model_file(args.model)
     config = detect_config({name: info.shape for name, info in file.tensors.items()})
     print(f"model    {args.model}  ({file.source.size:,} bytes)")
     print(f"config   {config}")

@@ -57,7 +57,12 @@ class HeadlessEngine:
 
     def load(self, model_path: str, **options) -> dict:
         """options: budget (bytes), precision (auto | fp32 | fp16 | int8 | nf4), as for api.Model.load."""
-        return self.call("load", {"url": self.base_url + "cli-model/" + os.path.basename(model_path), **options})
+        url = model_path if _is_url(model_path) else self.base_url + "cli-model/" + os.path.basename(model_path)
+        return self.call("load", {"url": url, **options})  # a URL is fetched by the page itself, from its own origin
+
+
+def _is_url(model_path: str) -> bool:
+    return model_path.startswith(("http://", "https://"))
 
 
 @contextmanager
@@ -68,7 +73,8 @@ def headless_engine(model_path: str):
         raise RuntimeError(f"{CHROMIUM} not found: install Chromium (apt-get install chromium) or set RWKVWEB_CHROMIUM")
     from playwright.sync_api import sync_playwright
 
-    with site_server({"cli-model": os.path.dirname(os.path.abspath(model_path))}) as url:
+    mounts = {} if _is_url(model_path) else {"cli-model": os.path.dirname(os.path.abspath(model_path))}
+    with site_server(mounts) as url:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             page = open_blank(browser.new_page(), url)

@@ -15,7 +15,7 @@ import numpy as np
 
 from .config import DECAY_SCALE, GN_EPS, LN_EPS, ModelConfig, ModelError, detect_config
 from .quant import QuantizedInfo, fold_quantized, read_dequantized
-from .safetensors import SafetensorsFile
+from .pth import open_model_file
 
 
 def layer_norm(x, weight, bias, eps=LN_EPS):
@@ -74,7 +74,7 @@ class RWKV7:
 
     @classmethod
     def load(cls, path_or_source) -> "RWKV7":
-        file = SafetensorsFile(path_or_source)
+        file = open_model_file(path_or_source)
         tensors = fold_quantized(file.tensors, file.metadata)  # pre-quantized matrices: their dequantized values
         config = detect_config({name: info.shape for name, info in tensors.items()})
         return cls(config, {name: read_dequantized(file.source.read, info) if isinstance(info, QuantizedInfo) else file.read_array(name, "float32")

@@ -110,3 +110,11 @@ def open_source(path_or_url: str | os.PathLike) -> ByteSource:
     if text.startswith(("http://", "https://")):
         return HttpSource(text)
     return FileSource(text)
+
+
+async def read_any(source, start: int, end: int) -> bytes:
+    """Bytes [start, end) from a sync CPython source or the page's async JS reader alike."""
+    data = source.read(start, end)
+    if hasattr(data, "__await__"):
+        data = await data
+    return data if isinstance(data, bytes) else data.to_bytes()

@@ -245,3 +245,12 @@ def default_vocab_path() -> str:
                 return candidate
     raise FileNotFoundError(f"{WORLD_VOCAB_FILE} not found: `pip install rwkv` (it ships the file) "
                             "or set RWKVWEB_WORLD_VOCAB to its path")
+
+
+def missing_tokenizer(vocab_size: int) -> str:
+    """Why text cannot be used with a model that has no tokenizer, and what to do instead."""
+    because = ""
+    if vocab_size in GPT_NEOX_SIZES:
+        because = (f" (a {vocab_size}-token vocabulary is GPT-NeoX 20B's BPE: put its tokenizer.json in the model's "
+                   f"metadata as {JSON_METADATA_KEY}, or name the file in ${GPT_NEOX_ENV})")
+    return f"no tokenizer for a {vocab_size}-token vocabulary{because}: pass token ids instead of text"
