@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.join(ROOT, "py"))
 from rwkvweb.budget import parse_bytes, plan_budget, quantizable  # noqa: E402
 from rwkvweb.config import detect_config  # noqa: E402
 from rwkvweb.quant import PARAMS_SUFFIX, QUANTIZED_KEY, SCHEMES, fold_quantized, quantize  # noqa: E402
+from rwkvweb.pth import open_model_file  # noqa: E402
 from rwkvweb.safetensors import SafetensorsFile, to_array, write_safetensors  # noqa: E402
 
 
@@ -40,7 +41,7 @@ def choose(file: SafetensorsFile, precision: str | None, budget: str | None) -> 
 def quantize_file(source: str, target: str, precision: str | None = None, budget: str | None = None) -> dict[str, str]:
     import numpy as np
 
-    file = SafetensorsFile(source)
+    file = open_model_file(source)  # safetensors or an official .pth
     schemes = choose(file, precision, budget)
     out = {}
     for name, info in file.tensors.items():

@@ -115,3 +115,14 @@ def test_on_the_gpu_a_prequantized_file_equals_quantizing_at_load(browser, serve
     assert loaded["matrices_by_precision"] == {"nf4": 14}
     assert loaded["fetchedBytes"] < 0.4 * original.stat().st_size
     assert ahead == at_load  # bit for bit: the loader's JavaScript quantizer wrote these same codes
+
+
+def test_an_official_pth_quantizes_without_conversion(tmp_path):
+    from pth_writer import write_pth
+    from rwkvweb.testmodel import random_weights
+
+    weights = random_weights(ModelConfig.default_for(1, 64, 256), seed=3)
+    write_pth(tmp_path / "m.pth", weights, bf16=True)
+    schemes = quantize_file(str(tmp_path / "m.pth"), str(tmp_path / "m-int8.st"), precision="int8")
+    assert set(schemes.values()) == {"int8"}
+    assert SafetensorsFile(str(tmp_path / "m-int8.st")).metadata["rwkvweb.quantized"]
