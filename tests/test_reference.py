@@ -1,6 +1,6 @@
 """The numpy reference against an independent, deliberately naive re-computation.
 
-The naive version below is written from DESIGN.md's maths, not from
+The naive version below is written from the RWKV-7 equations, not from
 reference.py: float64, one output element at a time, weights indexed
 W[out, in] explicitly, the WKV state updated element by element. Agreement is
 required to 1e-4 of the logit range: the reference computes in float32

@@ -23,7 +23,7 @@ SAMPLE = "sample"  # logits -> sampled token, which also becomes the next decode
 PREFILL = "prefill"  # a chunk of tokens -> state advanced (no head)
 HEAD_LAST = "head_last"  # after a prefill: the logits of its last real token
 POOL = "pool"  # after a prefill: ln_out of its rows, summed and last (embed())
-DEFAULT_CHUNK = 64  # tokens per prefill submission (the matmul tiles 16 tokens; DESIGN.md measured T = 64)
+DEFAULT_CHUNK = 64  # tokens per prefill submission: matvec.wgsl tiles 16 tokens; `python -m build.bench --only prefill` compares 16 and 64
 BATCH = 16  # the most decode + sample steps one submission chains (engine.generate): ids come back once per batch
 SNAPSHOT, RESTORE = "snapshot", "restore"  # the generation state copied aside before a batch, and back (a stop inside it)
 
@@ -78,7 +78,7 @@ MATVEC_VARIANTS = {
 
 def choose_matvec(adapter: dict | None) -> str:
     """SwiftShader (a CPU) wants neighbouring invocations on neighbouring columns; GPUs want
-    each row read by many invocations together (measured: DESIGN.md, build/bench.py)."""
+    each row read by many invocations together (one step per variant: `python -m build.bench --only speed`)."""
     return "cols" if (adapter or {}).get("architecture") == "swiftshader" else "rows-wg"
 
 
