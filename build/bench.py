@@ -9,6 +9,7 @@ For RWKV-7 0.1B's shape (12 x 768 x 65536, random weights made here, cached in .
               fetched, peak GPU bytes (the bridge's count), decode tokens/s
   budgets     the 0.1B and 0.4B shapes under 700 MB, 1 GB and 2 GB: what the planner chose,
               the measured peak GPU bytes, tokens/s
+  overhead    decode tokens/s of the shipped model and the 0.1B shape, split into the GPU step and the rest
   prefill     a 512-token prompt in chunks (tokens/s) next to decode tokens/s, and embed() of 512
               tokens (ms), in the browser and on the numpy plan; the tokenizer table (MB/s)
   quality     top-1 agreement with the float32 reference over 256 teacher-forced tokens, per
@@ -38,16 +39,16 @@ SHAPES = {"0.1B": SHAPE, "0.4B": ModelConfig.default_for(24, 1024, 65536)}
 PROMPT = [int(t) for t in range(100, 108)]
 
 VARIANT_JS = """
-async ([plan, runs]) => {
+async ([plan, runs, programs = ["decode"]]) => {
   const { requestDevice } = await import("/gpu/device.js");
   const { Bridge } = await import("/gpu/bridge.js");
   const gpu = await requestDevice();
   const bridge = new Bridge(gpu.device, new URL("/shaders/", location.href), gpu.adapter);
   await bridge.load(plan);  // timing only: weights stay zero, the work is the same
-  bridge.run("decode");
+  bridge.run(programs);
   await bridge.read(0, 0, 4);
   const started = performance.now();
-  for (let i = 0; i < runs; i++) bridge.run("decode");
+  for (let i = 0; i < runs; i++) bridge.run(programs);
   await bridge.read(0, 0, 4);
   const ms = (performance.now() - started) / runs;
   bridge.destroy();
@@ -176,6 +177,37 @@ def bench_speed(tokens: int) -> list[str]:
 
 
 PREFILL_PROMPT = [(7919 * i) % 65000 + 1 for i in range(512)]
+SHIPPED = os.path.join(ROOT, "models", "rwkv7-tiny-wordnet.st")
+
+
+def bench_overhead(tokens: int) -> list[str]:
+    """Where a decoded token's time goes in the page: the GPU work of one step (decode + sample, timed on
+    the bridge alone, one submission each) against the whole token as generate() delivers it."""
+    from rwkvweb.model import SAMPLE, DECODE, compile_model, keep
+    from rwkvweb.pth import open_model_file
+    from rwkvweb.config import detect_config
+
+    rows = []
+    for name, path, count in (("rwkv7-tiny-wordnet (shipped)", SHIPPED, max(tokens, 200)), ("0.1B shape fp16", model_file("fp16"), tokens)):
+        with headless_engine(path) as engine:
+            loaded = engine.load(path)
+            engine.call("generate", {"prompt": PROMPT, "options": {"max_tokens": 4}})
+            speeds = [engine.call("generate", {"prompt": PROMPT, "options": {"max_tokens": count, "temperature": 1.0}})["tokens_per_second"]
+                      for _ in range(3)]
+            tensors = open_model_file(path).tensors
+            compiled = compile_model(detect_config({n: i.shape for n, i in tensors.items()}), tensors, matvec=loaded["matvec"])
+            plan = compiled.plan.to_json()
+            plan["fills"] = []
+            step_ms = engine.page.evaluate(VARIANT_JS, [plan, 20, [DECODE, SAMPLE, keep(0)]])
+        layers = compiled.config.n_layer
+        dispatches = sum(1 for program in (DECODE, SAMPLE) for step in plan["programs"][program] if "kernel" in step)
+        per_layer = sum(1 for step in plan["programs"][DECODE] if "kernel" in step) / layers
+        median = sorted(speeds)[1]
+        rows.append(f"| {name} | {min(speeds):.1f} / {median:.1f} / {max(speeds):.1f} | {1000 / median:.2f} | {step_ms:.2f} | "
+                    f"{1000 / median - step_ms:.2f} | {dispatches} ({per_layer:.0f} per layer) |")
+    return ["Decode in the page: tokens/s (min / median / max of 3 runs), and one token's time split into the GPU work of a step",
+            "(decode + sample on the bridge alone) and everything else (batched read-back, Python, messages):", "",
+            "| model | tok/s | ms/token | GPU step ms | other ms | dispatches per token |", "|---|---|---|---|---|---|", *rows]
 
 
 def page_speed(path: str, tokens: int, chunk: int) -> dict:
@@ -274,7 +306,7 @@ def bench_tokenizers() -> list[str]:
     return ["Tokenizer encode speed (`python -m build.bench_tokenizers` prints this table alone):", "", markdown(tokenizer_table())]
 
 
-BENCHES = {"speed": bench_speed, "prefill": bench_prefill, "precisions": bench_precisions, "budgets": bench_budgets, "quality": lambda tokens: bench_quality()}
+BENCHES = {"speed": bench_speed, "overhead": bench_overhead, "prefill": bench_prefill, "precisions": bench_precisions, "budgets": bench_budgets, "quality": lambda tokens: bench_quality()}
 
 
 def main() -> None:
