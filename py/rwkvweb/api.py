@@ -11,10 +11,12 @@ Everything that touches the GPU is awaitable; `encode`/`decode` are plain calls.
 
 from __future__ import annotations
 
+import array
 import codecs
+import math
 from dataclasses import asdict, dataclass, fields
 
-from .config import ModelError, detect_config
+from .config import ModelError, model_config
 from .engine import Engine, GenerationStats, Sampling
 from .budget import DEFAULT_BUDGET, BudgetPlan, parse_bytes, plan_budget
 from .model import DEFAULT_MAX_BINDING
@@ -76,7 +78,7 @@ class Model:
 
             source = open_source(source)
         tensors, metadata = header or await read_header(source)
-        config = detect_config({name: info.shape for name, info in tensors.items()})
+        config = model_config(tensors)
         if backend is None:
             from .numpy_exec import NumpyBackend
 
@@ -138,7 +140,11 @@ class Model:
         await self._activate()
         if not keep_state:
             await self.engine.reset()
-        return [await self.engine.forward(token) for token in tokens]
+        rows = []
+        for position, token in enumerate(tokens):
+            rows.append(await self.engine.forward(token))
+            check_finite(rows[-1], position)
+        return rows
 
     async def state(self, blob: bytes | None = None) -> bytes | None:
         """Export the recurrent state (no argument) or import one (the bytes an export gave)."""
@@ -167,6 +173,15 @@ class Model:
                 "matvec": self.engine.compiled.matvec, "kernels": len(plan.kernels), "steps_per_token": len(plan.programs["generate"]),
                 "budget": budget["budget"], "gpu_bytes_planned": budget["gpu_bytes"], "precision": budget["precision"],
                 "matrices_by_precision": budget["matrices_by_precision"], "host_bytes": budget["host_bytes"]}
+
+
+def check_finite(row: bytes, position: int) -> None:
+    """Refuse float32 logits holding NaN or infinity (a damaged model): no caller can use them,
+    and JSON cannot spell them. One C-speed sum finds both: NaN and ±inf survive any sum of
+    floats, and 65536 float32 maxima stay far inside a double's range."""
+    if not math.isfinite(sum(array.array("f", bytes(row)))):
+        raise ModelError(f"the logits after token {position} are not finite (NaN or infinity): the model's weights hold "
+                         f"NaN/Inf values or overflow float32; the file is damaged")
 
 
 async def _maybe_await(value) -> None:
