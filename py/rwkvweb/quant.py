@@ -68,6 +68,13 @@ def quantize(values, scheme: str) -> tuple[bytes, bytes]:
     """(codes, params) for a flat float32 array, as the loader writes them."""
     import numpy as np
 
+    # NaN/Inf weights (a damaged file) give NaN parameters, as in the JavaScript; the logits check
+    # (api.check_finite) reports them, so numpy's warnings would only be noise on stderr.
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _quantize(np, values, scheme)
+
+
+def _quantize(np, values, scheme: str) -> tuple[bytes, bytes]:
     s = SCHEMES[scheme]
     x = np.asarray(values, np.float32).astype(np.float64)
     n = x.size
