@@ -135,7 +135,7 @@ def header_lengths() -> list[Case]:
               "long-by-one": "not valid UTF-8 JSON|data section", "whole-file": "not valid UTF-8 JSON|Extra data"}
     cases = [Case(f"header-length-{label}", struct.pack("<Q", value) + body, expect.get(label, "header length field says"))
              for label, value in lies.items()]
-    return cases  # a length over safetensors.MAX_HEADER_BYTES needs a 100 MB file: test_safetensors.py has it
+    return cases  # a length over safetensors.MAX_HEADER_BYTES needs a 16 MB file: test_robustness.py makes a sparse one
 
 
 def offsets() -> list[Case]:

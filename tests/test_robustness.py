@@ -96,7 +96,7 @@ def test_a_dtype_that_is_not_a_string_is_named(dtype):
 def test_a_header_length_over_the_limit_reads_nothing_more(tmp_path):
     path = tmp_path / "sparse.st"
     with open(path, "wb") as file:  # a sparse 200 MB file: the length field is all that is read
-        file.write((150 * 2**20).to_bytes(8, "little"))
+        file.write((150 * 2**20).to_bytes(8, "little"))  # over safetensors.MAX_HEADER_BYTES (16 MiB)
         file.truncate(200 * 2**20)
     with pytest.raises(FormatError, match="over the .*limit"):
         header_length(path.read_bytes()[:8], os.path.getsize(path))

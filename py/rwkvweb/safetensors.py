@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from dataclasses import dataclass
 
@@ -24,8 +25,11 @@ from .source import ByteSource, open_source
 DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 NUMPY_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
 
-# A header larger than this is not a model header but a corrupt length field.
-MAX_HEADER_BYTES = 100 * 1024 * 1024
+# A header larger than this is not a model header but a corrupt length field: the largest RWKV-7
+# checkpoints' headers are under 1 MB (about 45 tensors a layer, ~100 bytes each). 16 MiB also bounds
+# the JSON checks' time on a hostile header (a few seconds at worst; safetensors' own cap is 100 MB).
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+MAX_JSON_DEPTH = 8  # a header nests 3 deep ({name: {"shape": [...]}}); metadata values 1-2
 MAX_NAME = 1000  # characters: official names are under 40; a longer one is garbage, kept out of messages
 
 
@@ -78,16 +82,39 @@ def parse_header(header_json: bytes, file_size: int) -> tuple[dict[str, TensorIn
 
 
 def parse_json(text: bytes | str, what: str):
-    """JSON from an untrusted file: any failure (bad UTF-8, syntax, nesting deeper than the parser's
-    recursion limit, integers past Python's 4300-digit conversion limit) is a FormatError."""
+    """JSON from an untrusted file: any failure (bad UTF-8, syntax, deep nesting, integers past
+    Python's 4300-digit conversion limit) is a FormatError."""
     try:
-        return json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
+        text = text.decode("utf-8") if isinstance(text, bytes) else text
+        if _nested_deeper_than(text, MAX_JSON_DEPTH):
+            raise RecursionError
+        return json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise FormatError(f"{what} is not valid UTF-8 JSON: {error}") from None
     except RecursionError:
-        raise FormatError(f"{what} JSON is nested too deeply to be a safetensors header") from None
+        raise FormatError(f"{what} JSON is nested too deeply (or its brackets do not match) to be a safetensors header") from None
     except ValueError as error:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
         raise FormatError(f"{what} JSON holds a value no header needs: {error}") from None
+
+
+def _nested_deeper_than(text: str, limit: int) -> bool:
+    """Whether brackets nest deeper than `limit`, checked before json.loads: in Pyodide a deep
+    enough document overflows the WebAssembly stack before Python's recursion limit, killing the
+    worker. With strings removed, each pass deletes the innermost empty pairs (C speed throughout:
+    ~0.1 s for a 16 MB header, a few seconds when it is millions of tiny strings)."""
+    skeleton = _STRINGS.sub(b"", text.encode("utf-8")).translate(None, _NOT_BRACKETS)
+    for _ in range(limit):  # each pass removes at least one level, so what remains after `limit` is deeper
+        shorter = skeleton.replace(b"[]", b"").replace(b"{}", b"")
+        if not shorter:
+            return False
+        if shorter == skeleton:  # stuck: unbalanced ("[[[[" with no closers still recurses in json.loads)
+            return len(skeleton) > limit
+        skeleton = shorter
+    return True
+
+
+_STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string, escapes included (unrolled: linear time)
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 
 
 def _tensor_info(name: str, entry: object, data_start: int, data_size: int) -> TensorInfo:
