@@ -137,11 +137,15 @@ def cmd_logits(args) -> None:
             model = await Model.load(args.model, tokenizer_for=lambda config, metadata: None, **options)
             return [np.frombuffer(row, np.float32).tolist() for row in await model.logits(tokens)]
 
-        rows = asyncio.run(run())
+        with np.errstate(all="ignore"):  # NaN/Inf from a damaged file are reported once, by api.check_finite
+            rows = asyncio.run(run())
     else:
+        import numpy as np
+
         from .reference import RWKV7
 
-        rows = RWKV7.load(args.model).logits(tokens)[0].tolist()
+        with np.errstate(all="ignore"):  # an overflow shows as non-finite logits, reported by _check_finite
+            rows = RWKV7.load(args.model).logits(tokens)[0].tolist()
     _check_finite(rows)
     json.dump({"logits": rows}, sys.stdout, allow_nan=False)
     print()

@@ -114,12 +114,13 @@ def dequantize(buffer, scheme: str, n: int):
     raw = np.frombuffer(bytes(buffer), np.uint8)
     params = raw[s.param_offset(n) : s.stored_bytes(n)].view(np.float32).astype(np.float64)
     block = np.arange(n) // s.block
-    if scheme == "int8":
-        low, spread = params[0::2], params[1::2]
-        codes = raw[:n].astype(np.float64)
-        return (low[block] + spread[block] * (codes / 255)).astype(np.float32)
-    nibbles = np.stack([raw[: -(-n // 2)] & 15, raw[: -(-n // 2)] >> 4], axis=1).reshape(-1)[:n]
-    return (params[block] * np.array(NF4_LEVELS)[nibbles]).astype(np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf parameters: see quantize
+        if scheme == "int8":
+            low, spread = params[0::2], params[1::2]
+            codes = raw[:n].astype(np.float64)
+            return (low[block] + spread[block] * (codes / 255)).astype(np.float32)
+        nibbles = np.stack([raw[: -(-n // 2)] & 15, raw[: -(-n // 2)] >> 4], axis=1).reshape(-1)[:n]
+        return (params[block] * np.array(NF4_LEVELS)[nibbles]).astype(np.float32)
 
 
 QUANTIZED_KEY = "rwkvweb.quantized"  # metadata: JSON {matrix name: "int8" | "nf4"}
