@@ -494,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embed-origin", action="append", default=[], metavar="ORIGIN", help="an origin allowed to frame embed.html (repeatable, or *)")
     parser.add_argument("--mount", action="append", default=[], metavar="PREFIX=DIR", help="also serve DIR at /PREFIX/ (e.g. models=~/rwkv), repeatable")
     parser.add_argument("--log", help="append a JSON line per request to this file")
+    parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS, help=f"at once; beyond, 503 (default {MAX_CONNECTIONS})")
     parser.add_argument("--no-build", action="store_true", help="serve _site/ as it is, even if stale")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -508,7 +509,10 @@ def main(argv: list[str] | None = None) -> int:
     mounts = dict(m.split("=", 1) for m in args.mount if "=" in m)
     if len(mounts) != len(args.mount) or not all(os.path.isdir(d) for d in mounts.values()):
         parser.error(f"--mount wants PREFIX=DIR with an existing DIR, got {args.mount}")
-    server = make_server(args.root, args.host, args.port, embed_origins=args.embed_origin, log_file=args.log, quiet=args.quiet, mounts=mounts)
+    if args.max_connections < 1:
+        parser.error("--max-connections must be at least 1")
+    server = make_server(args.root, args.host, args.port, embed_origins=args.embed_origin, log_file=args.log, quiet=args.quiet, mounts=mounts,
+                         max_connections=args.max_connections)
     print(f"serving {server.root} at {server.url}  (Ctrl+C stops)", flush=True)
     try:
         server.serve_forever()
