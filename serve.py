@@ -199,7 +199,7 @@ class SiteServer(ThreadingHTTPServer):
 
     def _refuse_busy(self, request) -> None:
         body = b"503 too many connections; retry shortly\n"
-        head = [f"HTTP/1.1 503 Service Unavailable", "Content-Type: text/plain; charset=utf-8", f"Content-Length: {len(body)}",
+        head = ["HTTP/1.1 503 Service Unavailable", "Content-Type: text/plain; charset=utf-8", f"Content-Length: {len(body)}",
                 "Retry-After: 1", "Connection: close", *(f"{k}: {v}" for k, v in security_headers(self, "").items())]
         try:
             request.settimeout(1)
