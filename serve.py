@@ -8,7 +8,8 @@ What it does, and why:
 - GET and HEAD; single byte ranges (`a-b`, `a-`, `-n`) answer 206 so model
   weights can stream tensor by tensor; unsatisfiable ranges 416; malformed or
   multi-range headers get the whole file (RFC 9110 lets a server ignore them).
-- ETag / Last-Modified with If-None-Match, If-Modified-Since (304) and If-Range.
+- ETag / Last-Modified with RFC 9110's conditionals in its order: If-Match and
+  If-Unmodified-Since (412), If-None-Match and If-Modified-Since (304), If-Range.
 - Cross-origin isolation (COOP/COEP/CORP) and a strict Content-Security-Policy
   that still lets WebAssembly compile ('wasm-unsafe-eval').
   `--embed-origin ORIGIN` (repeatable, or `*`) lets those origins frame the
@@ -17,6 +18,11 @@ What it does, and why:
 - `--mount PREFIX=DIR` serves another folder (your models) at /PREFIX/, under the same rules.
 - Never serves outside its root: `..` segments, encoded or not, and symlinks
   that resolve outside give 403; directories have no listings.
+- Fails well (tests/test_serve_fuzz.py): every response, errors included, carries the
+  security headers and a plain-text body; request bodies are refused (400, connection
+  closed: a GET body is never read as a second request); a client gets HEADER_SECONDS to
+  send its headers and IDLE_SECONDS between requests; at most MAX_CONNECTIONS at once (503
+  beyond); log lines escape control characters; redirects are always origin-relative.
 - Every request is recorded (method, path, range, status, bytes) in
   `server.requests`, and with `--log FILE` as JSON lines, for tests to read.
 """
@@ -27,6 +33,8 @@ import argparse
 import email.utils
 import json
 import os
+import re
+import socket
 import sys
 import threading
 import time
@@ -39,6 +47,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ROOT = os.path.join(HERE, "_site")
 EMBED_PAGE = "/embed.html"
 CHUNK = 1 << 20
+HEADER_SECONDS = 10  # to send the request line and headers (a slow-loris client is cut off)
+IDLE_SECONDS = 60  # of silence on a connection (between requests, or a stalled read/write)
+MAX_CONNECTIONS = 128  # at once; a browser opens ~6 per host, the tests up to 64
+MAX_DIGITS = 18  # a byte position longer than this is past any file (and int() refuses > 4300 digits)
 
 MIME_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -98,29 +110,61 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     spec = header[len("bytes=") :].strip()
     if "," in spec or "-" not in spec:
         return None  # multi-range or garbage: the whole file is a valid answer
-    first, last = (part.strip() for part in spec.split("-", 1))
-    if not (first.isdigit() or first == "") or not (last.isdigit() or last == "") or first == last == "":
+    first, last = (part.strip(" \t") for part in spec.split("-", 1))
+    # ASCII digits only: str.isdigit() also accepts '²', which int() then refuses
+    if not (_DIGITS.fullmatch(first) or first == "") or not (_DIGITS.fullmatch(last) or last == "") or first == last == "":
         return None
     if first == "":  # suffix: the last n bytes
-        n = int(last)
+        n = _position(last)
         if n == 0 or size == 0:
             raise RangeNotSatisfiable
         return max(0, size - n), size
-    start = int(first)
-    end = size - 1 if last == "" else min(int(last), size - 1)
-    if last != "" and int(last) < start:
+    start = _position(first)
+    if last != "" and _position(last) < start:
         return None  # a-b with b < a is invalid syntax: ignore it
     if start >= size:
         raise RangeNotSatisfiable
+    end = size - 1 if last == "" else min(_position(last), size - 1)
     return start, end + 1
+
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _position(digits: str) -> int:
+    """A byte position; one with more than MAX_DIGITS digits is past any file, so it stands as 10**MAX_DIGITS."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= MAX_DIGITS else 10**MAX_DIGITS
+
+
+def security_headers(server, url_path: str) -> dict[str, str]:
+    """The headers every response carries, errors and redirects included."""
+    embeddable = url_path == EMBED_PAGE and server.embed_origins
+    ancestors = " ".join(["'self'", *server.embed_origins]) if embeddable else "'self'"
+    return {
+        "Cross-Origin-Opener-Policy": "same-origin",
+        "Cross-Origin-Embedder-Policy": "require-corp",
+        "Cross-Origin-Resource-Policy": "cross-origin" if embeddable else "same-origin",
+        "Content-Security-Policy": f"{CONTENT_SECURITY_POLICY}; frame-ancestors {ancestors}",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+
+
+# Log lines escape C0/C1 control characters (terminal escapes in a request line stay inert).
+_CONTROL_CHARS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 
 
 class SiteServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, address, root: str, embed_origins=(), log_file: str | None = None, quiet: bool = False, mounts=None):
+    def __init__(self, address, root: str, embed_origins=(), log_file: str | None = None, quiet: bool = False, mounts=None,
+                 header_seconds: float = HEADER_SECONDS, idle_seconds: float = IDLE_SECONDS, max_connections: int = MAX_CONNECTIONS):
         super().__init__(address, SiteHandler)
+        self.header_seconds, self.idle_seconds = header_seconds, idle_seconds
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.errors: list[BaseException] = []  # exceptions that escaped a handler: bugs (the fuzz test wants none)
         self.root = os.path.realpath(root)
         # URL prefix -> folder, e.g. {"models": "/data/rwkv"} serves /models/x.st from /data/rwkv/x.st
         self.mounts = {prefix.strip("/"): os.path.realpath(folder) for prefix, folder in (mounts or {}).items()}
@@ -131,10 +175,41 @@ class SiteServer(ThreadingHTTPServer):
         self._log_file = open(log_file, "a", encoding="utf-8") if log_file else None
 
     def handle_error(self, request, client_address) -> None:
-        """A browser that closes a connection (a tab closed mid-download) is normal, not a traceback."""
-        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+        """A browser that closes a connection (a tab closed mid-download) or a client that goes
+        silent is normal, not a traceback; anything else is a bug, kept for the tests to see."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (BrokenPipeError, ConnectionResetError, TimeoutError)):
             return
+        self.errors.append(error)
         super().handle_error(request, client_address)
+
+    def process_request(self, request, client_address) -> None:
+        """A thread per connection, up to MAX_CONNECTIONS; beyond, a 503 at once and the connection closed."""
+        if not self._slots.acquire(blocking=False):
+            self._refuse_busy(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()  # no thread was started to release it
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse_busy(self, request) -> None:
+        body = b"503 too many connections; retry shortly\n"
+        head = ["HTTP/1.1 503 Service Unavailable", "Content-Type: text/plain; charset=utf-8", f"Content-Length: {len(body)}",
+                "Retry-After: 1", "Connection: close", *(f"{k}: {v}" for k, v in security_headers(self, "").items())]
+        try:
+            request.settimeout(1)
+            request.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        except OSError:
+            pass
+        self.shutdown_request(request)
 
     @property
     def url(self) -> str:
@@ -166,6 +241,63 @@ class SiteHandler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._serve(send_body=False)
 
+    # --- the connection: timeouts, protocol errors -----------------------------
+
+    def setup(self) -> None:
+        self.timeout = self.server.idle_seconds  # socketserver applies it to every read and write
+        self._timer = None
+        super().setup()
+
+    def handle_one_request(self) -> None:
+        """Wait up to IDLE_SECONDS for a request to start, then HEADER_SECONDS for its headers."""
+        try:
+            if not self.rfile.peek(1):
+                self.close_connection = True
+                return
+        except (TimeoutError, ConnectionError, OSError):
+            self.close_connection = True
+            return
+        self._headers_late = False
+        self._timer = threading.Timer(self.server.header_seconds, self._cut_slow_headers)
+        self._timer.daemon = True
+        self._timer.start()
+        try:
+            super().handle_one_request()
+        finally:
+            self._timer.cancel()
+
+    def _cut_slow_headers(self) -> None:
+        self._headers_late = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)  # the blocked read returns; the connection ends
+        except OSError:
+            pass
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        if self._timer is not None:
+            self._timer.cancel()
+        if getattr(self, "_headers_late", False):
+            self.close_connection = True
+            return False
+        if parsed and self.request_version == "HTTP/0.9":  # no headers in 0.9: refuse in 1.0, with them
+            self.request_version = "HTTP/1.0"
+            self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, "HTTP/0.9 requests are not supported")
+            return False
+        return parsed
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The library's errors (400, 414, 431, 501, 505...) as ours: plain text, security headers, and
+        the connection closed, since after a malformed request its framing cannot be trusted."""
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # the default until a version is parsed: answer with a status line
+            self.request_version = "HTTP/1.0"
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "error"
+        self._send_error(code, message or phrase, None)
+
     # --- resolving the path -------------------------------------------------
 
     def _url_path(self) -> str:
@@ -188,7 +320,7 @@ class SiteHandler(BaseHTTPRequestHandler):
             if not url_path.endswith("/"):
                 return HTTPStatus.MOVED_PERMANENTLY, None
             return self._resolve(url_path + "index.html") if os.path.isfile(os.path.join(candidate, "index.html")) else (HTTPStatus.NOT_FOUND, None)
-        if not os.path.isfile(candidate):
+        if not os.path.isfile(candidate) or url_path.endswith("/"):  # /file/ names a folder that is not there
             return HTTPStatus.NOT_FOUND, None
         return HTTPStatus.OK, candidate
 
@@ -196,6 +328,9 @@ class SiteHandler(BaseHTTPRequestHandler):
 
     def _serve(self, send_body: bool) -> None:
         range_header = self.headers.get("Range")
+        if self._has_body():
+            self.close_connection = True  # its bytes are unread: never parse them as the next request
+            return self._send_error(HTTPStatus.BAD_REQUEST, f"{self.command} requests take no body", range_header)
         try:
             url_path = self._url_path()
         except UnicodeDecodeError:
@@ -205,9 +340,20 @@ class SiteHandler(BaseHTTPRequestHandler):
             return self._send_redirect(urllib.parse.urlsplit(self.path).path + "/", range_header)
         if path is None:
             return self._send_error(status, "not found" if status == HTTPStatus.NOT_FOUND else "forbidden", range_header)
-        stat = os.stat(path)
+        try:
+            file = open(path, "rb")
+        except OSError:  # removed or unreadable since it was resolved
+            return self._send_error(HTTPStatus.NOT_FOUND, "not found", range_header)
+        with file:
+            self._answer(file, url_path, path, range_header, send_body)
+
+    def _answer(self, file, url_path: str, path: str, range_header: str | None, send_body: bool) -> None:
+        stat = os.fstat(file.fileno())
         size, etag = stat.st_size, f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"'
         last_modified = email.utils.formatdate(stat.st_mtime, usegmt=True)
+        if self._precondition_failed(etag, stat.st_mtime):
+            return self._send_error(HTTPStatus.PRECONDITION_FAILED, "precondition failed (If-Match / If-Unmodified-Since)",
+                                    range_header, {"ETag": etag, "Last-Modified": last_modified})
         if self._not_modified(etag, stat.st_mtime):
             return self._send_headers(HTTPStatus.NOT_MODIFIED, url_path, path, etag, last_modified, None, range_header, 0)
         byte_range = None
@@ -223,7 +369,21 @@ class SiteHandler(BaseHTTPRequestHandler):
         sent = end - start if send_body else 0
         self._send_headers(status, url_path, path, etag, last_modified, end - start, range_header, sent, extra=extra)
         if send_body:
-            self._copy(path, start, end)
+            self._copy(file, start, end)
+
+    def _has_body(self) -> bool:
+        """A body announced by Transfer-Encoding, or a Content-Length other than 0 (or not a number)."""
+        length = self.headers.get_all("Content-Length") or []
+        return "Transfer-Encoding" in self.headers or any(value.strip() != "0" for value in length)
+
+    def _precondition_failed(self, etag: str, mtime: float) -> bool:
+        """RFC 9110 13.2.2 steps 1-2: If-Match (strong comparison), else If-Unmodified-Since."""
+        if_match = self.headers.get("If-Match")
+        if if_match is not None:
+            tags = [t.strip() for t in if_match.split(",")]
+            return not ("*" in tags or etag in tags)
+        since = self._parse_date(self.headers.get("If-Unmodified-Since"))
+        return since is not None and int(mtime) > since
 
     def _not_modified(self, etag: str, mtime: float) -> bool:
         if_none_match = self.headers.get("If-None-Match")
@@ -243,25 +403,17 @@ class SiteHandler(BaseHTTPRequestHandler):
 
     @staticmethod
     def _parse_date(value: str | None) -> float | None:
-        if not value:
+        """An HTTP date as a timestamp; None for anything else (RFC 9110: an invalid date is ignored)."""
+        if not value or len(value) > 64:
             return None
         try:
             parsed = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+            return parsed.timestamp() if parsed.tzinfo else None
+        except (TypeError, ValueError, IndexError, OverflowError):  # e.g. the year 99999999999
             return None
-        return parsed.timestamp() if parsed.tzinfo else None
 
     def _security_headers(self, url_path: str) -> dict[str, str]:
-        embeddable = url_path == EMBED_PAGE and self.server.embed_origins
-        ancestors = " ".join(["'self'", *self.server.embed_origins]) if embeddable else "'self'"
-        return {
-            "Cross-Origin-Opener-Policy": "same-origin",
-            "Cross-Origin-Embedder-Policy": "require-corp",
-            "Cross-Origin-Resource-Policy": "cross-origin" if embeddable else "same-origin",
-            "Content-Security-Policy": f"{CONTENT_SECURITY_POLICY}; frame-ancestors {ancestors}",
-            "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
-        }
+        return security_headers(self.server, url_path)
 
     def _send_headers(self, status, url_path, path, etag, last_modified, length, range_header, sent, extra=None):
         self.send_response(status)
@@ -277,12 +429,15 @@ class SiteHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self._record(status, range_header, sent)
 
-    def _send_error(self, status: int, message: str, range_header: str | None) -> None:
-        body = f"{int(status)} {message}\n".encode()
+    def _send_error(self, status: int, message: str, range_header: str | None, extra: dict | None = None) -> None:
+        body = f"{int(status)} {message[:200].translate(_CONTROL_CHARS)}\n".encode("utf-8", "replace")  # messages may quote the request
         self.send_response(status)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
-        for name, value in self._security_headers("").items():
+        self.send_header("Cache-Control", "no-store")
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        for name, value in {**self._security_headers(""), **(extra or {})}.items():
             self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
@@ -290,32 +445,37 @@ class SiteHandler(BaseHTTPRequestHandler):
         self._record(status, range_header, 0)
 
     def _send_redirect(self, location: str, range_header: str | None) -> None:
+        # "/" + the path without its leading slashes: "//host/x" (absolute-form or not) must not become a
+        # scheme-relative redirect to another host; quote() keeps anything odd out of the header
+        location = urllib.parse.quote("/" + location.lstrip("/"), safe="/%:@!$&'()*+,;=-._~")
         self.send_response(HTTPStatus.MOVED_PERMANENTLY)
         self.send_header("Location", location)
         self.send_header("Content-Length", "0")
+        for name, value in self._security_headers("").items():
+            self.send_header(name, value)
         self.end_headers()
         self._record(HTTPStatus.MOVED_PERMANENTLY, range_header, 0)
 
-    def _copy(self, path: str, start: int, end: int) -> None:
+    def _copy(self, file, start: int, end: int) -> None:
         try:
-            with open(path, "rb") as file:
-                file.seek(start)
-                remaining = end - start
-                while remaining:
-                    chunk = file.read(min(CHUNK, remaining))
-                    if not chunk:
-                        break
-                    self.wfile.write(chunk)
-                    remaining -= len(chunk)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client aborted (e.g. a cancelled fetch): not our error
+            file.seek(start)
+            remaining = end - start
+            while remaining:
+                chunk = file.read(min(CHUNK, remaining))
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                remaining -= len(chunk)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True  # the client aborted (e.g. a cancelled fetch) or stalled: not our error
 
     def _record(self, status: int, range_header: str | None, sent: int) -> None:
-        self.server.record(RequestRecord(self.command, self.path, range_header, int(status), sent, time.time()))
+        command, path = getattr(self, "command", None) or "", getattr(self, "path", "")
+        self.server.record(RequestRecord(command, path, range_header, int(status), sent, time.time()))
 
     def log_message(self, format: str, *args) -> None:
         if not self.server.quiet:
-            sys.stderr.write(f"{self.address_string()} {format % args}\n")
+            sys.stderr.write(f"{self.address_string()} {(format % args).translate(_CONTROL_CHARS)}\n")
 
 
 def make_server(root: str = DEFAULT_ROOT, host: str = "127.0.0.1", port: int = 8000, **options) -> SiteServer:
@@ -337,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embed-origin", action="append", default=[], metavar="ORIGIN", help="an origin allowed to frame embed.html (repeatable, or *)")
     parser.add_argument("--mount", action="append", default=[], metavar="PREFIX=DIR", help="also serve DIR at /PREFIX/ (e.g. models=~/rwkv), repeatable")
     parser.add_argument("--log", help="append a JSON line per request to this file")
+    parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS, help=f"at once; beyond, 503 (default {MAX_CONNECTIONS})")
     parser.add_argument("--no-build", action="store_true", help="serve _site/ as it is, even if stale")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -351,7 +512,10 @@ def main(argv: list[str] | None = None) -> int:
     mounts = dict(m.split("=", 1) for m in args.mount if "=" in m)
     if len(mounts) != len(args.mount) or not all(os.path.isdir(d) for d in mounts.values()):
         parser.error(f"--mount wants PREFIX=DIR with an existing DIR, got {args.mount}")
-    server = make_server(args.root, args.host, args.port, embed_origins=args.embed_origin, log_file=args.log, quiet=args.quiet, mounts=mounts)
+    if args.max_connections < 1:
+        parser.error("--max-connections must be at least 1")
+    server = make_server(args.root, args.host, args.port, embed_origins=args.embed_origin, log_file=args.log, quiet=args.quiet, mounts=mounts,
+                         max_connections=args.max_connections)
     print(f"serving {server.root} at {server.url}  (Ctrl+C stops)", flush=True)
     try:
         server.serve_forever()

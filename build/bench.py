@@ -185,7 +185,7 @@ def bench_overhead(tokens: int) -> list[str]:
     the bridge alone, one submission each) against the whole token as generate() delivers it."""
     from rwkvweb.model import SAMPLE, DECODE, compile_model, keep
     from rwkvweb.pth import open_model_file
-    from rwkvweb.config import detect_config
+    from rwkvweb.config import model_config
 
     rows = []
     for name, path, count in (("rwkv7-tiny-wordnet (shipped)", SHIPPED, max(tokens, 200)), ("0.1B shape fp16", model_file("fp16"), tokens)):
@@ -195,7 +195,7 @@ def bench_overhead(tokens: int) -> list[str]:
             speeds = [engine.call("generate", {"prompt": PROMPT, "options": {"max_tokens": count, "temperature": 1.0}})["tokens_per_second"]
                       for _ in range(3)]
             tensors = open_model_file(path).tensors
-            compiled = compile_model(detect_config({n: i.shape for n, i in tensors.items()}), tensors, matvec=loaded["matvec"])
+            compiled = compile_model(model_config(tensors), tensors, matvec=loaded["matvec"])
             plan = compiled.plan.to_json()
             plan["fills"] = []
             step_ms = engine.page.evaluate(VARIANT_JS, [plan, 20, [DECODE, SAMPLE, keep(0)]])

@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "py"))
 
 from rwkvweb.budget import parse_bytes, plan_budget, quantizable  # noqa: E402
-from rwkvweb.config import detect_config  # noqa: E402
+from rwkvweb.config import model_config  # noqa: E402
 from rwkvweb.quant import PARAMS_SUFFIX, QUANTIZED_KEY, SCHEMES, fold_quantized, quantize  # noqa: E402
 from rwkvweb.pth import open_model_file  # noqa: E402
 from rwkvweb.safetensors import SafetensorsFile, to_array, write_safetensors  # noqa: E402
@@ -33,7 +33,7 @@ def choose(file: SafetensorsFile, precision: str | None, budget: str | None) -> 
         raise ValueError(f"{file.source.name} is already quantized")
     if precision:
         return {name: precision for name in quantizable(tensors)}
-    config = detect_config({name: info.shape for name, info in tensors.items()})
+    config = model_config(tensors)
     planned = plan_budget(config, tensors, parse_bytes(budget), "auto", matvec="rows")
     return {name: p for name, p in planned.precisions.items() if p in SCHEMES}
 

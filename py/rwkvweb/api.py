@@ -16,7 +16,7 @@ import struct
 from array import array
 from dataclasses import asdict, dataclass, fields
 
-from .config import ModelError, detect_config
+from .config import ModelError, model_config
 from .engine import Engine, GenerationStats, Sampling
 from .budget import DEFAULT_BUDGET, BudgetPlan, parse_bytes, plan_budget
 from .model import DEFAULT_CHUNK, DEFAULT_MAX_BINDING
@@ -86,7 +86,7 @@ class Model:
 
             source = open_source(source)
         tensors, metadata = header or await read_header(source)
-        config = detect_config({name: info.shape for name, info in tensors.items()})
+        config = model_config(tensors)
         if backend is None:
             from .numpy_exec import NumpyBackend
 
@@ -158,7 +158,10 @@ class Model:
         await self._activate()
         if not keep_state:
             await self.engine.reset()
-        return await self.engine.forward_all(list(tokens))
+        rows = await self.engine.forward_all(list(tokens))
+        for position, row in enumerate(rows):
+            check_finite(row, position)
+        return rows
 
     async def embed(self, inputs, pooling: str = "last", normalize: bool = False):
         """The hidden state after ln_out (the head is not run) for a text or a list of ids, or for each
@@ -248,6 +251,15 @@ def _float_vectors(vectors: list[list[float]]):
     except ImportError:
         return [array("f", v) for v in vectors]
     return [np.asarray(v, np.float32) for v in vectors]
+
+
+def check_finite(row: bytes, position: int) -> None:
+    """Refuse float32 logits holding NaN or infinity (a damaged model): no caller can use them,
+    and JSON cannot spell them. One C-speed sum finds both: NaN and ±inf survive any sum of
+    floats, and 65536 float32 maxima stay far inside a double's range."""
+    if not math.isfinite(sum(array("f", bytes(row)))):
+        raise ModelError(f"the logits after token {position} are not finite (NaN or infinity): the model's weights hold "
+                         f"NaN/Inf values or overflow float32; the file is damaged")
 
 
 async def _maybe_await(value) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from .api import Model, read_header
 from .bridge import WebGPUBackend
 from .budget import DEFAULT_BUDGET, parse_bytes, plan_budget
-from .config import detect_config
+from .config import model_config
 from .model import DEFAULT_CHUNK, choose_matvec
 from .tokenizer import WorldTokenizer, tokenizer_for
 
@@ -73,7 +73,7 @@ async def load(js_bridge, reader, max_binding: int, adapter=None, budget=None, p
     file, or one that cannot fit, is refused while the model loaded before stays loaded."""
     global _model
     header = await read_header(reader)
-    config = detect_config({name: info.shape for name, info in header[0].items()})
+    config = model_config(header[0])
     tokenizer_for(config.vocab_size, header[1], lambda: None)  # refuse an unknown tokenizer before unloading
     budget = DEFAULT_BUDGET if budget is None else parse_bytes(_py(budget))
     matvec = choose_matvec(_py(adapter))

@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .config import ModelConfig, ModelError
-from .model import DEFAULT_CHUNK, DEFAULT_MAX_BINDING, HOST, fit_chunk, CompiledModel, allowed_precisions, compile_model, file_precision
+from .config import LARGE_MATRIX, ModelConfig, ModelError
+from .model import DEFAULT_CHUNK, DEFAULT_MAX_BINDING, HOST, CompiledModel, allowed_precisions, compile_model, file_precision, fit_chunk
 from .safetensors import TensorInfo
 
 DEFAULT_BUDGET = 2_000_000_000  # bytes (2 GB): what a mid-range laptop's browser gives one tab
@@ -43,8 +43,7 @@ def parse_bytes(text: str | int) -> int:
 
 def quantizable(tensors: dict[str, TensorInfo]) -> list[str]:
     """The large matrices: projections, FFN, the embedding and the head (not LoRA, not vectors)."""
-    big = re.compile(r"(emb|head)\.weight|blocks\.\d+\.(att\.(receptance|key|value|output)|ffn\.(key|value))\.weight")
-    return [name for name in tensors if big.fullmatch(name)]
+    return [name for name in tensors if LARGE_MATRIX.fullmatch(name)]
 
 
 @dataclass

@@ -17,7 +17,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from .budget import DEFAULT_BUDGET, BudgetError, plan_budget
-from .config import ModelConfig, ModelError, detect_config, tensor_shapes
+from .config import ModelConfig, ModelError, model_config, tensor_shapes
 from .model import DEFAULT_MAX_BINDING
 from .safetensors import TensorInfo
 
@@ -86,7 +86,7 @@ def fit_verdict(tensors: dict[str, TensorInfo], budget: int = DEFAULT_BUDGET, ma
     """What the planner would do with this header on this device (precision auto):
     {"supported", "fits", "gpu_bytes", "matrices_by_precision", "message"} - plain values for the page."""
     try:
-        config = detect_config({name: info.shape for name, info in tensors.items()})
+        config = model_config(tensors)
     except ModelError as error:
         return {"supported": False, "fits": False, "gpu_bytes": None, "matrices_by_precision": {}, "message": str(error)}
     try:

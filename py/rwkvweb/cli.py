@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from dataclasses import asdict
 
 from .budget import PRECISIONS, parse_bytes, plan_budget
-from .config import ModelConfig, ModelError, detect_config
+from .config import ModelConfig, ModelError, model_config
 from .model import DEFAULT_CHUNK, DEFAULT_MAX_BINDING, MATVEC_VARIANTS
 from .quant import fold_quantized
 from .pth import open_model_file
@@ -134,7 +135,7 @@ def _load_numpy(args, **options):
 def cmd_plan(args) -> None:
     file = open_model_file(args.model)
     tensors = fold_quantized(file.tensors, file.metadata)
-    config = detect_config({name: info.shape for name, info in tensors.items()})
+    config = model_config(tensors)
     planned = plan_budget(config, tensors, parse_bytes(args.budget), args.precision, args.max_binding, args.matvec)
     json.dump({"model": args.model, "config": asdict(config), **planned.to_json()}, sys.stdout, indent=1)
     print()
@@ -142,12 +143,18 @@ def cmd_plan(args) -> None:
 
 def cmd_info(args) -> None:
     file = open_model_file(args.model)
-    config = detect_config({name: info.shape for name, info in file.tensors.items()})
+    tensors = fold_quantized(file.tensors, file.metadata)  # pre-quantized matrices (build/quantize.py) as one row each
+    config = model_config(tensors)
     print(f"model    {args.model}  ({file.source.size:,} bytes)")
     print(f"config   {config}")
     print(f"metadata {json.dumps(file.metadata)}")
-    for name, info in file.tensors.items():
-        print(f"  {name:40s} {info.dtype:5s} {str(list(info.shape)):18s} {info.nbytes:>12,}")
+    for name, info in tensors.items():
+        print(f"  {name:40s} {info.dtype:5s} {str(list(info.shape)):18s} {_file_bytes(info):>12,}")
+
+
+def _file_bytes(info) -> int:
+    """A tensor's bytes in the file; a pre-quantized matrix's codes plus its block parameters."""
+    return info.nbytes + getattr(info, "params_end", 0) - getattr(info, "params_start", 0)
 
 
 def cmd_logits(args) -> None:
@@ -164,12 +171,17 @@ def cmd_logits(args) -> None:
         import numpy as np
 
         model = _load_numpy(args, tokenizer_for=lambda config, metadata: None)
-        rows = [np.frombuffer(row, np.float32).tolist() for row in asyncio.run(model.logits(tokens))]
+        with np.errstate(all="ignore"):  # NaN/Inf from a damaged file are reported once, by api.check_finite
+            rows = [np.frombuffer(row, np.float32).tolist() for row in asyncio.run(model.logits(tokens))]
     else:
+        import numpy as np
+
         from .reference import RWKV7
 
-        rows = RWKV7.load(args.model).logits(tokens)[0].tolist()
-    json.dump({"logits": rows}, sys.stdout)
+        with np.errstate(all="ignore"):  # an overflow shows as non-finite logits, reported by _check_finite
+            rows = RWKV7.load(args.model).logits(tokens)[0].tolist()
+    _check_finite(rows)
+    json.dump({"logits": rows}, sys.stdout, allow_nan=False)
     print()
 
 
@@ -218,6 +230,14 @@ def cmd_embed(args) -> None:
     print()
 
 
+def _check_finite(rows: list[list[float]]) -> None:
+    """NaN or infinity has no JSON spelling, and no sampler can use it: an error, not output."""
+    for position, row in enumerate(rows):
+        if not all(math.isfinite(value) for value in row):
+            raise ModelError(f"the logits after token {position} are not finite (NaN or infinity): the model's weights "
+                             f"hold NaN/Inf values or overflow float32; the file is damaged")
+
+
 def _parse_ids(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
@@ -235,9 +255,19 @@ def cmd_encode(args) -> None:
 def cmd_decode(args) -> None:
     from .tokenizer import WorldTokenizer
 
-    ids = args.ids or json.loads(sys.stdin.read())
+    ids = args.ids or _json_ids(sys.stdin.read())
     sys.stdout.buffer.write(WorldTokenizer.from_file(args.vocab).decode_bytes(ids))
     sys.stdout.flush()
+
+
+def _json_ids(text: str) -> list[int]:
+    """A JSON list of token ids from standard input: integers only (not 1.0, true or nested lists)."""
+    from .safetensors import parse_json
+
+    ids = parse_json(text, "standard input")
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        raise ValueError(f"decode wants a JSON list of non-negative integer token ids, e.g. [33, 44], got {text.strip()[:60]!r}")
+    return ids
 
 
 def cmd_testmodel(args) -> None:

@@ -91,8 +91,32 @@ def tensor_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
 # Block 0 takes v_first = v, so checkpoints may omit its value-residual LoRA.
 OPTIONAL = {"blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2"}
 
+# The large matrices: projections, FFN, the embedding and the head (not LoRA, not vectors).
+# Only these may be stored quantized (budget.py lowers them; build/quantize.py writes them).
+LARGE_MATRIX = re.compile(r"(emb|head)\.weight|blocks\.\d+\.(att\.(receptance|key|value|output)|ffn\.(key|value))\.weight")
+# What every loader reads: float weights it widens (reference.py, web/gpu) and, for the large
+# matrices, pre-quantized codes (quant.fold_quantized names their dtype after the scheme).
+FLOAT_DTYPES = ("F32", "F16", "BF16")
+QUANTIZED_DTYPES = ("int8", "nf4")
+# Every buffer row the kernels bind starts on a 256-byte boundary (WebGPU's offset alignment):
+# 64 float32s, so the width is a whole number of them; matvecs read K in vec4s.
+WIDTH_UNIT, INNER_UNIT = 64, 4
+
 # Tell-tale tensors of the other RWKV generations, for a helpful refusal.
 OTHER_VERSIONS = {"att.time_maa_x": "RWKV-6 (x060)", "att.time_faaaa": "RWKV-5 (x052)", "att.time_first": "RWKV-4"}
+
+
+def model_config(tensors: dict) -> ModelConfig:
+    """The architecture of a file's tensors ({name: TensorInfo}, pre-quantized ones folded): each
+    tensor's dtype checked against what the loaders read, then detect_config on the shapes."""
+    for name, info in tensors.items():
+        if info.dtype in FLOAT_DTYPES or (info.dtype in QUANTIZED_DTYPES and LARGE_MATRIX.fullmatch(name)):
+            continue
+        what = "quantized" if info.dtype in QUANTIZED_DTYPES else info.dtype
+        raise ModelError(f"tensor {name!r} is {what}: rwkvweb reads {', '.join(FLOAT_DTYPES)} weights"
+                         f"{' (quantized codes only for the large matrices)' if what == 'quantized' else ''}; "
+                         f"convert the file to float16 or float32")
+    return detect_config({name: info.shape for name, info in tensors.items()})
 
 
 def detect_config(shapes: dict[str, tuple[int, ...]]) -> ModelConfig:
@@ -103,21 +127,25 @@ def detect_config(shapes: dict[str, tuple[int, ...]]) -> ModelConfig:
     for required in ("emb.weight", "blocks.0.att.k_k", "blocks.0.att.w1", "head.weight"):
         if required not in shapes:
             raise ModelError(f"not an RWKV-7 checkpoint: tensor {required!r} is missing")
+    empty = next((name for name, shape in shapes.items() if 0 in shape), None)
+    if empty is not None:
+        raise ModelError(f"tensor {empty!r} has shape {tuple(shapes[empty])}: an empty dimension (a corrupt or truncated export)")
     config = _infer(shapes)
+    _check_units(config)
     _check_against(shapes, config)
     return config
 
 
 def _infer(shapes: dict[str, tuple[int, ...]]) -> ModelConfig:
     vocab_size, n_embd = _dims(shapes, "emb.weight", 2)
-    layers = {int(m.group(1)) for name in shapes if (m := re.match(r"blocks\.(\d+)\.", name))}
-    r_k = shapes["blocks.0.att.r_k"]
+    layers = _layers(shapes)
+    r_k = shapes.get("blocks.0.att.r_k", ())  # if missing, _check_against names it
     head_size = r_k[-1] if len(r_k) == 2 else 64
     if n_embd % head_size:
         raise ModelError(f"width {n_embd} is not a multiple of the head size {head_size}")
     v1 = next((shapes[f"blocks.{i}.att.v1"] for i in sorted(layers) if f"blocks.{i}.att.v1" in shapes), (n_embd, 32))
     return ModelConfig(
-        n_layer=max(layers) + 1,
+        n_layer=len(layers),
         n_embd=n_embd,
         vocab_size=vocab_size,
         head_size=head_size,
@@ -127,6 +155,28 @@ def _infer(shapes: dict[str, tuple[int, ...]]) -> ModelConfig:
         d_mv_lora=v1[1],
         d_gate_lora=_dims(shapes, "blocks.0.att.g1", 2)[1],
     )
+
+
+def _layers(shapes: dict[str, tuple[int, ...]]) -> set[int]:
+    """The block indices, which must run 0..L-1: checked here, before anything is built per layer
+    (a single `blocks.9999999.` name must not make detection build ten million layers)."""
+    layers = {int(m.group(1)) for name in shapes if (m := re.match(r"blocks\.(\d{1,9})\.", name))}
+    if max(layers) != len(layers) - 1:
+        gap = min(set(range(len(layers))) - layers)
+        raise ModelError(f"blocks are numbered 0..{max(layers)} but block {gap} is missing ({len(layers)} blocks in the file)")
+    return layers
+
+
+def _check_units(config: ModelConfig) -> None:
+    """Widths the GPU kernels can lay out; refused here so that info, the reference and the engine agree."""
+    if config.n_embd % WIDTH_UNIT:
+        raise ModelError(f"width (n_embd) {config.n_embd} is not a multiple of {WIDTH_UNIT}: rwkvweb's GPU buffers hold whole "
+                         f"{WIDTH_UNIT}-float rows (every released RWKV-7 model has such a width)")
+    inner = {"dim_ffn": config.dim_ffn, "d_decay_lora": config.d_decay_lora, "d_aaa_lora": config.d_aaa_lora,
+             "d_mv_lora": config.d_mv_lora, "d_gate_lora": config.d_gate_lora}
+    for name, size in inner.items():
+        if size % INNER_UNIT:
+            raise ModelError(f"{name} {size} is not a multiple of {INNER_UNIT}: rwkvweb's matvec kernels read rows in groups of {INNER_UNIT}")
 
 
 def _dims(shapes: dict[str, tuple[int, ...]], name: str, rank: int) -> tuple[int, ...]:
@@ -144,7 +194,7 @@ def _check_against(shapes: dict[str, tuple[int, ...]], config: ModelConfig) -> N
         raise ModelError(f"{len(missing)} tensors missing, e.g. {', '.join(missing[:5])}")
     unknown = [name for name in shapes if name not in expected]
     if unknown:
-        raise ModelError(f"tensors this runtime does not know (not RWKV-7 x070?): {', '.join(unknown[:5])}")
+        raise ModelError(f"tensors this runtime does not know (not RWKV-7 x070?): {', '.join(repr(n[:100]) for n in unknown[:5])}")
     for name, shape in shapes.items():
         if not same_layout(name, shape, expected[name]):
             raise ModelError(f"tensor {name!r} has shape {tuple(shape)}, expected {expected[name]} for {config}")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .safetensors import FormatError, TensorInfo
+from .safetensors import FormatError, TensorInfo, parse_json
 
 # The 16 NormalFloat4 levels: quantiles of a standard normal scaled to [-1, 1], with an exact
 # zero (Dettmers et al., "QLoRA", 2023, appendix E). web/gpu/quantize.js and weights_nf4.wgsl
@@ -68,6 +68,13 @@ def quantize(values, scheme: str) -> tuple[bytes, bytes]:
     """(codes, params) for a flat float32 array, as the loader writes them."""
     import numpy as np
 
+    # NaN/Inf weights (a damaged file) give NaN parameters, as in the JavaScript; the logits check
+    # (api.check_finite) reports them, so numpy's warnings would only be noise on stderr.
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _quantize(np, values, scheme)
+
+
+def _quantize(np, values, scheme: str) -> tuple[bytes, bytes]:
     s = SCHEMES[scheme]
     x = np.asarray(values, np.float32).astype(np.float64)
     n = x.size
@@ -107,12 +114,13 @@ def dequantize(buffer, scheme: str, n: int):
     raw = np.frombuffer(bytes(buffer), np.uint8)
     params = raw[s.param_offset(n) : s.stored_bytes(n)].view(np.float32).astype(np.float64)
     block = np.arange(n) // s.block
-    if scheme == "int8":
-        low, spread = params[0::2], params[1::2]
-        codes = raw[:n].astype(np.float64)
-        return (low[block] + spread[block] * (codes / 255)).astype(np.float32)
-    nibbles = np.stack([raw[: -(-n // 2)] & 15, raw[: -(-n // 2)] >> 4], axis=1).reshape(-1)[:n]
-    return (params[block] * np.array(NF4_LEVELS)[nibbles]).astype(np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf parameters: see quantize
+        if scheme == "int8":
+            low, spread = params[0::2], params[1::2]
+            codes = raw[:n].astype(np.float64)
+            return (low[block] + spread[block] * (codes / 255)).astype(np.float32)
+        nibbles = np.stack([raw[: -(-n // 2)] & 15, raw[: -(-n // 2)] >> 4], axis=1).reshape(-1)[:n]
+        return (params[block] * np.array(NF4_LEVELS)[nibbles]).astype(np.float32)
 
 
 QUANTIZED_KEY = "rwkvweb.quantized"  # metadata: JSON {matrix name: "int8" | "nf4"}
@@ -133,25 +141,29 @@ def fold_quantized(tensors: dict[str, TensorInfo], metadata: dict[str, str]) -> 
     if QUANTIZED_KEY not in metadata:
         return tensors
     try:
-        schemes = json.loads(metadata[QUANTIZED_KEY])
-        assert isinstance(schemes, dict)
-    except (ValueError, AssertionError):
-        raise FormatError(f"metadata {QUANTIZED_KEY} must be a JSON object {{tensor: scheme}}") from None
+        schemes = parse_json(metadata[QUANTIZED_KEY], f"metadata {QUANTIZED_KEY}")
+    except FormatError as error:
+        raise FormatError(f"metadata {QUANTIZED_KEY} must be a JSON object {{tensor: scheme}}: {error}") from None
+    if not isinstance(schemes, dict):
+        raise FormatError(f"metadata {QUANTIZED_KEY} must be a JSON object {{tensor: scheme}}, got {type(schemes).__name__}")
     folded = dict(tensors)
     for name, scheme_name in schemes.items():
-        if scheme_name not in SCHEMES:
-            raise FormatError(f"tensor {name!r}: unknown quantization scheme {scheme_name!r} (known: {', '.join(SCHEMES)})")
+        label = repr(name) if len(name) <= 100 else repr(name[:100]) + "..."  # names here come from the file
+        if not isinstance(scheme_name, str) or scheme_name not in SCHEMES:
+            raise FormatError(f"tensor {label}: unknown quantization scheme {str(scheme_name)[:40]!r} in metadata {QUANTIZED_KEY} "
+                              f"(known: {', '.join(SCHEMES)})")
         scheme, codes, params = SCHEMES[scheme_name], tensors.get(name), tensors.get(name + PARAMS_SUFFIX)
         if codes is None or params is None:
-            raise FormatError(f"tensor {name!r} is declared {scheme_name} but the file lacks {name if codes is None else name + PARAMS_SUFFIX!r}")
+            missing = label if codes is None else repr(name + PARAMS_SUFFIX) if len(name) <= 100 else "its " + PARAMS_SUFFIX
+            raise FormatError(f"tensor {label} is declared {scheme_name} but the file lacks {missing}")
         if codes.dtype != "U8" or len(codes.shape) != 2:
-            raise FormatError(f"tensor {name!r}: {scheme_name} codes must be U8 [rows, cols], got {codes.dtype} {list(codes.shape)}")
+            raise FormatError(f"tensor {label}: {scheme_name} codes must be U8 [rows, cols], got {codes.dtype} {list(codes.shape)}")
         rows, K = codes.shape[0], codes.shape[1] * 8 // scheme.bits
         blocks = -(-rows * K // scheme.block)
         if params.dtype != "F32" or params.numel != blocks * scheme.param_bytes // 4:
             raise FormatError(f"tensor {name + PARAMS_SUFFIX!r}: {scheme_name} needs {blocks * scheme.param_bytes // 4} F32 "
                               f"block parameters for [{rows}, {K}], got {params.dtype} {list(params.shape)}")
-        del folded[name + PARAMS_SUFFIX]
+        folded.pop(name + PARAMS_SUFFIX, None)
         folded[name] = QuantizedInfo(name, scheme_name, (rows, K), codes.start, codes.end, params.start, params.end)
     return folded
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import DECAY_SCALE, GN_EPS, LN_EPS, ModelConfig, ModelError, detect_config
+from .config import DECAY_SCALE, GN_EPS, LN_EPS, ModelConfig, ModelError, model_config
 from .quant import QuantizedInfo, fold_quantized, read_dequantized
 from .pth import open_model_file
 
@@ -76,9 +76,13 @@ class RWKV7:
     def load(cls, path_or_source) -> "RWKV7":
         file = open_model_file(path_or_source)
         tensors = fold_quantized(file.tensors, file.metadata)  # pre-quantized matrices: their dequantized values
-        config = detect_config({name: info.shape for name, info in tensors.items()})
-        return cls(config, {name: read_dequantized(file.source.read, info) if isinstance(info, QuantizedInfo) else file.read_array(name, "float32")
-                            for name, info in tensors.items()})
+        config = model_config(tensors)
+        weights = {name: read_dequantized(file.source.read, info) if isinstance(info, QuantizedInfo) else file.read_array(name, "float32")
+                   for name, info in tensors.items()}
+        damaged = next((name for name, w in weights.items() if not np.isfinite(w).all()), None)
+        if damaged is not None:
+            raise ModelError(f"tensor {damaged!r} holds NaN or infinite values: the file is damaged (or was exported with an overflow)")
+        return cls(config, weights)
 
     def forward(self, token: int, state: State) -> tuple[np.ndarray, State]:
         hidden, state = self.hidden(token, state)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from dataclasses import dataclass
 
@@ -24,8 +25,12 @@ from .source import ByteSource, open_source
 DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 NUMPY_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
 
-# A header larger than this is not a model header but a corrupt length field.
-MAX_HEADER_BYTES = 100 * 1024 * 1024
+# A header larger than this is not a model header but a corrupt length field: the largest RWKV-7
+# checkpoints' headers are under 1 MB (about 45 tensors a layer, ~100 bytes each). 16 MiB also bounds
+# the JSON checks' time on a hostile header (a few seconds at worst; safetensors' own cap is 100 MB).
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+MAX_JSON_DEPTH = 8  # a header nests 3 deep ({name: {"shape": [...]}}); metadata values 1-2
+MAX_NAME = 1000  # characters: official names are under 40; a longer one is garbage, kept out of messages
 
 
 class FormatError(ValueError):
@@ -65,10 +70,7 @@ def parse_header(header_json: bytes, file_size: int) -> tuple[dict[str, TensorIn
     """Validate the JSON header; return (tensors by name in file order, metadata)."""
     data_start = 8 + len(header_json)
     data_size = file_size - data_start
-    try:
-        header = json.loads(header_json.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FormatError(f"header is not valid UTF-8 JSON: {error}") from error
+    header = parse_json(header_json, "header")
     if not isinstance(header, dict):
         raise FormatError("header JSON must be an object of tensors")
     metadata = header.pop("__metadata__", None) or {}
@@ -79,23 +81,67 @@ def parse_header(header_json: bytes, file_size: int) -> tuple[dict[str, TensorIn
     return tensors, metadata
 
 
+def parse_json(text: bytes | str, what: str):
+    """JSON from an untrusted file: any failure (bad UTF-8, syntax, deep nesting, integers past
+    Python's 4300-digit conversion limit) is a FormatError."""
+    try:
+        text = text.decode("utf-8") if isinstance(text, bytes) else text
+        if _nested_deeper_than(text, MAX_JSON_DEPTH):
+            raise RecursionError
+        return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FormatError(f"{what} is not valid UTF-8 JSON: {error}") from None
+    except RecursionError:
+        raise FormatError(f"{what} JSON is nested too deeply (or its brackets do not match) to be a safetensors header") from None
+    except ValueError as error:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
+        raise FormatError(f"{what} JSON holds a value no header needs: {error}") from None
+
+
+def _nested_deeper_than(text: str, limit: int) -> bool:
+    """Whether brackets nest deeper than `limit`, checked before json.loads: in Pyodide a deep
+    enough document overflows the WebAssembly stack before Python's recursion limit, killing the
+    worker. With strings removed, each pass deletes the innermost empty pairs (C speed throughout:
+    ~0.1 s for a 16 MB header, a few seconds when it is millions of tiny strings)."""
+    skeleton = _STRINGS.sub(b"", text.encode("utf-8")).translate(None, _NOT_BRACKETS)
+    for _ in range(limit):  # each pass removes at least one level, so what remains after `limit` is deeper
+        shorter = skeleton.replace(b"[]", b"").replace(b"{}", b"")
+        if not shorter:
+            return False
+        if shorter == skeleton:  # stuck: unbalanced ("[[[[" with no closers still recurses in json.loads)
+            return len(skeleton) > limit
+        skeleton = shorter
+    return True
+
+
+_STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string, escapes included (unrolled: linear time)
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+
+
 def _tensor_info(name: str, entry: object, data_start: int, data_size: int) -> TensorInfo:
+    if len(name) > MAX_NAME:
+        raise FormatError(f"a tensor name is {len(name)} characters long ({_short(name, 40)}): no model's tensor is named so")
     if not isinstance(entry, dict):
         raise FormatError(f"tensor {name!r}: entry must be an object, got {type(entry).__name__}")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in DTYPE_SIZES:
-        raise FormatError(f"tensor {name!r}: unknown dtype {dtype!r} (known: {', '.join(DTYPE_SIZES)})")
+    if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
+        raise FormatError(f"tensor {name!r}: unknown dtype {_short(dtype)} (known: {', '.join(DTYPE_SIZES)})")
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
-        raise FormatError(f"tensor {name!r}: shape must be a list of non-negative integers, got {shape!r}")
+        raise FormatError(f"tensor {name!r}: shape must be a list of non-negative integers, got {_short(shape)}")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)):
-        raise FormatError(f"tensor {name!r}: data_offsets must be [begin, end] integers, got {offsets!r}")
+        raise FormatError(f"tensor {name!r}: data_offsets must be [begin, end] integers, got {_short(offsets)}")
     begin, end = offsets
     if not begin <= end <= data_size:
-        raise FormatError(f"tensor {name!r}: data_offsets [{begin}, {end}] fall outside the {data_size}-byte data section")
+        raise FormatError(f"tensor {name!r}: data_offsets {_short(offsets)} fall outside the {data_size}-byte data section")
     expected = math.prod(shape) * DTYPE_SIZES[dtype]
     if end - begin != expected:
-        raise FormatError(f"tensor {name!r}: shape {shape} x {dtype} is {expected} bytes but data_offsets span {end - begin}")
+        raise FormatError(f"tensor {name!r}: shape {_short(shape)} x {dtype} is {_short(expected)} bytes but data_offsets span {end - begin}")
     return TensorInfo(name, dtype, tuple(shape), data_start + begin, data_start + end)
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """A value from the file for a message: repr'd, and cut so one line stays one line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _is_count(value: object) -> bool:
