@@ -7,6 +7,8 @@
 //      total (top-p), both found by bisection on log p: no sort;
 //   4. draw u = PCG(seed, step) in [0, 1) and walk the kept mass to u·Σkept.
 // Then counts[token] += 1 and params.step += 1, so the next call continues the same stream.
+// A NaN or infinite logit (a damaged model) gives token NOT_FINITE instead, and no count: the engine
+// reports it rather than sampling from garbage.
 // One workgroup of WG invocations (a power of two); reductions go through workgroup memory.
 override V: u32;        // vocabulary size
 override WG: u32 = 256;
@@ -32,6 +34,8 @@ var<workgroup> shared_value: array<f32, WG>;
 var<workgroup> shared_index: array<u32, WG>;
 var<workgroup> settings: Params;
 var<workgroup> chosen: u32;
+var<workgroup> not_finite: atomic<u32>;  // set by any invocation that meets a NaN or ±inf logit
+const NOT_FINITE = 0xffffffffu;
 
 fn adjusted(i: u32) -> f32 {
   var l = logits[i];
@@ -104,9 +108,10 @@ fn main(@builtin(local_invocation_id) local: vec3<u32>) {
   var best_index = 0u;
   for (var i = lid; i < V; i += WG) {
     let l = adjusted(i);
+    if ((bitcast<u32>(l) & 0x7f800000u) == 0x7f800000u) { atomicOr(&not_finite, 1u); }  // exponent all ones
     if (l > best) { best = l; best_index = i; }
   }
-  let greedy = argmax_all(lid, best, best_index);
+  let greedy = argmax_all(lid, best, best_index);  // its barriers also publish not_finite
   if (lid == 0u) { chosen = greedy; }
 
   if (temperature > 0.0 && top_k != 1u) {
@@ -166,8 +171,12 @@ fn main(@builtin(local_invocation_id) local: vec3<u32>) {
   }
   workgroupBarrier();
   if (lid == 0u) {
-    token[0] = chosen;
-    counts[chosen] += 1u;
+    if (atomicLoad(&not_finite) != 0u) {
+      token[0] = NOT_FINITE;
+    } else {
+      token[0] = chosen;
+      counts[chosen] += 1u;
+    }
     params.step = settings.step + 1u;
   }
 }

@@ -332,3 +332,19 @@ def test_rows_last_and_sum(gpu_page, real):
     ops.rows(plan, "test", "last", v["x"], count, v["last"], C, tokens)
     ops.rows(plan, "test", "sum", v["x"], count, v["total"], C, tokens)
     check(gpu_page, plan, initial, [v["last"], v["total"]])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_the_sampler_refuses_non_finite_logits(gpu_page, bad):
+    """A damaged model's NaN/inf logit gives ops.NOT_FINITE, not a token drawn from garbage, and counts nothing."""
+    rng = np.random.default_rng(4)
+    V = 300
+    logits = rand(rng, V)
+    logits[123] = bad
+    plan, v = sampler_plan(V, 1)
+    initial = {v["logits"].buffer: logits.tobytes(), v["params"].buffer: sampler_params(temperature=0.8)}
+    reads = [(v["results"].buffer, 0, 4), (v["counts"].buffer, 0, V * 4)]
+    gpu, _ = run_in_browser(gpu_page, plan.to_json(), initial, "test", [[]], reads)
+    assert gpu == run_in_numpy(plan.to_json(), initial, "test", [[]], reads)
+    assert np.frombuffer(gpu[0][f"{v['results'].buffer}:0"], np.uint32)[0] == ops.NOT_FINITE
+    assert not np.frombuffer(gpu[0][f"{v['counts'].buffer}:0"], np.uint32).any()

@@ -74,6 +74,8 @@ def test_non_finite_weights_are_an_error_not_invalid_json(tmp_path, name, value)
         assert runs[-1].returncode == 2 and "the logits after token 0 are not finite" in runs[-1].stderr
     for run in runs:
         assert run.stdout == "" and len(run.stderr.strip().splitlines()) == 1, run.stderr  # no numpy warnings either
+    generated = cli("generate", path, "--tokens", "1,2", "--max-tokens", "3", "--temperature", "0")
+    assert generated.returncode == 2 and "the logits are not finite" in generated.stderr and generated.stdout == ""
 
 
 def test_header_json_nested_too_deeply_is_a_format_error():

@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
+from .config import ModelError
 from .model import BATCH, DECODE, HEAD_LAST, POOL, PREFILL, RESTORE, SAMPLE, SNAPSHOT, CompiledModel, keep
-from .ops import SAMPLER_FORMAT
+from .ops import NOT_FINITE, SAMPLER_FORMAT
 
 END_OF_TEXT = 0
 
@@ -233,7 +234,11 @@ class Engine:
 
     async def _read_history(self, n: int) -> list[int]:
         history = self.compiled.history
-        return list(struct.unpack(f"<{n}I", await self.backend.read(history.buffer, history.offset, 4 * n)))
+        ids = list(struct.unpack(f"<{n}I", await self.backend.read(history.buffer, history.offset, 4 * n)))
+        if NOT_FINITE in ids:
+            raise ModelError("the logits are not finite (NaN or infinity), so nothing can be sampled: the model's weights "
+                             "hold NaN/Inf values or overflow float32; the file is damaged")
+        return ids
 
 
 def _widen(raw: bytes, dtype: str) -> bytes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import DECAY_SCALE
-from .ops import SAMPLER_FORMAT
+from .ops import NOT_FINITE, SAMPLER_FORMAT
 from .plan import Plan
 from .quant import SCHEMES, dequantize, quantize
 
@@ -149,6 +149,10 @@ def sample(c, include, logits, counts, params, probs, token):
     p = params.view(SAMPLER_FIELDS)[0]
     seen = counts.view(np.uint32)
     l = _f32(logits, V).copy()
+    if not np.isfinite(l).all():  # sample.wgsl's NOT_FINITE: no draw, no count
+        token.view(np.uint32)[0] = NOT_FINITE
+        params.view(SAMPLER_FIELDS)["step"][0] = p["step"] + 1
+        return
     hit = seen > 0
     l[hit] = np.where(l[hit] > 0, l[hit] / p["repetition"], l[hit] * p["repetition"])
     l[hit] -= p["presence"] + p["frequency"] * seen[hit].astype(np.float32)

@@ -164,6 +164,7 @@ def rows(plan: Plan, program: str, entry: str, x: View, count: View, out: View, 
 # sample.wgsl's Params struct: temperature, top_p, top_k, presence, frequency, repetition, seed, step
 SAMPLER_FORMAT = "<ffIfffII"
 SAMPLER_PARAMS = struct.calcsize(SAMPLER_FORMAT)  # 32 bytes
+NOT_FINITE = 0xFFFFFFFF  # what sample.wgsl writes instead of a token when a logit is NaN or infinite
 
 
 def sample(plan: Plan, program: str, logits: View, counts: View, params: View, probs: View, token: View, V: int) -> None:
