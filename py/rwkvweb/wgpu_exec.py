@@ -23,8 +23,9 @@ SHADER_DIR = Path(__file__).resolve().parents[2] / "shaders"  # the checkout's k
 WGPU_PIN = "wgpu==0.32.0"  # pyproject's dev extra pins the same
 
 
-class WgpuUnavailableError(RuntimeError):
-    """wgpu-py, or an adapter for it, is missing: the message says what to install."""
+class WgpuUnavailableError(ValueError):
+    """wgpu-py, or an adapter for it, is missing: the message says what to install (a ValueError so the
+    CLI reports it like any other bad choice of options)."""
 
 
 def _import_wgpu():
