@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -102,6 +103,14 @@ def test_no_vulkan_adapter_is_a_clear_error():
 
     with pytest.raises(WgpuUnavailableError, match="install a Vulkan driver .*mesa-vulkan-drivers"):
         request_adapter(NoAdapters)
+
+
+def test_missing_wgpu_says_what_to_install(monkeypatch):
+    from rwkvweb.wgpu_exec import WGPU_PIN, WgpuBackend
+
+    monkeypatch.setitem(sys.modules, "wgpu", None)  # `import wgpu` raises ImportError
+    with pytest.raises(WgpuUnavailableError, match=f"pip install '{WGPU_PIN}'"):
+        WgpuBackend()
 
 
 def test_the_budget_is_enforced_and_host_buffers_stay_in_cpu_memory(native):
