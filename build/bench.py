@@ -306,7 +306,31 @@ def bench_tokenizers() -> list[str]:
     return ["Tokenizer encode speed (`python -m build.bench_tokenizers` prints this table alone):", "", markdown(tokenizer_table())]
 
 
-BENCHES = {"speed": bench_speed, "overhead": bench_overhead, "prefill": bench_prefill, "precisions": bench_precisions, "budgets": bench_budgets, "quality": lambda tokens: bench_quality()}
+def bench_wgpu(tokens: int, prompt_tokens: int = 512) -> list[str]:
+    """The 0.1B shape natively through wgpu (what `python -m rwkvweb generate … --backend wgpu` loads): decode, and
+    prefill of a synthetic prompt (the CLI's --prompt-tokens ids), after one warm-up that compiles the pipelines."""
+    from rwkvweb.wgpu_exec import WgpuBackend
+
+    async def run():
+        backend = WgpuBackend()
+        model = await Model.load(model_file("fp16"), backend=backend, matvec=backend.matvec, max_binding=backend.max_binding,
+                                 tokenizer_for=lambda config, metadata: None)
+        await model.generate(PROMPT, 2)
+        prompt = [(7919 * i) % 255 + 1 for i in range(prompt_tokens)]
+        stats = (await model.generate(prompt, tokens, temperature=1.0, top_p=0.85)).stats
+        precisions = "/".join(sorted(model.budget_plan.to_json()["matrices_by_precision"]))
+        return backend.info(), stats, precisions
+
+    info, stats, precisions = asyncio.run(run())
+    return [f"Native (wgpu-py on {info['backend']}, adapter: {info['adapter']}), 0.1B shape, fp16 file "
+            f"({tokens} tokens after a {prompt_tokens}-token prompt):", "",
+            "| model | matrices | decode tok/s | prefill tok/s | matvec | adapter |", "|---|---|---|---|---|---|",
+            f"| 0.1B shape | {precisions} | {stats.tokens_per_second:.2f} | {stats.prompt_tokens / stats.prefill_seconds:.1f} | "
+            f"{info['matvec']} | native: {info['adapter']} ({info['adapter_type']}) |"]
+
+
+BENCHES = {"speed": bench_speed, "overhead": bench_overhead, "prefill": bench_prefill, "precisions": bench_precisions,
+           "budgets": bench_budgets, "quality": lambda tokens: bench_quality(), "wgpu": bench_wgpu}
 
 
 def main() -> None:

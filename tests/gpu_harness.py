@@ -57,7 +57,10 @@ def encode(data: bytes) -> str:
 
 def run_in_browser(page, plan: dict, initial: dict[int, bytes], program: str, steps: list[list[tuple[int, int, bytes]]],
                    reads: list[tuple[int, int, int]], model_url: str | None = None):
-    """Run `program` once per entry of `steps` (each a list of writes); read `reads` after each."""
+    """Run `program` once per entry of `steps` (each a list of writes); read `reads` after each.
+    `page` may also be a native GPU with the same run_plan (test_wgpu_exec.py runs test_kernels.py's cases so)."""
+    if hasattr(page, "run_plan"):
+        return page.run_plan(plan, initial, program, steps, reads)
     out = page.evaluate(RUN_PLAN_JS, {
         "plan": plan, "initial": {str(k): encode(v) for k, v in initial.items()}, "program": program,
         "steps": [[[b, o, encode(d)] for b, o, d in writes] for writes in steps],

@@ -48,9 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     logits = commands.add_parser("logits", help='print {"logits": [[...], ...]}, one row per input token')
     logits.add_argument("model")
     logits.add_argument("--tokens", required=True, help="comma-separated token ids, e.g. 1,2,3")
-    logits.add_argument("--backend", choices=["numpy", "webgpu"], default="numpy",
+    logits.add_argument("--backend", choices=["numpy", "webgpu", "wgpu"], default="numpy",
                         help="webgpu: the browser engine in headless Chromium (needs a source checkout); "
-                             "numpy: the float32 reference, or the planned engine on numpy when --budget/--precision is given")
+                             "numpy: the float32 reference, or the planned engine on numpy when --budget/--precision is given; "
+                             "wgpu: the planned engine natively on wgpu-py (Vulkan; needs a source checkout)")
     _budget_options(logits, default=None)
     _chunk_option(logits)
     logits.set_defaults(run=cmd_logits)
@@ -62,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     embed_input.add_argument("--text", help="text (models with a tokenizer)")
     embed.add_argument("--pooling", choices=["last", "mean"], default="last", help="the last token's vector, or the mean over all")
     embed.add_argument("--normalize", action="store_true", help="scale to unit length")
-    embed.add_argument("--backend", choices=["numpy", "webgpu"], default="numpy")
+    embed.add_argument("--backend", choices=["numpy", "webgpu", "wgpu"], default="numpy")
     _budget_options(embed)
     _chunk_option(embed)
     embed.set_defaults(run=cmd_embed)
@@ -74,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     prompt.add_argument("--tokens", help="prompt as comma-separated token ids")
     prompt.add_argument("--prompt-tokens", type=int, help="a synthetic prompt of N token ids (benchmarks)")
     generate.add_argument("--max-tokens", type=int, default=100)
-    generate.add_argument("--backend", choices=["numpy", "webgpu"], default="numpy")
+    generate.add_argument("--backend", choices=["numpy", "webgpu", "wgpu"], default="numpy")
     generate.add_argument("--stats", action="store_true",
                           help='print one more JSON line: {"prompt_tokens", "prefill_seconds", "generated", "decode_seconds"}')
     _budget_options(generate)
@@ -124,10 +125,16 @@ def _load_options(args) -> dict:
 
 
 def _load_numpy(args, **options):
-    """The planned engine on the numpy backend, loaded from the command line's options."""
+    """The planned engine on the numpy backend (or natively on wgpu), loaded from the command line's options."""
     import asyncio
 
     from .api import Model
+
+    if args.backend == "wgpu":
+        from .wgpu_exec import WgpuBackend
+
+        backend = WgpuBackend()
+        options.update(backend=backend, matvec=backend.matvec, max_binding=backend.max_binding)
 
     return asyncio.run(Model.load(args.model, **_load_options(args), **options))
 
@@ -165,7 +172,7 @@ def cmd_logits(args) -> None:
         with headless_engine(args.model) as engine:
             engine.load(args.model, **_load_options(args))
             rows = engine.call("logits", {"tokens": tokens})
-    elif args.budget or args.precision or args.chunk != DEFAULT_CHUNK:
+    elif args.backend == "wgpu" or args.budget or args.precision or args.chunk != DEFAULT_CHUNK:
         import asyncio
 
         import numpy as np
