@@ -99,8 +99,11 @@ fn pcg(value: u32) -> u32 {
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_id) local: vec3<u32>) {
   let lid = local.x;
-  if (lid == 0u) { settings = params; }
-  let temperature = workgroupUniformLoad(&settings.temperature);
+  if (lid == 0u) {
+    settings = params;
+    atomicStore(&not_finite, 0u);  // explicitly: not every native backend zero-fills workgroup memory
+  }
+  let temperature = workgroupUniformLoad(&settings.temperature);  // (a barrier: the stores above are visible)
   let top_k = workgroupUniformLoad(&settings.top_k);
   let top_p = workgroupUniformLoad(&settings.top_p);
 
