@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(ROOT, "py"))
 
 from rwkvweb.config import detect_config  # noqa: E402
 from rwkvweb.pth import CheckpointError, TensorRef, read_checkpoint  # noqa: E402,F401 - CheckpointError: this module's error
-from rwkvweb.safetensors import NUMPY_DTYPES, write_safetensors  # noqa: E402
+from rwkvweb.safetensors import NUMPY_DTYPES, widen, write_safetensors  # noqa: E402
 from rwkvweb.source import FileSource  # noqa: E402
 
 
@@ -34,8 +34,8 @@ def storage_elements(data: bytes, dtype: str, key: str) -> np.ndarray:
     item = 2 if dtype == "BF16" else np.dtype(NUMPY_DTYPES[dtype]).itemsize
     if len(data) % item:
         raise CheckpointError(f"storage {key!r} is {len(data)} bytes: not a whole number of {dtype} elements")
-    if dtype == "BF16":  # the top half of a float32: shift it back into place, exactly
-        return (np.frombuffer(data, "<u2").astype(np.uint32) << 16).view(np.float32)
+    if dtype == "BF16":
+        return widen(data, "BF16")
     return np.frombuffer(data, NUMPY_DTYPES[dtype])
 
 

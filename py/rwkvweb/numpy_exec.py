@@ -13,6 +13,7 @@ from .config import DECAY_SCALE
 from .ops import NOT_FINITE, SAMPLER_FORMAT
 from .plan import Plan
 from .quant import SCHEMES, dequantize, quantize
+from .safetensors import widen
 
 
 def _f32(raw, count=None):
@@ -21,7 +22,7 @@ def _f32(raw, count=None):
 
 
 def _weights(raw, dtype_prelude):
-    return raw.view(np.float16 if dtype_prelude.endswith("f16.wgsl") else np.float32).astype(np.float32)
+    return widen(raw, "F16" if dtype_prelude.endswith("f16.wgsl") else "F32")
 
 
 def widen_weights(raw, prelude: str, constants: dict) -> np.ndarray:
@@ -187,6 +188,11 @@ KERNELS = {
 }
 
 
+def widened_fill(chunk: np.ndarray, convert: str | None) -> np.ndarray:
+    """A fill's file bytes after its conversion (plan.Plan.fill: f16-f32, bf16-f32 or none), as bytes."""
+    return chunk if convert is None else widen(chunk, {"f16-f32": "F16", "bf16-f32": "BF16"}[convert]).view(np.uint8)
+
+
 class NumpyBackend:
     """The engine's backend interface over a NumpyExecutor (CPython: the CPU fallback and tests)."""
 
@@ -229,11 +235,7 @@ class NumpyExecutor:
         (plan.Plan.fill: widen, transpose into a k-major matrix, or quantize)."""
         self.widened.clear()
         for f in fills:
-            chunk = np.frombuffer(read_range(f["start"], f["end"]), np.uint8)
-            if f["convert"] == "f16-f32":
-                chunk = chunk.view(np.float16).astype(np.float32).view(np.uint8)
-            elif f["convert"] == "bf16-f32":
-                chunk = (chunk.view("<u2").astype(np.uint32) << 16).view(np.uint8)
+            chunk = widened_fill(np.frombuffer(read_range(f["start"], f["end"]), np.uint8), f["convert"])
             memory = self.memory[f["buffer"]]
             if f.get("quantize"):
                 codes, params = quantize(chunk.view(np.float32), f["quantize"])

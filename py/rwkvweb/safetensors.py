@@ -195,9 +195,19 @@ def to_array(data: bytes, info: TensorInfo):
     import numpy as np
 
     if info.dtype == "BF16":
-        # bf16 is the top half of a float32: shift it back into place.
-        return (np.frombuffer(data, "<u2").astype(np.uint32) << 16).view(np.float32).reshape(info.shape)
+        return widen(data, "BF16").reshape(info.shape)
     return np.frombuffer(data, NUMPY_DTYPES[info.dtype]).reshape(info.shape)
+
+
+def widen(data, dtype: str):
+    """Little-endian F32 / F16 / BF16 values (bytes or a uint8 array) as a float32 numpy array: the one
+    numpy widening (engine.py has the pure-Python one for Pyodide, web/gpu/bridge.js the JavaScript one)."""
+    import numpy as np
+
+    raw = data if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8)
+    if dtype == "BF16":  # bf16 is the top half of a float32: shift it back into place, exactly
+        return (raw.view("<u2").astype(np.uint32) << 16).view(np.float32)
+    return raw.view("<f2").astype(np.float32) if dtype == "F16" else raw.view("<f4")
 
 
 def write_safetensors(path: str, tensors: dict, metadata: dict[str, str] | None = None) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .model import choose_matvec
+from .numpy_exec import widened_fill
 from .quant import quantize
 
 SHADER_DIR = Path(__file__).resolve().parents[2] / "shaders"  # the checkout's kernels, as the site serves them
@@ -232,10 +233,7 @@ class WgpuBackend:
 
     def _upload(self, f: dict, chunk: np.ndarray) -> None:
         """One fill's bytes into its buffer, converted as bridge.js's upload() and NumpyExecutor.fill do."""
-        if f["convert"] == "f16-f32":
-            chunk = chunk.view(np.float16).astype(np.float32).view(np.uint8)
-        elif f["convert"] == "bf16-f32":
-            chunk = (chunk.view("<u2").astype(np.uint32) << 16).view(np.uint8)
+        chunk = widened_fill(chunk, f["convert"])
         if f.get("quantize"):
             codes, params = quantize(chunk.view(np.float32), f["quantize"])
             self._write(f["buffer"], f["offset"], codes)
