@@ -1,8 +1,12 @@
 // The engine's home: Pyodide and the WebGPU device live in this module worker, so the page's
 // main thread only renders. Protocol (client.js is the other end):
 //   page -> worker  {id, method, params}
-//   worker -> page  {id, result} | {id, error} | {id, kind: "text", piece}
+//   worker -> page  {id, result} | {id, error} | {id, kind: "text", piece} | {id, kind: "progress", ...}
 //                   | {kind: "progress", step, ms} | {kind: "ready", info} | {kind: "failed", error}
+// Requests run one at a time, in the order they came (a queue); `abort` is answered at once: it stops
+// the running request ({id} names one: a queued one is dropped, answered with an "aborted" error).
+// Started as worker.js?role=embed (web/embed.js) it refuses the Python cell: an embedding site
+// must never run code in this origin.
 import { loadPyodide } from "./pyodide/pyodide.mjs";
 import { Bridge } from "./gpu/bridge.js";
 import { requestDevice, describe } from "./gpu/device.js";
@@ -14,7 +18,7 @@ let pyodide = null;
 let api = null; // the Python module rwkvweb.browser
 let gpu = null; // {adapter, device}, made on the first load
 let bridge = null;
-let busy = false; // one GPU task at a time; `abort` bypasses this
+const role = new URL(import.meta.url).searchParams.get("role") || "page";
 const info = {};
 
 // Start-up, as named steps: each one reports its time, and a failure names the step.
@@ -134,6 +138,49 @@ const methods = {
     return rows.map((row) => Array.from(new Float32Array(row.buffer, row.byteOffset, row.byteLength / 4)));
   },
 
+  async chatNew({ template, system }) {
+    return plain(api.chat_new(template ?? undefined, system ?? undefined));
+  },
+
+  chatTranscript: () => plain(api.chat_transcript()),
+
+  async chatSend({ text, options }, id) {
+    const onText = (piece) => self.postMessage({ id, kind: "text", piece });
+    return { ...plain(await api.chat_send(text, pyodide.toPy(options || {}), onText)), gpuBytes: bridge.bytesAllocated };
+  },
+
+  async chatRegenerate({ options }, id) {
+    const onText = (piece) => self.postMessage({ id, kind: "text", piece });
+    return { ...plain(await api.chat_regenerate(pyodide.toPy(options || {}), onText)), gpuBytes: bridge.bytesAllocated };
+  },
+
+  async chatSave() {
+    return plain(await api.chat_save()).slice().buffer;
+  },
+
+  async chatRestore({ data }) {
+    return plain(await api.chat_restore(pyodide.toPy(new Uint8Array(data))));
+  },
+
+  // The Python cell: the user's own code against the loaded model (rwkvweb.browser.run_cell).
+  async python({ code }) {
+    if (role !== "page") throw new Error("the Python cell runs only on rwkvweb's own page, never for an embedding site");
+    return plain(await api.run_cell(code));
+  },
+
+  // Embeddings come from rwkvweb.browser.embed once the engine has an embed program; until then, say so.
+  async embed({ text, pooling = "last", normalize = false }) {
+    if (!api.embed) throw new Error("embed() is not available in this build");
+    const result = plain(await api.embed(pyodide.toPy(text), pooling, normalize));
+    const vector = (bytes) => Array.from(new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4));
+    return Array.isArray(result) ? result.map(vector) : vector(result);
+  },
+
+  async storage() {
+    const estimate = await navigator.storage?.estimate?.();
+    return { usage: estimate?.usage ?? null, quota: estimate?.quota ?? null };
+  },
+
   async exportState() {
     const bytes = plain(await api.export_state());
     return bytes.slice().buffer;
@@ -149,7 +196,6 @@ const methods = {
     return bridge ? bridge.info() : null;
   },
 };
-const gpuMethods = new Set(["load", "generate", "logits", "exportState", "importState", "unload", "cacheDelete"]);
 
 const ready = (async () => {
   for (const [name, run] of steps) {
@@ -166,24 +212,36 @@ const ready = (async () => {
   self.postMessage({ kind: "ready", info });
 })();
 
-self.onmessage = async ({ data }) => {
-  const { id, method, params } = data || {};
-  if (method === "abort") { // answered at once, even while a generation runs
-    api?.abort();
-    return self.postMessage({ id, result: true });
+// The queue: each request waits for the one before it, so nothing interleaves on the engine.
+let tail = Promise.resolve();
+let running = null; // id of the request on the engine now
+const dropped = new Set(); // ids aborted while still queued
+
+function abort({ id } = {}) {
+  if (id !== undefined && id !== running) {
+    dropped.add(id);
+    return true;
   }
-  const usesGpu = gpuMethods.has(method);
+  api?.abort();
+  return true;
+}
+
+async function answer(id, method, params) {
   try {
     await ready;
+    if (dropped.delete(id)) throw new Error("aborted before it started");
     if (!Object.hasOwn(methods, method)) throw new Error(`unknown method ${JSON.stringify(method)}`);
-    if (usesGpu && busy) throw new Error(`the engine is busy with another task; stop it first (method ${method})`);
-    if (usesGpu) busy = true;
-    try {
-      self.postMessage({ id, result: await methods[method](params || {}, id) });
-    } finally {
-      if (usesGpu) busy = false;
-    }
+    running = id;
+    self.postMessage({ id, result: await methods[method](params || {}, id) });
   } catch (error) {
     self.postMessage({ id, error: String(error?.message || error) });
+  } finally {
+    running = null;
   }
+}
+
+self.onmessage = ({ data }) => {
+  const { id, method, params } = data || {};
+  if (method === "abort") return self.postMessage({ id, result: abort(params || {}) }); // at once, never queued
+  tail = tail.then(() => answer(id, method, params));
 };
