@@ -14,6 +14,8 @@ What it does, and why:
   `--embed-origin ORIGIN` (repeatable, or `*`) lets those origins frame the
   embed page (embed.html): its frame-ancestors lists them and its CORP becomes
   cross-origin, which a cross-origin-isolated host page requires.
+  `--frame-origin ORIGIN` (repeatable) lets this site's pages frame ORIGIN
+  (CSP frame-src): the embed example hosting an rwkvweb served elsewhere.
 - `--mount PREFIX=DIR` serves another folder (your models) at /PREFIX/, under the same rules.
 - Never serves outside its root: `..` segments, encoded or not, and symlinks
   that resolve outside give 403; directories have no listings.
@@ -116,12 +118,14 @@ class SiteServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, address, root: str, embed_origins=(), log_file: str | None = None, quiet: bool = False, mounts=None):
+    def __init__(self, address, root: str, embed_origins=(), log_file: str | None = None, quiet: bool = False, mounts=None,
+                 frame_origins=()):
         super().__init__(address, SiteHandler)
         self.root = os.path.realpath(root)
         # URL prefix -> folder, e.g. {"models": "/data/rwkv"} serves /models/x.st from /data/rwkv/x.st
         self.mounts = {prefix.strip("/"): os.path.realpath(folder) for prefix, folder in (mounts or {}).items()}
         self.embed_origins = list(embed_origins)
+        self.frame_origins = list(frame_origins)
         self.quiet = quiet
         self.requests: list[RequestRecord] = []
         self._log_lock = threading.Lock()
@@ -255,10 +259,13 @@ class SiteHandler(BaseHTTPRequestHandler):
             "Cross-Origin-Opener-Policy": "same-origin",
             "Cross-Origin-Embedder-Policy": "require-corp",
             "Cross-Origin-Resource-Policy": "cross-origin" if embeddable else "same-origin",
-            "Content-Security-Policy": f"{CONTENT_SECURITY_POLICY}; frame-ancestors {ancestors}",
+            "Content-Security-Policy": f"{CONTENT_SECURITY_POLICY}; frame-ancestors {ancestors}{self._frame_src()}",
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
         }
+
+    def _frame_src(self) -> str:
+        return f"; frame-src 'self' {' '.join(self.server.frame_origins)}" if self.server.frame_origins else ""
 
     def _send_headers(self, status, url_path, path, etag, last_modified, length, range_header, sent, extra=None):
         self.send_response(status)
@@ -332,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
     parser.add_argument("--root", default=DEFAULT_ROOT, help="folder to serve (default: the built site, _site/)")
     parser.add_argument("--embed-origin", action="append", default=[], metavar="ORIGIN", help="an origin allowed to frame embed.html (repeatable, or *)")
+    parser.add_argument("--frame-origin", action="append", default=[], metavar="ORIGIN", help="an origin this site's pages may frame (repeatable)")
     parser.add_argument("--mount", action="append", default=[], metavar="PREFIX=DIR", help="also serve DIR at /PREFIX/ (e.g. models=~/rwkv), repeatable")
     parser.add_argument("--log", help="append a JSON line per request to this file")
     parser.add_argument("--no-build", action="store_true", help="serve _site/ as it is, even if stale")
@@ -348,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     mounts = dict(m.split("=", 1) for m in args.mount if "=" in m)
     if len(mounts) != len(args.mount) or not all(os.path.isdir(d) for d in mounts.values()):
         parser.error(f"--mount wants PREFIX=DIR with an existing DIR, got {args.mount}")
-    server = make_server(args.root, args.host, args.port, embed_origins=args.embed_origin, log_file=args.log, quiet=args.quiet, mounts=mounts)
+    server = make_server(args.root, args.host, args.port, embed_origins=args.embed_origin, frame_origins=args.frame_origin, log_file=args.log, quiet=args.quiet, mounts=mounts)
     print(f"serving {server.root} at {server.url}  (Ctrl+C stops)", flush=True)
     try:
         server.serve_forever()

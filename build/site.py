@@ -56,7 +56,7 @@ def build(site: str = SITE, extra_files: dict[str, bytes] | None = None) -> dict
         produced.add(target)
     removed = _remove_others(site, produced | {MANIFEST, STAMP, SERVICE_WORKER})
     version = build_version(site, sorted(produced))
-    changed += wheels.write_if_changed(os.path.join(site, SERVICE_WORKER), _service_worker(version))
+    changed += wheels.write_if_changed(os.path.join(site, SERVICE_WORKER), _service_worker(version, sorted(produced)))
     manifest = _manifest(site, sorted(produced | {SERVICE_WORKER}), version)
     changed += wheels.write_if_changed(os.path.join(site, MANIFEST), manifest)
     with open(os.path.join(site, STAMP), "w") as stamp:
@@ -197,12 +197,14 @@ def _web_manifest() -> bytes:
     return (json.dumps(manifest, indent=1) + "\n").encode()
 
 
-def _service_worker(version: str) -> bytes:
+def _service_worker(version: str, paths: list[str]) -> bytes:
+    """web/sw.js with the build's version and file list written in (its two placeholders)."""
     with open(os.path.join(ROOT, "web", SERVICE_WORKER), encoding="utf-8") as file:
         source = file.read()
-    if '"__BUILD__"' not in source:
-        raise RuntimeError(f"web/{SERVICE_WORKER} lost its BUILD placeholder")
-    return source.replace('"__BUILD__"', json.dumps(version), 1).encode()
+    for placeholder in ('"__BUILD__"', '["__FILES__"]'):
+        if placeholder not in source:
+            raise RuntimeError(f"web/{SERVICE_WORKER} lost its placeholder {placeholder}")
+    return source.replace('"__BUILD__"', json.dumps(version), 1).replace('["__FILES__"]', json.dumps(paths), 1).encode()
 
 
 def _entries(site: str, paths: list[str]) -> dict[str, dict]:

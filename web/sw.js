@@ -10,9 +10,11 @@
 //   loaded after that gets only new ones: no response ever mixes two builds.
 // - old builds' caches are deleted once no open page uses them (at activation and at each navigation).
 // - HEAD and single Range requests are answered from the cached file (models stream by Range).
-// - anything not in the build (a user's models, other origins) goes to the network as usual.
+// - anything not in the build (a user's models, other origins) is left alone: the browser fetches it
+//   as if there were no service worker.
 
 const BUILD = "__BUILD__";
+const FILES = new Set(["__FILES__"]); // the build's files (build/site.py writes both)
 const PREFIX = "rwkvweb-build-";
 const CURRENT = PREFIX + BUILD;
 const CLIENTS = "rwkvweb-clients";
@@ -63,16 +65,22 @@ self.addEventListener("fetch", (event) => {
   const url = new URL(request.url);
   if (url.origin !== SCOPE.origin || !url.pathname.startsWith(SCOPE.pathname)) return;
   if (request.method !== "GET" && request.method !== "HEAD") return;
-  event.respondWith(answer(event, url));
+  let path;
+  try {
+    path = decodeURIComponent(url.pathname.slice(SCOPE.pathname.length));
+  } catch {
+    return; // a malformed path: the server answers it
+  }
+  if (path === "" || path.endsWith("/")) path += "index.html";
+  if (!FILES.has(path) || path === "sw.js") return;
+  event.respondWith(answer(event, path));
 });
 
-async function answer(event, url) {
+async function answer(event, path) {
   const build = await buildFor(event);
-  let path = url.pathname.slice(SCOPE.pathname.length);
-  if (path === "" || path.endsWith("/")) path += "index.html";
   const cache = await caches.open(build);
   const cached = await cache.match(new URL(path, SCOPE).href);
-  if (!cached) return fetch(event.request); // not part of the build
+  if (!cached) return fetch(event.request); // an older build without this file
   return fromCached(cached, event.request);
 }
 

@@ -10,7 +10,7 @@
 import { loadPyodide } from "./pyodide/pyodide.mjs";
 import { Bridge } from "./gpu/bridge.js";
 import { requestDevice, describe } from "./gpu/device.js";
-import { openSource } from "./net/range.js";
+import { openSource, ModelSourceError } from "./net/range.js";
 import { cachedReader, openCache } from "./net/cache.js";
 
 const site = new URL("./", import.meta.url);
@@ -76,6 +76,35 @@ async function withCache(source, wanted) {
   return { reader: entry ? cachedReader(source, entry) : source, entry, note };
 }
 
+// The model's source, or, when the network is down and the OPFS cache holds a whole copy of this
+// URL, that copy (with a note saying so: it may be older than the server's).
+async function openModel(target, cache) {
+  const url = typeof target === "string" ? new URL(target, site).href : null;
+  const saved = url && cache ? await (await modelCache())?.loadedKey(url) : null;
+  const offlineCopy = () => ({
+    source: offlineSource(saved),
+    offline: `offline: the server could not be reached, so the copy cached on ${new Date(saved.updated).toISOString().slice(0, 10)} was used`,
+  });
+  if (saved && navigator.onLine === false) return offlineCopy();
+  try {
+    return { source: await openSource(target), offline: "" };
+  } catch (error) {
+    if (saved && /cannot fetch/.test(error.message)) return offlineCopy();
+    throw error;
+  }
+}
+
+function offlineSource({ url, version, size }) {
+  const missing = async () => { throw new ModelSourceError(`${url}: offline, and these bytes are not in the model cache`); };
+  return { name: url.split("/").pop(), url, size, version, note: "", fetchedBytes: 0, sequential: false, prepare: async () => {}, read: missing };
+}
+
+async function shippedModel() {
+  const { models } = await fetchOk(new URL("models/index.json", site)).then((r) => r.json());
+  if (!models.length) throw new Error("no model is shipped with this site: give a model URL");
+  return new URL(models[0].file, site).href;
+}
+
 async function ensureBridge() {
   if (bridge?.failure) { bridge = null; gpu = null; } // a lost device: start over with a new one
   if (!bridge) {
@@ -92,10 +121,12 @@ const methods = {
 
   // budget: GPU bytes (default: budget.py's DEFAULT_BUDGET); precision: auto | fp32 | fp16 | int8 | nf4;
   // cache: keep the fetched bytes in OPFS (net/cache.js) and read them from there next time.
+  // No url and no file: the first model the site ships (models/index.json).
   async load({ url, file, budget, precision = "auto", cache = true }, id) {
     const started = performance.now();
-    const source = await openSource(file || url);
-    const { reader, entry, note } = await withCache(source, cache && !file);
+    const { source, offline } = await openModel(file || url || (await shippedModel()), cache && !file);
+    const { reader, entry, note: cacheNote } = await withCache(source, cache && !file);
+    const note = [offline, cacheNote].filter(Boolean).join("; ");
     reader.onProgress = (p) => {
       const seconds = (performance.now() - started) / 1000;
       const rate = p.bytesDone / Math.max(seconds, 1e-3);
@@ -108,7 +139,7 @@ const methods = {
       const model = plain(await api.load(gpuBridge, reader, maxBinding, pyodide.toPy(device), budget ?? undefined, precision));
       entry?.markLoaded();
       const notes = [reader.note, note].filter(Boolean).join("; ");
-      return { ...model, name: reader.name, bytes: reader.size, fetchedBytes: source.fetchedBytes, cached: Boolean(entry), note: notes,
+      return { ...model, name: reader.name, url: reader.url ?? null, bytes: reader.size, fetchedBytes: source.fetchedBytes, cached: Boolean(entry), note: notes,
                seconds: (performance.now() - started) / 1000, gpu: gpuBridge.info(), device };
     } finally {
       entry?.close();
