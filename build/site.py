@@ -56,7 +56,7 @@ def build(site: str = SITE, extra_files: dict[str, bytes] | None = None) -> dict
         produced.add(target)
     removed = _remove_others(site, produced | {MANIFEST, STAMP, SERVICE_WORKER})
     version = build_version(site, sorted(produced))
-    changed += wheels.write_if_changed(os.path.join(site, SERVICE_WORKER), _service_worker(version, sorted(produced)))
+    changed += wheels.write_if_changed(os.path.join(site, SERVICE_WORKER), _service_worker(version, sorted(produced | {MANIFEST})))
     manifest = _manifest(site, sorted(produced | {SERVICE_WORKER}), version)
     changed += wheels.write_if_changed(os.path.join(site, MANIFEST), manifest)
     with open(os.path.join(site, STAMP), "w") as stamp:

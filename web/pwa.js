@@ -14,6 +14,7 @@ export async function registerServiceWorker(note) {
   try {
     const registration = await navigator.serviceWorker.register(new URL("sw.js", import.meta.url), { updateViaCache: "none" });
     document.body.dataset.serviceWorker = "registered";
+    navigator.serviceWorker.controller?.postMessage("tidy"); // this page is up: older builds' caches may go
     return registration;
   } catch (error) {
     document.body.dataset.serviceWorker = `failed: ${error.message}`;

@@ -23,15 +23,22 @@ const PARALLEL = 6;
 
 self.addEventListener("install", (event) => event.waitUntil(precache().then(() => self.skipWaiting())));
 self.addEventListener("activate", (event) => event.waitUntil(forgetUnusedBuilds()));
+// "build": which build this worker installs; "tidy": a page finished loading, so the pages that
+// used an older build may be gone (a reload's old page is still alive while the new one navigates).
 self.addEventListener("message", (event) => {
   if (event.data === "build") event.source?.postMessage({ build: BUILD });
+  if (event.data === "tidy") event.waitUntil(forgetUnusedBuilds());
 });
 
 async function precache() {
   const response = await fetch(new URL("asset-manifest.json", SCOPE), { cache: "no-store" });
-  const manifest = await response.json();
+  const text = await response.text();
+  const manifest = JSON.parse(text);
   if (manifest.version !== BUILD) throw new Error(`the site changed while installing (${manifest.version} is not ${BUILD}): the next check retries`);
   const cache = await caches.open(CURRENT);
+  const headers = new Headers(response.headers);
+  headers.set("X-Rwkvweb-Build", BUILD);
+  await cache.put(new URL("asset-manifest.json", SCOPE).href, new Response(text, { status: 200, headers })); // the worker reads it
   const queue = Object.entries(manifest.files).filter(([path]) => path !== "sw.js");
   const workers = Array.from({ length: PARALLEL }, async () => {
     while (queue.length) {
@@ -84,41 +91,55 @@ async function answer(event, path) {
   return fromCached(cached, event.request);
 }
 
-// Which build answers this request: a navigation gets the newest, a worker its page's, anything
-// else its client's (recorded when the client was made).
+// Which build answers this request. A navigation gets the newest build, a worker script its page's;
+// each records "the client made from this URL gets that build". Any other request gets its client's
+// build: recorded the first time that client asks, from the record of the URL it was made from
+// (client ids cannot be matched at creation: Chromium may give the new document another id than
+// the navigation's resultingClientId, e.g. when cross-origin isolation swaps its browsing context group).
 async function buildFor(event) {
   const request = event.request;
   if (request.mode === "navigate") {
-    if (event.resultingClientId) await record(event.resultingClientId, CURRENT);
+    await remember(creationKey(request.url), CURRENT);
     event.waitUntil(forgetUnusedBuilds());
     return CURRENT;
   }
-  const build = (await lookup(event.clientId)) ?? CURRENT;
-  if (["worker", "sharedworker"].includes(request.destination) && event.resultingClientId) await record(event.resultingClientId, build);
+  const build = await clientBuild(event.clientId);
+  if (["worker", "sharedworker"].includes(request.destination)) await remember(creationKey(request.url), build);
   return build;
 }
 
-const clientBuilds = new Map(); // this worker's memory of the records, read back from the cache after a restart
+const memory = new Map(); // this worker's copy of the records (cache "rwkvweb-clients"), rebuilt after a restart
 
-async function record(clientId, build) {
-  clientBuilds.set(clientId, build);
-  const cache = await caches.open(CLIENTS);
-  await cache.put(clientKey(clientId), new Response(build));
+async function clientBuild(clientId) {
+  if (!clientId) return CURRENT;
+  let build = await recall(clientKey(clientId));
+  if (!build) {
+    const client = await self.clients.get(clientId);
+    build = (client && (await recall(creationKey(client.url)))) || CURRENT;
+    await remember(clientKey(clientId), build);
+  }
+  return (await caches.has(build)) ? build : CURRENT;
 }
 
-async function lookup(clientId) {
-  if (!clientId) return null;
-  let build = clientBuilds.get(clientId);
-  if (build === undefined) {
-    const saved = await (await caches.open(CLIENTS)).match(clientKey(clientId));
-    build = saved ? await saved.text() : null;
-    clientBuilds.set(clientId, build);
+async function remember(key, build) {
+  memory.set(key, build);
+  await (await caches.open(CLIENTS)).put(key, new Response(build));
+}
+
+async function recall(key) {
+  if (!memory.has(key)) {
+    const saved = await (await caches.open(CLIENTS)).match(key);
+    memory.set(key, saved ? await saved.text() : null);
   }
-  return build && (await caches.has(build)) ? build : null;
+  return memory.get(key);
 }
 
 function clientKey(clientId) {
   return new URL(`__client__/${encodeURIComponent(clientId)}`, SCOPE).href;
+}
+
+function creationKey(url) {
+  return new URL(`__created__/${encodeURIComponent(url.split("#")[0])}`, SCOPE).href;
 }
 
 // Delete the caches of builds no open client uses, and the records of clients that are gone.
@@ -126,12 +147,20 @@ async function forgetUnusedBuilds() {
   const live = new Set((await self.clients.matchAll({ includeUncontrolled: true, type: "all" })).map((c) => c.id));
   const records = await caches.open(CLIENTS);
   const inUse = new Set([CURRENT]);
+  const creations = [];
   for (const request of await records.keys()) {
-    const id = decodeURIComponent(request.url.split("__client__/")[1]);
-    if (live.has(id)) inUse.add(await (await records.match(request)).text());
+    const build = await (await records.match(request)).text();
+    if (request.url.includes("__created__/")) creations.push([request, build]);
+    else if (live.has(decodeURIComponent(request.url.split("__client__/")[1]))) inUse.add(build);
     else {
       await records.delete(request);
-      clientBuilds.delete(id);
+      memory.delete(request.url);
+    }
+  }
+  for (const [request, build] of creations) {
+    if (!inUse.has(build)) {
+      await records.delete(request);
+      memory.delete(request.url);
     }
   }
   for (const name of await caches.keys()) {
