@@ -61,7 +61,8 @@ def build(site: str = SITE, extra_files: dict[str, bytes] | None = None) -> dict
     changed += wheels.write_if_changed(os.path.join(site, MANIFEST), manifest)
     with open(os.path.join(site, STAMP), "w") as stamp:
         stamp.write(f"{time.time()}\n")
-    return {"files": len(produced), "changed": changed, "removed": removed, "seconds": round(time.perf_counter() - started, 2)}
+    files = len(produced) + 1  # and the service worker
+    return {"files": files, "changed": changed, "removed": removed, "seconds": round(time.perf_counter() - started, 2)}
 
 
 def _copies() -> list[tuple[str, str]]:
