@@ -123,3 +123,24 @@ def test_python_cell_prints_and_shows_the_last_value(chat_model):
         return await browser.run_cell("print(len(model.encode('hello')))\nx = await model.state()\nlen(x) > 0")
 
     assert run_async(run()) == {"output": "5\n", "value": "True"}
+
+
+def test_built_in_templates_reuse_the_state_even_when_the_answer_renders_differently(chat_model):
+    """A random model's answer has no leading space and stray bytes, so "Assistant: <answer>" never
+    renders back what it generated; the new turn still goes after the text the state holds."""
+    async def run():
+        model = await Model.load(chat_model)
+        chat = Conversation(template="world")
+        chat.messages.append({"role": "user", "content": "Hello"})
+        _, r1 = await chat.answer(model, 8, **GREEDY)
+        fed = chat.fed_text
+        chat.messages.append({"role": "user", "content": "And then?"})
+        _, r2 = await chat.answer(model, 8, **GREEDY)
+        ids = model.encode("User: Hello\n\nAssistant:") + r1.tokens + model.encode(chat.fed_text[len(fed):len(chat.fed_text) - len(r2.text)])
+        fresh = await model.generate(ids, 8, **GREEDY)
+        return fed, chat, r1, r2, fresh
+
+    fed, chat, r1, r2, fresh = run_async(run())
+    closing = "" if fed.endswith("\n\n") else "\n\n"
+    assert r2.stats.prompt_tokens == len(closing + "User: And then?\n\nAssistant:")
+    assert r2.tokens == fresh.tokens[: len(r2.tokens)] and r2.tokens

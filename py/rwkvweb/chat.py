@@ -13,8 +13,11 @@ into the text the model continues:
 Templates run in jinja2's sandbox: a template that comes with a downloaded model is data, not code.
 
 A Conversation keeps the text its state holds (`fed_text`). The next turn renders the whole
-transcript, and when the text the state holds is a prefix of it, feeds only the rest (prefix reuse);
-otherwise (another template, an edited transcript) it starts from a fresh state.
+transcript, and when the text the state holds is a prefix of it, feeds only the rest (prefix reuse).
+The built-in templates render message by message, so with them the state is always reused: the new
+messages are rendered after the text the state holds (the model's answer as it wrote it, closed by a
+blank line unless it wrote one). Otherwise (a model's template that does not render the answer back
+as generated) the turn starts from a fresh state.
 """
 
 from __future__ import annotations
@@ -119,7 +122,8 @@ class Conversation:
     template: str = "world"
     messages: list[dict] = field(default_factory=list)
     fed_text: str = ""  # "" : the engine's state is not this conversation's
-    checkpoint: tuple[str, bytes] | None = None  # (fed_text, state) before the last answer: regenerate
+    fed_messages: int = 0  # how many messages fed_text covers
+    checkpoint: tuple[str, int, bytes] | None = None  # (fed_text, fed_messages, state) before the last answer: regenerate
 
     def prompt_suffix(self, prompt: str) -> tuple[str, bool]:
         """(text to feed, keep_state): only the new text when the state holds a prefix of `prompt`."""
@@ -127,14 +131,23 @@ class Conversation:
             return prompt[len(self.fed_text):], True
         return prompt, False
 
+    def next_prompt(self, metadata=None) -> tuple[str, str, bool]:
+        """(the whole prompt as the state will hold it, the text to feed now, keep_state)."""
+        full = render(self.template, self.messages, metadata)
+        suffix, keep = self.prompt_suffix(full)
+        if keep or not self.fed_text or self.template not in BUILT_IN or not 0 < self.fed_messages < len(self.messages):
+            return full, suffix, keep
+        closing = "" if self.fed_text.endswith(TURN_END) else TURN_END
+        new = closing + render(self.template, self.messages[self.fed_messages:], metadata)
+        return self.fed_text + new, new, True
+
     async def answer(self, model, max_tokens: int, on_text=None, should_stop=lambda: False, metadata=None, **sampling):
         """Generate the assistant's turn after the transcript (whose last message is the user's).
         Returns (reply, generation): generation.stats.prompt_tokens counts only the text fed now.
         The state then holds the prompt and every generated token (api.Model.generate keeps the
         last one pending), so `fed_text` is the prompt plus the generated text."""
-        prompt = render(self.template, self.messages, metadata)
-        suffix, keep = self.prompt_suffix(prompt)
-        self.checkpoint = (self.fed_text, await model.state()) if keep else ("", b"")
+        prompt, suffix, keep = self.next_prompt(metadata)
+        self.checkpoint = (self.fed_text, self.fed_messages, await model.state()) if keep else ("", 0, b"")
         raw, shown = [""], [0]  # the text generated so far; how much of it on_text has seen
 
         def ended() -> bool:
@@ -151,6 +164,7 @@ class Conversation:
         self.fed_text = prompt + result.text
         reply = reply_text(result.text)
         self.messages.append({"role": "assistant", "content": reply})
+        self.fed_messages = len(self.messages)
         return reply, result
 
     async def rewind(self, model) -> None:
@@ -158,16 +172,16 @@ class Conversation:
         if not self.messages or self.messages[-1]["role"] != "assistant":
             raise ChatError("there is no answer to regenerate")
         self.messages.pop()
-        fed_text, state = self.checkpoint or ("", b"")
+        fed_text, fed_messages, state = self.checkpoint or ("", 0, b"")
         if fed_text:
             await model.state(state)
-        self.fed_text, self.checkpoint = fed_text, None
+        self.fed_text, self.fed_messages, self.checkpoint = fed_text, fed_messages, None
 
     async def save(self, model, identity: dict) -> bytes:
         """One file: the transcript, the state the engine holds, and which model it belongs to."""
         state = await model.state() if self.fed_text else b""
         document = {"format": FILE_FORMAT, "version": 1, "model": identity, "template": self.template,
-                    "messages": self.messages, "fed_text": self.fed_text, "state": base64.b64encode(state).decode()}
+                    "messages": self.messages, "fed_text": self.fed_text, "fed_messages": self.fed_messages, "state": base64.b64encode(state).decode()}
         return json.dumps(document, ensure_ascii=False).encode()
 
     @classmethod
@@ -182,7 +196,8 @@ class Conversation:
         saved = document.get("model") or {}
         if saved != identity:
             raise ChatError(f"this conversation was saved with {_describe(saved)}, but {_describe(identity)} is loaded: load that model first")
-        conversation = cls(template=document["template"], messages=list(document["messages"]), fed_text=document["fed_text"])
+        conversation = cls(template=document["template"], messages=list(document["messages"]), fed_text=document["fed_text"],
+                           fed_messages=int(document.get("fed_messages", 0)))
         state = base64.b64decode(document["state"])
         if conversation.fed_text:
             await model.state(state)
