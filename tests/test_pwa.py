@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from playwright.sync_api import expect
@@ -23,22 +24,35 @@ TIMEOUT = 120_000
 
 @pytest.fixture(scope="module")
 def pwa(tmp_path_factory):
+    """(context, server, site root). Chromium runs in a thread of its own: the session's browser
+    (conftest) already holds Playwright's sync API on the main thread, and it allows one per thread."""
     folder = tmp_path_factory.mktemp("pwa")
     root, models = str(folder / "site"), folder / "models"
     models.mkdir()
     site.build(root, extra_files={"build-note.txt": b"first build\n"})
     write_chat_model(str(models / "offline.st"))
     server = serve.serve_in_thread(root, mounts={"test-models": str(models)})
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(str(folder / "profile"), executable_path=CHROMIUM, headless=True,
-                                                                args=CHROMIUM_ARGS)
-        yield context, server, root
-        context.close()
+    yield folder, server, root
     server.shutdown()
     server.server_close()
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def in_own_chromium(folder, scenario):
+    """Run scenario(context) with a Chromium profile of its own, on a thread of its own."""
+    from playwright.sync_api import sync_playwright
+
+    def run():
+        with sync_playwright() as playwright:
+            context = playwright.chromium.launch_persistent_context(str(folder / "profile"), executable_path=CHROMIUM,
+                                                                    headless=True, args=CHROMIUM_ARGS)
+            try:
+                scenario(context)
+            finally:
+                context.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(run).result()
 
 
 def version(root):
@@ -63,7 +77,11 @@ CACHES = "async () => (await caches.keys()).sort()"
 
 
 def test_installable_offline_and_updated_without_mixing_builds(pwa):
-    context, server, root = pwa
+    folder, server, root = pwa
+    in_own_chromium(folder, lambda context: offline_and_update(context, server, root))
+
+
+def offline_and_update(context, server, root):
     manifest = json.load(open(os.path.join(root, "manifest.webmanifest")))
     assert manifest["display"] == "standalone" and manifest["start_url"] == "./"
     assert {(i["sizes"], i["purpose"]) for i in manifest["icons"]} == {(s, p) for s in ("192x192", "512x512") for p in ("any", "maskable")}
