@@ -15,6 +15,8 @@ What it does, and why:
   `--embed-origin ORIGIN` (repeatable, or `*`) lets those origins frame the
   embed page (embed.html): its frame-ancestors lists them and its CORP becomes
   cross-origin, which a cross-origin-isolated host page requires.
+  `--frame-origin ORIGIN` (repeatable) lets this site's pages frame ORIGIN
+  (CSP frame-src): the embed example hosting an rwkvweb served elsewhere.
 - `--mount PREFIX=DIR` serves another folder (your models) at /PREFIX/, under the same rules.
 - Never serves outside its root: `..` segments, encoded or not, and symlinks
   that resolve outside give 403; directories have no listings.
@@ -145,10 +147,16 @@ def security_headers(server, url_path: str) -> dict[str, str]:
         "Cross-Origin-Opener-Policy": "same-origin",
         "Cross-Origin-Embedder-Policy": "require-corp",
         "Cross-Origin-Resource-Policy": "cross-origin" if embeddable else "same-origin",
-        "Content-Security-Policy": f"{CONTENT_SECURITY_POLICY}; frame-ancestors {ancestors}",
+        "Content-Security-Policy": f"{CONTENT_SECURITY_POLICY}; frame-ancestors {ancestors}{_frame_src(server)}",
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
     }
+
+
+def _frame_src(server) -> str:
+    """The origins this site's pages may frame (--frame-origin: an example host page embedding an app elsewhere)."""
+    origins = getattr(server, "frame_origins", ())
+    return f"; frame-src 'self' {' '.join(origins)}" if origins else ""
 
 
 # Log lines escape C0/C1 control characters (terminal escapes in a request line stay inert).
@@ -160,7 +168,8 @@ class SiteServer(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(self, address, root: str, embed_origins=(), log_file: str | None = None, quiet: bool = False, mounts=None,
-                 header_seconds: float = HEADER_SECONDS, idle_seconds: float = IDLE_SECONDS, max_connections: int = MAX_CONNECTIONS):
+                 header_seconds: float = HEADER_SECONDS, idle_seconds: float = IDLE_SECONDS, max_connections: int = MAX_CONNECTIONS,
+                 frame_origins=()):
         super().__init__(address, SiteHandler)
         self.header_seconds, self.idle_seconds = header_seconds, idle_seconds
         self._slots = threading.BoundedSemaphore(max_connections)
@@ -169,6 +178,7 @@ class SiteServer(ThreadingHTTPServer):
         # URL prefix -> folder, e.g. {"models": "/data/rwkv"} serves /models/x.st from /data/rwkv/x.st
         self.mounts = {prefix.strip("/"): os.path.realpath(folder) for prefix, folder in (mounts or {}).items()}
         self.embed_origins = list(embed_origins)
+        self.frame_origins = list(frame_origins)
         self.quiet = quiet
         self.requests: list[RequestRecord] = []
         self._log_lock = threading.Lock()
@@ -495,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
     parser.add_argument("--root", default=DEFAULT_ROOT, help="folder to serve (default: the built site, _site/)")
     parser.add_argument("--embed-origin", action="append", default=[], metavar="ORIGIN", help="an origin allowed to frame embed.html (repeatable, or *)")
+    parser.add_argument("--frame-origin", action="append", default=[], metavar="ORIGIN", help="an origin this site's pages may frame (repeatable)")
     parser.add_argument("--mount", action="append", default=[], metavar="PREFIX=DIR", help="also serve DIR at /PREFIX/ (e.g. models=~/rwkv), repeatable")
     parser.add_argument("--log", help="append a JSON line per request to this file")
     parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS, help=f"at once; beyond, 503 (default {MAX_CONNECTIONS})")
@@ -514,8 +525,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--mount wants PREFIX=DIR with an existing DIR, got {args.mount}")
     if args.max_connections < 1:
         parser.error("--max-connections must be at least 1")
-    server = make_server(args.root, args.host, args.port, embed_origins=args.embed_origin, log_file=args.log, quiet=args.quiet, mounts=mounts,
-                         max_connections=args.max_connections)
+    server = make_server(args.root, args.host, args.port, embed_origins=args.embed_origin, frame_origins=args.frame_origin, log_file=args.log,
+                         quiet=args.quiet, mounts=mounts, max_connections=args.max_connections)
     print(f"serving {server.root} at {server.url}  (Ctrl+C stops)", flush=True)
     try:
         server.serve_forever()

@@ -6,7 +6,9 @@
     _site/wheels/*.whl              micropip, jinja2, pure-Python markupsafe, and rwkvweb itself
     _site/vocab/                    the World tokenizer vocabulary, taken from the `rwkv` package
     _site/models/                   the models shipped with the site (from models/), and index.json listing them
-    _site/asset-manifest.json       every file with its sha256 and size (for the service worker)
+    _site/asset-manifest.json       every file with its sha256 and size, and the build's version (their hash)
+    _site/manifest.webmanifest      the installable app (name, icons, start_url, standalone) and icons/*.png
+    _site/sw.js                     the service worker, with the build's version written in (web/sw.js)
 
 Incremental: files are copied or written only when their bytes changed, files
 no longer produced are removed, and downloads are cached in .cache/.
@@ -23,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from build import wheels
+from build import icons, wheels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SITE = os.path.join(ROOT, "_site")
@@ -37,25 +39,31 @@ MODEL_SUFFIXES = (".st", ".safetensors")
 STAMP = ".build-stamp"
 MANIFEST = "asset-manifest.json"
 BROWSERLESS = ("headless.py",)  # package modules that drive a browser from CPython: never shipped into one
+SERVICE_WORKER = "sw.js"  # written last: it carries the version of everything else
+THEME_COLOUR = "#1d4e5f"
 
 
-def build(site: str = SITE) -> dict:
-    """Make (or refresh) the site; returns a small report for the log."""
+def build(site: str = SITE, extra_files: dict[str, bytes] | None = None) -> dict:
+    """Make (or refresh) the site; returns a small report for the log.
+    extra_files: more files to put in the site (path -> bytes), e.g. a deployment's own, or a test's."""
     started = time.perf_counter()
     produced: set[str] = set()
     changed = 0
     for source, target in _copies():
         changed += _sync(source, os.path.join(site, target))
         produced.add(target)
-    for target, data in _generated().items():
+    for target, data in {**_generated(), **(extra_files or {})}.items():
         changed += wheels.write_if_changed(os.path.join(site, target), data)
         produced.add(target)
-    removed = _remove_others(site, produced | {MANIFEST, STAMP})
-    manifest = _manifest(site, sorted(produced))
+    removed = _remove_others(site, produced | {MANIFEST, STAMP, SERVICE_WORKER})
+    version = build_version(site, sorted(produced))
+    changed += wheels.write_if_changed(os.path.join(site, SERVICE_WORKER), _service_worker(version, sorted(produced | {MANIFEST})))
+    manifest = _manifest(site, sorted(produced | {SERVICE_WORKER}), version)
     changed += wheels.write_if_changed(os.path.join(site, MANIFEST), manifest)
     with open(os.path.join(site, STAMP), "w") as stamp:
         stamp.write(f"{time.time()}\n")
-    return {"files": len(produced), "changed": changed, "removed": removed, "seconds": round(time.perf_counter() - started, 2)}
+    files = len(produced) + 1  # and the service worker
+    return {"files": files, "changed": changed, "removed": removed, "seconds": round(time.perf_counter() - started, 2)}
 
 
 def _copies() -> list[tuple[str, str]]:
@@ -63,6 +71,8 @@ def _copies() -> list[tuple[str, str]]:
     pairs = []
     for folder, prefix in (("web", ""), ("shaders", "shaders/"), ("models", "models/")):
         for source in _files_under(os.path.join(ROOT, folder)):
+            if folder == "web" and os.path.basename(source) == SERVICE_WORKER:
+                continue  # written with the build's version (_service_worker)
             pairs.append((source, prefix + os.path.relpath(source, os.path.join(ROOT, folder)).replace(os.sep, "/")))
     pyodide = _pyodide_dir()
     pairs += [(os.path.join(pyodide, name), f"pyodide/{name}") for name in PYODIDE_FILES]
@@ -95,6 +105,8 @@ def _generated() -> dict[str, bytes]:
     markupsafe = wheels.pure_wheel_bytes("markupsafe", markupsafe_version, wheels.markupsafe_pure_files(sdist), "MarkupSafe, pure-Python form")
     return {
         "models/index.json": _model_index(),
+        "manifest.webmanifest": _web_manifest(),
+        **_icons(),
         f"wheels/rwkvweb-{version}-py3-none-any.whl": ours,
         f"wheels/markupsafe-{markupsafe_version}-py3-none-any.whl": markupsafe,
     }
@@ -163,9 +175,51 @@ def _remove_others(site: str, keep: set[str]) -> int:
     return removed
 
 
-def _manifest(site: str, paths: list[str]) -> bytes:
-    files = {p: {"sha256": wheels.sha256_file(os.path.join(site, p)), "size": os.path.getsize(os.path.join(site, p))} for p in paths}
-    version = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+_ICONS: dict[str, bytes] = {}
+
+
+def _icons() -> dict[str, bytes]:
+    """icons/icon-{192,512}.png and their maskable forms (drawn once per process: ~0.3 s)."""
+    if not _ICONS:
+        for size in (192, 512):
+            _ICONS[f"icons/icon-{size}.png"] = icons.icon_png(size)
+            _ICONS[f"icons/maskable-{size}.png"] = icons.icon_png(size, maskable=True)
+    return _ICONS
+
+
+def _web_manifest() -> bytes:
+    """What makes the app installable (Chromium's criteria: name, icons 192 and 512, start_url, display)."""
+    manifest = {
+        "name": "rwkvweb: RWKV in your browser", "short_name": "rwkvweb", "id": "./", "start_url": "./", "scope": "./",
+        "display": "standalone", "background_color": "#ffffff", "theme_color": THEME_COLOUR,
+        "description": "RWKV language models running entirely in the page: chat, completion and Python, offline.",
+        "icons": [{"src": f"icons/{kind}-{size}.png", "sizes": f"{size}x{size}", "type": "image/png", "purpose": purpose}
+                  for size in (192, 512) for kind, purpose in (("icon", "any"), ("maskable", "maskable"))],
+    }
+    return (json.dumps(manifest, indent=1) + "\n").encode()
+
+
+def _service_worker(version: str, paths: list[str]) -> bytes:
+    """web/sw.js with the build's version and file list written in (its two placeholders)."""
+    with open(os.path.join(ROOT, "web", SERVICE_WORKER), encoding="utf-8") as file:
+        source = file.read()
+    for placeholder in ('"__BUILD__"', '["__FILES__"]'):
+        if placeholder not in source:
+            raise RuntimeError(f"web/{SERVICE_WORKER} lost its placeholder {placeholder}")
+    return source.replace('"__BUILD__"', json.dumps(version), 1).replace('["__FILES__"]', json.dumps(paths), 1).encode()
+
+
+def _entries(site: str, paths: list[str]) -> dict[str, dict]:
+    return {p: {"sha256": wheels.sha256_file(os.path.join(site, p)), "size": os.path.getsize(os.path.join(site, p))} for p in paths}
+
+
+def build_version(site: str, paths: list[str]) -> str:
+    """The build's version: the hash of every file's path and hash (the service worker's aside)."""
+    return hashlib.sha256(json.dumps(_entries(site, paths), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _manifest(site: str, paths: list[str], version: str) -> bytes:
+    files = _entries(site, paths)
     return (json.dumps({"version": version, "files": files}, indent=1, sort_keys=True) + "\n").encode()
 
 

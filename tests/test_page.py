@@ -53,6 +53,7 @@ def test_load_generate_stream_and_stop(page, server, world_model):
     expect(page.locator("#model-info")).to_contain_text("world-2x64.st: 2 layers × 64 wide, 65536 tokens", timeout=60_000)
     assert page.get_attribute("#load-progress", "data-done") == "true"  # the progress bar reached the end
     assert re.search(r"\d+/\d+ tensors, [\d.]+ MB/s", page.text_content("#load-detail"))
+    page.click("#mode-completion")  # a World-vocabulary model opens in chat mode; this test is about completion
 
     # the World tokenizer, in Pyodide, gives the ids CPython's gives
     page.fill("#prompt", TEXT)

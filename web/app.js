@@ -1,6 +1,9 @@
 // The page: renders what the engine worker reports, and sends it what the user asks.
 // Model and user text go into the DOM as text only (textContent / text nodes), never as HTML.
 import { EngineClient } from "./client.js";
+import { initChat } from "./chat-view.js";
+import { initPython } from "./python-cell.js";
+import { registerServiceWorker, showStorage, askPersistence } from "./pwa.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -14,12 +17,37 @@ function showError(error) {
   $("error").textContent = error ? String(error.message || error) : "";
 }
 
+const needsModel = ["generate", "send", "regenerate", "new-chat", "save-chat", "python-run"];
+
 function setBusy(busy) {
-  for (const id of ["load", "generate", "tokenize"]) $(id).disabled = busy || (id === "generate" && !state.model);
+  for (const id of ["load", "tokenize", ...needsModel]) $(id).disabled = busy || (needsModel.includes(id) && !state.model);
   $("stop").disabled = !busy || !state.generating;
+  $("chat-stop").disabled = !busy || !state.generating;
 }
 
 const state = { ready: false, model: null, generating: false, shipped: [], loadedDefault: false };
+
+// Chat, completion, or the Python cell: one pane at a time.
+function setMode(mode) {
+  for (const button of document.querySelectorAll(".mode")) button.setAttribute("aria-pressed", String(button.dataset.mode === mode));
+  for (const name of ["chat", "completion", "python"]) $(`${name}-pane`).hidden = name !== mode;
+  document.body.dataset.mode = mode;
+}
+for (const button of document.querySelectorAll(".mode")) button.addEventListener("click", () => setMode(button.dataset.mode));
+
+$("settings-toggle").addEventListener("click", () => {
+  const open = $("settings").hidden;
+  $("settings").hidden = !open;
+  $("settings-toggle").setAttribute("aria-expanded", String(open));
+});
+
+// Sampling settings, shared by chat and completion.
+function samplingOptions() {
+  return {
+    max_tokens: Number($("max-tokens").value), temperature: Number($("temperature").value),
+    top_p: Number($("top-p").value), seed: Number($("seed").value),
+  };
+}
 
 // Once the worker is ready and the shipped models are listed, load the first one (the default).
 function loadDefaultModel() {
@@ -85,6 +113,7 @@ async function loadModel(dropped = null) {
       },
     });
     state.model = model;
+    bar.hidden = true;
     const c = model.config;
     $("model-info").textContent = `${model.name}: ${c.n_layer} layers × ${c.n_embd} wide, ${c.vocab_size} tokens; ` +
       `${(model.bytes / 1e6).toFixed(1)} MB loaded in ${model.seconds.toFixed(2)} s (${(model.fetchedBytes / 1e6).toFixed(1)} MB ${model.cached ? "fetched, the rest from the cache" : "read"}); ` +
@@ -93,8 +122,12 @@ async function loadModel(dropped = null) {
       (model.host_bytes ? `; the embedding table (${(model.host_bytes / 1e6).toFixed(1)} MB) in page memory, off the GPU` : "") +
       (model.note ? ` (note: ${model.note})` : "");
     $("model-info").dataset.loaded = "true";
+    $("model-info").dataset.chat = String(model.chat_model);
     const shipped = state.shipped.find((m) => !file && m.file === $("model-url").value);
     if (shipped?.prompt) $("prompt").value = shipped.prompt;
+    setMode(model.chat_model ? "chat" : "completion"); // the shipped dictionary model is no chat model
+    await chat.reset();
+    if (model.cached) askPersistence().then(() => showStorage($("storage")));
     setStatus("model loaded", "ready");
   } catch (error) {
     showError(error);
@@ -102,6 +135,7 @@ async function loadModel(dropped = null) {
   } finally {
     setBusy(false);
     listCachedModels();
+    showStorage($("storage"));
   }
 }
 
@@ -140,10 +174,7 @@ $("generate").addEventListener("click", async () => {
   $("speed").textContent = "";
   state.generating = true;
   setBusy(true);
-  const options = {
-    max_tokens: Number($("max-tokens").value), temperature: Number($("temperature").value),
-    top_p: Number($("top-p").value), seed: Number($("seed").value),
-  };
+  const options = samplingOptions();
   try {
     const result = await engine.call("generate", { prompt: $("prompt").value, options }, {
       onText: (piece) => output.append(document.createTextNode(piece)),
@@ -197,5 +228,14 @@ $("model-choice").addEventListener("change", () => {
   if ($("model-choice").value) $("model-url").value = $("model-choice").value;
 });
 
+const chat = initChat({ engine, $, samplingOptions, showError, setBusy: (busy, generating) => {
+  state.generating = generating;
+  setBusy(busy);
+} });
+initPython({ engine, $, showError, setBusy });
+
 setStatus("starting Python in a worker…", "loading");
+setMode("chat");
 listShippedModels();
+showStorage($("storage"));
+registerServiceWorker($("update"));

@@ -19,15 +19,19 @@ export class EngineClient {
     this.worker.onerror = (event) => onFailed(`the engine worker crashed: ${event.message || "unknown error"}`);
   }
 
-  call(method, params = {}, { onText, onProgress } = {}) {
+  // The promise carries the request's id (promise.id), which abort(id) names.
+  call(method, params = {}, { onText, onProgress, transfer = [] } = {}) {
     const id = this.nextId++;
-    return new Promise((resolve, reject) => {
+    const promise = new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject, onText, onProgress });
-      this.worker.postMessage({ id, method, params });
+      this.worker.postMessage({ id, method, params }, transfer);
     });
+    promise.id = id;
+    return promise;
   }
 
-  abort() {
-    return this.call("abort");
+  // Stop the running request (no id), or the request `id` (dropped if still queued).
+  abort(id) {
+    return this.call("abort", id === undefined ? {} : { id });
   }
 }

@@ -1,12 +1,16 @@
 // The engine's home: Pyodide and the WebGPU device live in this module worker, so the page's
 // main thread only renders. Protocol (client.js is the other end):
 //   page -> worker  {id, method, params}
-//   worker -> page  {id, result} | {id, error} | {id, kind: "text", piece}
+//   worker -> page  {id, result} | {id, error} | {id, kind: "text", piece} | {id, kind: "progress", ...}
 //                   | {kind: "progress", step, ms} | {kind: "ready", info} | {kind: "failed", error}
+// Requests run one at a time, in the order they came (a queue); `abort` is answered at once: it stops
+// the running request ({id} names one: a queued one is dropped, answered with an "aborted" error).
+// Started as worker.js?role=embed (web/embed.js) it refuses the Python cell: an embedding site
+// must never run code in this origin.
 import { loadPyodide } from "./pyodide/pyodide.mjs";
 import { Bridge } from "./gpu/bridge.js";
 import { requestDevice, describe } from "./gpu/device.js";
-import { openSource } from "./net/range.js";
+import { openSource, ModelSourceError } from "./net/range.js";
 import { cachedReader, openCache } from "./net/cache.js";
 
 const site = new URL("./", import.meta.url);
@@ -14,7 +18,7 @@ let pyodide = null;
 let api = null; // the Python module rwkvweb.browser
 let gpu = null; // {adapter, device}, made on the first load
 let bridge = null;
-let busy = false; // one GPU task at a time; `abort` bypasses this
+const role = new URL(import.meta.url).searchParams.get("role") || "page";
 const info = {};
 
 // Start-up, as named steps: each one reports its time, and a failure names the step.
@@ -72,6 +76,35 @@ async function withCache(source, wanted) {
   return { reader: entry ? cachedReader(source, entry) : source, entry, note };
 }
 
+// The model's source, or, when the network is down and the OPFS cache holds a whole copy of this
+// URL, that copy (with a note saying so: it may be older than the server's).
+async function openModel(target, cache) {
+  const url = typeof target === "string" ? new URL(target, site).href : null;
+  const saved = url && cache ? await (await modelCache())?.loadedKey(url) : null;
+  const offlineCopy = () => ({
+    source: offlineSource(saved),
+    offline: `offline: the server could not be reached, so the copy cached on ${new Date(saved.updated).toISOString().slice(0, 10)} was used`,
+  });
+  if (saved && navigator.onLine === false) return offlineCopy();
+  try {
+    return { source: await openSource(target), offline: "" };
+  } catch (error) {
+    if (saved && /cannot fetch/.test(error.message)) return offlineCopy();
+    throw error;
+  }
+}
+
+function offlineSource({ url, version, size }) {
+  const missing = async () => { throw new ModelSourceError(`${url}: offline, and these bytes are not in the model cache`); };
+  return { name: url.split("/").pop(), url, size, version, note: "", fetchedBytes: 0, sequential: false, prepare: async () => {}, read: missing };
+}
+
+async function shippedModel() {
+  const { models } = await fetchOk(new URL("models/index.json", site)).then((r) => r.json());
+  if (!models.length) throw new Error("no model is shipped with this site: give a model URL");
+  return new URL(models[0].file, site).href;
+}
+
 async function ensureBridge() {
   if (bridge?.failure) { bridge = null; gpu = null; } // a lost device: start over with a new one
   if (!bridge) {
@@ -89,10 +122,12 @@ const methods = {
   // budget: GPU bytes (default: budget.py's DEFAULT_BUDGET); precision: auto | fp32 | fp16 | int8 | nf4;
   // cache: keep the fetched bytes in OPFS (net/cache.js) and read them from there next time.
   // chunk: the most prompt tokens one prefill submission runs (default: model.py's DEFAULT_CHUNK).
+  // No url and no file: the first model the site ships (models/index.json).
   async load({ url, file, budget, precision = "auto", cache = true, chunk }, id) {
     const started = performance.now();
-    const source = await openSource(file || url);
-    const { reader, entry, note } = await withCache(source, cache && !file);
+    const { source, offline } = await openModel(file || url || (await shippedModel()), cache && !file);
+    const { reader, entry, note: cacheNote } = await withCache(source, cache && !file);
+    const note = [offline, cacheNote].filter(Boolean).join("; ");
     reader.onProgress = (p) => {
       const seconds = (performance.now() - started) / 1000;
       const rate = p.bytesDone / Math.max(seconds, 1e-3);
@@ -105,7 +140,7 @@ const methods = {
       const model = plain(await api.load(gpuBridge, reader, maxBinding, pyodide.toPy(device), budget ?? undefined, precision, chunk ?? undefined));
       entry?.markLoaded();
       const notes = [reader.note, note].filter(Boolean).join("; ");
-      return { ...model, name: reader.name, bytes: reader.size, fetchedBytes: source.fetchedBytes, cached: Boolean(entry), note: notes,
+      return { ...model, name: reader.name, url: reader.url ?? null, bytes: reader.size, fetchedBytes: source.fetchedBytes, cached: Boolean(entry), note: notes,
                seconds: (performance.now() - started) / 1000, gpu: gpuBridge.info(), device };
     } finally {
       entry?.close();
@@ -135,13 +170,49 @@ const methods = {
     return rows.map((row) => Array.from(new Float32Array(row.buffer, row.byteOffset, row.byteLength / 4)));
   },
 
-  // embed: {text} or {ids}, or {inputs: [...]} for a batch -> Float32Array(s) of the hidden state after ln_out.
+  async chatNew({ template, system }) {
+    return plain(api.chat_new(template ?? undefined, system ?? undefined));
+  },
+
+  chatTranscript: () => plain(api.chat_transcript()),
+
+  async chatSend({ text, options }, id) {
+    const onText = (piece) => self.postMessage({ id, kind: "text", piece });
+    return { ...plain(await api.chat_send(text, pyodide.toPy(options || {}), onText)), gpuBytes: bridge.bytesAllocated };
+  },
+
+  async chatRegenerate({ options }, id) {
+    const onText = (piece) => self.postMessage({ id, kind: "text", piece });
+    return { ...plain(await api.chat_regenerate(pyodide.toPy(options || {}), onText)), gpuBytes: bridge.bytesAllocated };
+  },
+
+  async chatSave() {
+    return plain(await api.chat_save()).slice().buffer;
+  },
+
+  async chatRestore({ data }) {
+    return plain(await api.chat_restore(pyodide.toPy(new Uint8Array(data))));
+  },
+
+  // The Python cell: the user's own code against the loaded model (rwkvweb.browser.run_cell).
+  async python({ code }) {
+    if (role !== "page") throw new Error("the Python cell runs only on rwkvweb's own page, never for an embedding site");
+    return plain(await api.run_cell(code));
+  },
+
+  // embed: {text} or {ids}, or {inputs: [...]} for a batch -> the hidden state after ln_out (rwkvweb.browser.embed),
+  // as plain arrays of numbers (one, or one per input) so that every transport can carry them.
   async embed({ text, ids, inputs, pooling = "last", normalize = false }) {
     const input = inputs ?? text ?? ids;
     if (input === undefined) throw new Error("embed needs text, ids or inputs");
-    const out = plain(await api.embed(pyodide.toPy(input), pooling, normalize));
-    const vector = (bytes) => new Float32Array(bytes.slice().buffer);
-    return Array.isArray(out) ? out.map(vector) : vector(out);
+    const result = plain(await api.embed(pyodide.toPy(input), pooling, normalize));
+    const vector = (bytes) => Array.from(new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4));
+    return Array.isArray(result) ? result.map(vector) : vector(result);
+  },
+
+  async storage() {
+    const estimate = await navigator.storage?.estimate?.();
+    return { usage: estimate?.usage ?? null, quota: estimate?.quota ?? null };
   },
 
   async exportState() {
@@ -159,7 +230,6 @@ const methods = {
     return bridge ? bridge.info() : null;
   },
 };
-const gpuMethods = new Set(["load", "generate", "logits", "embed", "exportState", "importState", "unload", "cacheDelete"]);
 
 const ready = (async () => {
   for (const [name, run] of steps) {
@@ -176,24 +246,36 @@ const ready = (async () => {
   self.postMessage({ kind: "ready", info });
 })();
 
-self.onmessage = async ({ data }) => {
-  const { id, method, params } = data || {};
-  if (method === "abort") { // answered at once, even while a generation runs
-    api?.abort();
-    return self.postMessage({ id, result: true });
+// The queue: each request waits for the one before it, so nothing interleaves on the engine.
+let tail = Promise.resolve();
+let running = null; // id of the request on the engine now
+const dropped = new Set(); // ids aborted while still queued
+
+function abort({ id } = {}) {
+  if (id !== undefined && id !== running) {
+    dropped.add(id);
+    return true;
   }
-  const usesGpu = gpuMethods.has(method);
+  api?.abort();
+  return true;
+}
+
+async function answer(id, method, params) {
   try {
     await ready;
+    if (dropped.delete(id)) throw new Error("aborted before it started");
     if (!Object.hasOwn(methods, method)) throw new Error(`unknown method ${JSON.stringify(method)}`);
-    if (usesGpu && busy) throw new Error(`the engine is busy with another task; stop it first (method ${method})`);
-    if (usesGpu) busy = true;
-    try {
-      self.postMessage({ id, result: await methods[method](params || {}, id) });
-    } finally {
-      if (usesGpu) busy = false;
-    }
+    running = id;
+    self.postMessage({ id, result: await methods[method](params || {}, id) });
   } catch (error) {
     self.postMessage({ id, error: String(error?.message || error) });
+  } finally {
+    running = null;
   }
+}
+
+self.onmessage = ({ data }) => {
+  const { id, method, params } = data || {};
+  if (method === "abort") return self.postMessage({ id, result: abort(params || {}) }); // at once, never queued
+  tail = tail.then(() => answer(id, method, params));
 };

@@ -7,7 +7,13 @@ plain values or bytes, so nothing crosses back as a proxy that someone must free
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import io
+from dataclasses import asdict
+
 from .api import Model, read_header
+from .chat import Conversation, default_template
 from .bridge import WebGPUBackend
 from .budget import DEFAULT_BUDGET, parse_bytes, plan_budget
 from .config import model_config
@@ -16,6 +22,8 @@ from .tokenizer import WorldTokenizer, tokenizer_for
 
 _tokenizer: WorldTokenizer | None = None
 _model: Model | None = None
+_identity: dict = {}  # the loaded model's name, size and shape: what a saved conversation must match
+_conversation: Conversation | None = None
 _abort_requested = False
 
 
@@ -83,12 +91,30 @@ async def load(js_bridge, reader, max_binding: int, adapter=None, budget=None, p
     world = lambda config, metadata: tokenizer_for(config.vocab_size, metadata, _require_tokenizer)  # noqa: E731
     _model = await Model.load(reader, backend=WebGPUBackend(js_bridge), tokenizer_for=world, max_binding=int(max_binding),
                               header=header, planned=planned)
-    return _model.info()
+    _set_identity(str(getattr(reader, "name", "model")), int(reader.size))
+    info = _model.info()
+    info["chat_template"] = default_template(_model.metadata)
+    info["chat_model"] = is_chat_model(_model)
+    return info
+
+
+def _set_identity(name: str, size: int) -> None:
+    global _identity, _conversation
+    _identity = {"name": name, "bytes": size, "config": asdict(_require_model().config)}
+    _conversation = None
+
+
+def is_chat_model(model: Model) -> bool:
+    """World-vocabulary models are RWKV's chat models; others only when they carry a template."""
+    from .chat import METADATA_KEY
+    from .tokenizer import VOCAB_SIZES
+
+    return bool(model.metadata.get(METADATA_KEY)) or model.config.vocab_size == VOCAB_SIZES["world"]
 
 
 async def unload(js_bridge) -> None:
-    global _model
-    _model = None
+    global _model, _conversation
+    _model, _conversation = None, None
     js_bridge.destroy()
 
 
@@ -100,10 +126,14 @@ async def generate(prompt, options, on_text) -> dict:
     max_tokens = int(options.pop("max_tokens", 100))
     prompt = _py(prompt)
     result = await _require_model().generate(prompt, max_tokens, on_text=on_text, should_stop=lambda: _abort_requested, **options)
-    stats = result.stats
-    return {"text": result.text, "tokens": result.tokens, "stopped_by": stats.stopped_by, "prompt_tokens": stats.prompt_tokens,
-            "generated": stats.generated, "prefill_seconds": stats.prefill_seconds, "decode_seconds": stats.decode_seconds,
-            "tokens_per_second": stats.tokens_per_second}
+    if _conversation is not None:
+        _conversation.fed_text = ""  # the engine's state is no longer the conversation's
+    return {"text": result.text, "tokens": result.tokens, **_stats(result.stats)}
+
+
+def _stats(stats) -> dict:
+    return {"stopped_by": stats.stopped_by, "prompt_tokens": stats.prompt_tokens, "generated": stats.generated,
+            "prefill_seconds": stats.prefill_seconds, "decode_seconds": stats.decode_seconds, "tokens_per_second": stats.tokens_per_second}
 
 
 def abort() -> None:
@@ -128,3 +158,99 @@ async def export_state() -> bytes:
 
 async def import_state(blob) -> None:
     await _require_model().state(blob.to_bytes() if hasattr(blob, "to_bytes") else bytes(blob))
+
+
+# --- chat ----------------------------------------------------------------------
+
+
+def _require_conversation() -> Conversation:
+    global _conversation
+    model = _require_model()
+    if _conversation is None:
+        _conversation = Conversation(template=default_template(model.metadata))
+    return _conversation
+
+
+def chat_new(template: str | None = None, system: str | None = None) -> dict:
+    """Start a conversation (template: world | g1 | model; None: the model's own if it has one, else world)."""
+    global _conversation
+    model = _require_model()
+    template = _py(template) or default_template(model.metadata)
+    from .chat import template_source
+
+    template_source(template, model.metadata)  # refuse an unknown template now, not at the first turn
+    _conversation = Conversation(template=template)
+    if system:
+        _conversation.messages.append({"role": "system", "content": str(system)})
+    return chat_transcript()
+
+
+def chat_transcript() -> dict:
+    conversation = _require_conversation()
+    return {"template": conversation.template, "messages": [dict(m) for m in conversation.messages]}
+
+
+async def chat_send(text, options, on_text) -> dict:
+    """Add the user's message and stream the answer; prompt_tokens counts only the text fed now."""
+    conversation = _require_conversation()
+    conversation.messages.append({"role": "user", "content": str(_py(text))})
+    try:
+        return await _answer(conversation, options, on_text)
+    except BaseException:
+        if conversation.messages and conversation.messages[-1]["role"] == "user":
+            conversation.messages.pop()  # a refused turn leaves the transcript as it was
+        raise
+
+
+async def chat_regenerate(options, on_text) -> dict:
+    """Answer the last user message again, from the state before the previous answer."""
+    conversation = _require_conversation()
+    await conversation.rewind(_require_model())
+    return await _answer(conversation, options, on_text)
+
+
+async def _answer(conversation: Conversation, options, on_text) -> dict:
+    global _abort_requested
+    _abort_requested = False
+    options = dict(_py(options) or {})
+    max_tokens = int(options.pop("max_tokens", 200))
+    model = _require_model()
+    reply, result = await conversation.answer(model, max_tokens, on_text=on_text, should_stop=lambda: _abort_requested,
+                                              metadata=model.metadata, **options)
+    return {"reply": reply, "text": result.text, **_stats(result.stats)}
+
+
+async def chat_save() -> bytes:
+    return await _require_conversation().save(_require_model(), _identity)
+
+
+async def chat_restore(data) -> dict:
+    global _conversation
+    data = data.to_bytes() if hasattr(data, "to_bytes") else bytes(data)
+    _conversation = await Conversation.restore(_require_model(), data, _identity)
+    return chat_transcript()
+
+
+# --- the Python cell (the main page only: web/embed.js never forwards it) -------
+
+
+async def run_cell(code: str) -> dict:
+    """Run the user's Python with `model` (api.Model) in scope; top-level await works.
+    Returns what it printed and the value of a last bare expression, as text."""
+    namespace = {"model": _model, "__name__": "__cell__"}
+    tree = ast.parse(str(_py(code)), "<cell>", "exec")
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    out = io.StringIO()
+    value = None
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        await _run(tree, namespace, "exec")
+        if last is not None:
+            value = await _run(ast.Expression(last.value), namespace, "eval")
+    return {"output": out.getvalue(), "value": None if value is None else repr(value)}
+
+
+async def _run(tree, namespace: dict, mode: str):
+    code = compile(tree, "<cell>", mode, flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    result = eval(code, namespace)  # noqa: S307 - the user's own code, in their own page's sandboxed worker
+    return await result if hasattr(result, "__await__") else result
+

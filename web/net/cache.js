@@ -65,6 +65,16 @@ export class ModelCache {
     return models.sort((a, b) => b.updated - a.updated);
   }
 
+  // The key ({url, version, size, updated}) of a fully loaded entry for this URL, or null: what an
+  // offline load reads when the server cannot be asked whether the file changed.
+  async loadedKey(url) {
+    for await (const [, folder] of this.folder.entries()) {
+      const meta = await readMeta(folder);
+      if (meta?.url === url && meta.loaded) return { url, version: meta.version, size: meta.size, updated: meta.updated };
+    }
+    return null;
+  }
+
   async delete(id) {
     await this.folder.removeEntry(id, { recursive: true });
   }
