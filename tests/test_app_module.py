@@ -41,5 +41,5 @@ def test_the_module_loads_generates_streams_and_forks(page, server):
     assert out["stats"]["tokens_per_second"] > 0
     assert out["stateBytes"] == 4 * (4 * 192 * 2 + 4 * 3 * 64 * 64)
     assert out["a"] == out["b"] == out["c"] and out["a"]  # greedy from the same state: the same text
-    assert out["embed"] in ("embed() is not available in this build", 192)
+    assert out["embed"] == 192  # one vector of the hidden width
     assert "no model is loaded: load one first" in out["after"]
