@@ -114,7 +114,11 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None  # multi-range or garbage: the whole file is a valid answer
     first, last = (part.strip(" \t") for part in spec.split("-", 1))
     # ASCII digits only: str.isdigit() also accepts '²', which int() then refuses
-    if not (_DIGITS.fullmatch(first) or first == "") or not (_DIGITS.fullmatch(last) or last == "") or first == last == "":
+    if (
+        not (_DIGITS.fullmatch(first) or first == "")
+        or not (_DIGITS.fullmatch(last) or last == "")
+        or first == last == ""
+    ):
         return None
     if first == "":  # suffix: the last n bytes
         n = _position(last)
@@ -167,9 +171,19 @@ class SiteServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, address, root: str, embed_origins=(), log_file: str | None = None, quiet: bool = False, mounts=None,
-                 header_seconds: float = HEADER_SECONDS, idle_seconds: float = IDLE_SECONDS, max_connections: int = MAX_CONNECTIONS,
-                 frame_origins=()):
+    def __init__(
+        self,
+        address,
+        root: str,
+        embed_origins=(),
+        log_file: str | None = None,
+        quiet: bool = False,
+        mounts=None,
+        header_seconds: float = HEADER_SECONDS,
+        idle_seconds: float = IDLE_SECONDS,
+        max_connections: int = MAX_CONNECTIONS,
+        frame_origins=(),
+    ):
         super().__init__(address, SiteHandler)
         self.header_seconds, self.idle_seconds = header_seconds, idle_seconds
         self._slots = threading.BoundedSemaphore(max_connections)
@@ -212,8 +226,14 @@ class SiteServer(ThreadingHTTPServer):
 
     def _refuse_busy(self, request) -> None:
         body = b"503 too many connections; retry shortly\n"
-        head = ["HTTP/1.1 503 Service Unavailable", "Content-Type: text/plain; charset=utf-8", f"Content-Length: {len(body)}",
-                "Retry-After: 1", "Connection: close", *(f"{k}: {v}" for k, v in security_headers(self, "").items())]
+        head = [
+            "HTTP/1.1 503 Service Unavailable",
+            "Content-Type: text/plain; charset=utf-8",
+            f"Content-Length: {len(body)}",
+            "Retry-After: 1",
+            "Connection: close",
+            *(f"{k}: {v}" for k, v in security_headers(self, "").items()),
+        ]
         try:
             request.settimeout(1)
             request.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
@@ -329,7 +349,11 @@ class SiteHandler(BaseHTTPRequestHandler):
         if os.path.isdir(candidate):
             if not url_path.endswith("/"):
                 return HTTPStatus.MOVED_PERMANENTLY, None
-            return self._resolve(url_path + "index.html") if os.path.isfile(os.path.join(candidate, "index.html")) else (HTTPStatus.NOT_FOUND, None)
+            return (
+                self._resolve(url_path + "index.html")
+                if os.path.isfile(os.path.join(candidate, "index.html"))
+                else (HTTPStatus.NOT_FOUND, None)
+            )
         if not os.path.isfile(candidate) or url_path.endswith("/"):  # /file/ names a folder that is not there
             return HTTPStatus.NOT_FOUND, None
         return HTTPStatus.OK, candidate
@@ -349,7 +373,9 @@ class SiteHandler(BaseHTTPRequestHandler):
         if status == HTTPStatus.MOVED_PERMANENTLY:
             return self._send_redirect(urllib.parse.urlsplit(self.path).path + "/", range_header)
         if path is None:
-            return self._send_error(status, "not found" if status == HTTPStatus.NOT_FOUND else "forbidden", range_header)
+            return self._send_error(
+                status, "not found" if status == HTTPStatus.NOT_FOUND else "forbidden", range_header
+            )
         try:
             file = open(path, "rb")
         except OSError:  # removed or unreadable since it was resolved
@@ -362,16 +388,32 @@ class SiteHandler(BaseHTTPRequestHandler):
         size, etag = stat.st_size, f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"'
         last_modified = email.utils.formatdate(stat.st_mtime, usegmt=True)
         if self._precondition_failed(etag, stat.st_mtime):
-            return self._send_error(HTTPStatus.PRECONDITION_FAILED, "precondition failed (If-Match / If-Unmodified-Since)",
-                                    range_header, {"ETag": etag, "Last-Modified": last_modified})
+            return self._send_error(
+                HTTPStatus.PRECONDITION_FAILED,
+                "precondition failed (If-Match / If-Unmodified-Since)",
+                range_header,
+                {"ETag": etag, "Last-Modified": last_modified},
+            )
         if self._not_modified(etag, stat.st_mtime):
-            return self._send_headers(HTTPStatus.NOT_MODIFIED, url_path, path, etag, last_modified, None, range_header, 0)
+            return self._send_headers(
+                HTTPStatus.NOT_MODIFIED, url_path, path, etag, last_modified, None, range_header, 0
+            )
         byte_range = None
         if self._if_range_holds(etag, last_modified):
             try:
                 byte_range = parse_range(range_header, size)
             except RangeNotSatisfiable:
-                self._send_headers(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, url_path, path, etag, last_modified, 0, range_header, 0, extra={"Content-Range": f"bytes */{size}"})
+                self._send_headers(
+                    HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
+                    url_path,
+                    path,
+                    etag,
+                    last_modified,
+                    0,
+                    range_header,
+                    0,
+                    extra={"Content-Range": f"bytes */{size}"},
+                )
                 return
         start, end = byte_range or (0, size)
         status = HTTPStatus.PARTIAL_CONTENT if byte_range else HTTPStatus.OK
@@ -428,7 +470,9 @@ class SiteHandler(BaseHTTPRequestHandler):
     def _send_headers(self, status, url_path, path, etag, last_modified, length, range_header, sent, extra=None):
         self.send_response(status)
         if length is not None:
-            self.send_header("Content-Type", MIME_TYPES.get(os.path.splitext(path)[1].lower(), "application/octet-stream"))
+            self.send_header(
+                "Content-Type", MIME_TYPES.get(os.path.splitext(path)[1].lower(), "application/octet-stream")
+            )
             self.send_header("Content-Length", str(length))
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("ETag", etag)
@@ -440,7 +484,9 @@ class SiteHandler(BaseHTTPRequestHandler):
         self._record(status, range_header, sent)
 
     def _send_error(self, status: int, message: str, range_header: str | None, extra: dict | None = None) -> None:
-        body = f"{int(status)} {message[:200].translate(_CONTROL_CHARS)}\n".encode("utf-8", "replace")  # messages may quote the request
+        body = f"{int(status)} {message[:200].translate(_CONTROL_CHARS)}\n".encode(
+            "utf-8", "replace"
+        )  # messages may quote the request
         self.send_response(status)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
@@ -504,11 +550,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
     parser.add_argument("--root", default=DEFAULT_ROOT, help="folder to serve (default: the built site, _site/)")
-    parser.add_argument("--embed-origin", action="append", default=[], metavar="ORIGIN", help="an origin allowed to frame embed.html (repeatable, or *)")
-    parser.add_argument("--frame-origin", action="append", default=[], metavar="ORIGIN", help="an origin this site's pages may frame (repeatable)")
-    parser.add_argument("--mount", action="append", default=[], metavar="PREFIX=DIR", help="also serve DIR at /PREFIX/ (e.g. models=~/rwkv), repeatable")
+    parser.add_argument(
+        "--embed-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="an origin allowed to frame embed.html (repeatable, or *)",
+    )
+    parser.add_argument(
+        "--frame-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="an origin this site's pages may frame (repeatable)",
+    )
+    parser.add_argument(
+        "--mount",
+        action="append",
+        default=[],
+        metavar="PREFIX=DIR",
+        help="also serve DIR at /PREFIX/ (e.g. models=~/rwkv), repeatable",
+    )
     parser.add_argument("--log", help="append a JSON line per request to this file")
-    parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS, help=f"at once; beyond, 503 (default {MAX_CONNECTIONS})")
+    parser.add_argument(
+        "--max-connections", type=int, default=MAX_CONNECTIONS, help=f"at once; beyond, 503 (default {MAX_CONNECTIONS})"
+    )
     parser.add_argument("--no-build", action="store_true", help="serve _site/ as it is, even if stale")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -525,8 +591,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--mount wants PREFIX=DIR with an existing DIR, got {args.mount}")
     if args.max_connections < 1:
         parser.error("--max-connections must be at least 1")
-    server = make_server(args.root, args.host, args.port, embed_origins=args.embed_origin, frame_origins=args.frame_origin, log_file=args.log,
-                         quiet=args.quiet, mounts=mounts, max_connections=args.max_connections)
+    server = make_server(
+        args.root,
+        args.host,
+        args.port,
+        embed_origins=args.embed_origin,
+        frame_origins=args.frame_origin,
+        log_file=args.log,
+        quiet=args.quiet,
+        mounts=mounts,
+        max_connections=args.max_connections,
+    )
     print(f"serving {server.root} at {server.url}  (Ctrl+C stops)", flush=True)
     try:
         server.serve_forever()

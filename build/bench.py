@@ -69,7 +69,9 @@ def bench_webgpu(path: str, tokens: int) -> dict:
     with headless_engine(path) as engine:
         loaded = engine.load(path)
         engine.call("generate", {"prompt": PROMPT, "options": {"max_tokens": 2}})  # warm the pipelines
-        result = engine.call("generate", {"prompt": PROMPT, "options": {"max_tokens": tokens, "temperature": 1.0, "top_p": 0.85}})
+        result = engine.call(
+            "generate", {"prompt": PROMPT, "options": {"max_tokens": tokens, "temperature": 1.0, "top_p": 0.85}}
+        )
         variants = {}
         from rwkvweb.model import MATVEC_VARIANTS, compile_model
         from rwkvweb.safetensors import SafetensorsFile
@@ -79,8 +81,14 @@ def bench_webgpu(path: str, tokens: int) -> dict:
             plan = compile_model(SHAPE, tensors, matvec=variant).plan.to_json()
             plan["fills"] = []
             variants[variant] = engine.page.evaluate(VARIANT_JS, [plan, 3])
-    return {"load_s": loaded["seconds"], "gpu_bytes": loaded["gpu"]["bytesAllocated"], "tok_s": result["tokens_per_second"],
-            "adapter": loaded["device"]["architecture"] or loaded["device"]["vendor"], "matvec": loaded["matvec"], "variants": variants}
+    return {
+        "load_s": loaded["seconds"],
+        "gpu_bytes": loaded["gpu"]["bytesAllocated"],
+        "tok_s": result["tokens_per_second"],
+        "adapter": loaded["device"]["architecture"] or loaded["device"]["vendor"],
+        "matvec": loaded["matvec"],
+        "variants": variants,
+    }
 
 
 def bench_numpy(path: str, tokens: int) -> dict:
@@ -107,12 +115,20 @@ def bench_precisions(tokens: int) -> list[str]:
             network = engine.load(path, precision=precision, cache=False)
             cached = engine.load(path, precision=precision)
             engine.call("generate", {"prompt": PROMPT, "options": {"max_tokens": 2}})
-            result = engine.call("generate", {"prompt": PROMPT, "options": {"max_tokens": tokens, "temperature": 1.0, "top_p": 0.85}})
+            result = engine.call(
+                "generate", {"prompt": PROMPT, "options": {"max_tokens": tokens, "temperature": 1.0, "top_p": 0.85}}
+            )
             peak = engine.call("info")["gpu"]["peakBytes"]
-            rows.append(f"| 0.1B shape | {precision} | {network['seconds']:.1f} | {network['fetchedBytes'] / 1e6:.0f} | "
-                        f"{cached['seconds']:.1f} | {cached['fetchedBytes'] / 1e6:.0f} | {peak / 2**20:.0f} | {result['tokens_per_second']:.2f} |")
-    return ["| model | matrices | load s (network) | MB fetched | load s (cache) | MB fetched | peak GPU MiB | tok/s |",
-            "|---|---|---|---|---|---|---|---|", *rows]
+            rows.append(
+                f"| 0.1B shape | {precision} | {network['seconds']:.1f} | {network['fetchedBytes'] / 1e6:.0f} | "
+                f"{cached['seconds']:.1f} | {cached['fetchedBytes'] / 1e6:.0f} | {peak / 2**20:.0f} | "
+                f"{result['tokens_per_second']:.2f} |"
+            )
+    return [
+        "| model | matrices | load s (network) | MB fetched | load s (cache) | MB fetched | peak GPU MiB | tok/s |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
 
 
 def bench_budgets(tokens: int) -> list[str]:
@@ -125,8 +141,11 @@ def bench_budgets(tokens: int) -> list[str]:
                 result = engine.call("generate", {"prompt": PROMPT[:2], "options": {"max_tokens": tokens}})
                 peak = engine.call("info")["gpu"]["peakBytes"]
                 chosen = ", ".join(f"{n} {p}" for p, n in loaded["matrices_by_precision"].items())
-                rows.append(f"| {shape} shape | {budget} | {chosen} | {loaded['gpu_bytes_planned'] / 1e6:.0f} | {peak / 1e6:.0f} | "
-                            f"{result['tokens_per_second']:.2f} |")
+                rows.append(
+                    f"| {shape} shape | {budget} | {chosen} | {loaded['gpu_bytes_planned'] / 1e6:.0f} | "
+                    f"{peak / 1e6:.0f} | "
+                    f"{result['tokens_per_second']:.2f} |"
+                )
     return ["| model | budget | matrices | planned MB | peak GPU MB | tok/s |", "|---|---|---|---|---|---|", *rows]
 
 
@@ -148,14 +167,18 @@ def bench_quality(steps: int = 256) -> list[str]:
 
     rows = []
     shipped = os.path.join(ROOT, "models", "rwkv7-tiny-wordnet.st")
-    text = "garden (noun): a plot of ground where plants are cultivated; river (noun): a large natural stream of water " \
-           "flowing in a channel to the sea or a lake; stone (noun): a lump or piece of hard solid mineral matter; " \
-           "quick (adjective): moving fast or doing something in a short time; " \
-           "listen (verb): give one's attention to a sound; "
+    text = (
+        "garden (noun): a plot of ground where plants are cultivated; river (noun): a large natural stream of water "
+        "flowing in a channel to the sea or a lake; stone (noun): a lump or piece of hard solid mineral matter; "
+        "quick (adjective): moving fast or doing something in a short time; "
+        "listen (verb): give one's attention to a sound; "
+    )
     ids = list(text.encode())
     assert len(ids) >= steps, len(ids)
     agreement = top1_agreement(shipped, ids[:steps])
-    rows.append("| rwkv7-tiny-wordnet (trained, fp16 file) | " + " | ".join(f"{agreement[p]:.3f}" for p in agreement) + " |")
+    rows.append(
+        "| rwkv7-tiny-wordnet (trained, fp16 file) | " + " | ".join(f"{agreement[p]:.3f}" for p in agreement) + " |"
+    )
     rng = random.Random(0)
     agreement = top1_agreement(model_file("fp16"), [rng.randrange(65536) for _ in range(steps)])
     rows.append("| 0.1B shape (random weights) | " + " | ".join(f"{agreement[p]:.3f}" for p in agreement) + " |")
@@ -167,13 +190,24 @@ def bench_speed(tokens: int) -> list[str]:
     for dtype in ("fp16", "fp32"):
         path = model_file(dtype)
         gpu, cpu = bench_webgpu(path, tokens), bench_numpy(path, tokens)
-        rows.append(f"| 0.1B shape | {dtype} | {gpu['tok_s']:.2f} | {cpu['plan_tok_s']:.1f} | {cpu['reference_tok_s']:.1f} | "
-                    f"{gpu['load_s']:.1f} | {gpu['gpu_bytes'] / 2**20:.0f} | {gpu['adapter']} / {gpu['matvec']} |")
+        rows.append(
+            f"| 0.1B shape | {dtype} | {gpu['tok_s']:.2f} | {cpu['plan_tok_s']:.1f} | {cpu['reference_tok_s']:.1f} | "
+            f"{gpu['load_s']:.1f} | {gpu['gpu_bytes'] / 2**20:.0f} | {gpu['adapter']} / {gpu['matvec']} |"
+        )
         variant_rows += [f"| {dtype} | {name} | {ms:.0f} |" for name, ms in gpu["variants"].items()]
-    return [f"Decode speed, {tokens} tokens after an {len(PROMPT)}-token prompt (tokens/s):", "",
-            "| model | weights | webgpu (browser) | numpy plan | numpy reference | load s | GPU MiB | adapter / matvec |",
-            "|---|---|---|---|---|---|---|---|", *rows, "", "One decode step by matvec variant on the browser's adapter (ms):", "",
-            "| weights | variant | ms/token |", "|---|---|---|", *variant_rows]
+    return [
+        f"Decode speed, {tokens} tokens after an {len(PROMPT)}-token prompt (tokens/s):",
+        "",
+        "| model | weights | webgpu (browser) | numpy plan | numpy reference | load s | GPU MiB | adapter / matvec |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "One decode step by matvec variant on the browser's adapter (ms):",
+        "",
+        "| weights | variant | ms/token |",
+        "|---|---|---|",
+        *variant_rows,
+    ]
 
 
 PREFILL_PROMPT = [(7919 * i) % 65000 + 1 for i in range(512)]
@@ -188,12 +222,19 @@ def bench_overhead(tokens: int) -> list[str]:
     from rwkvweb.config import model_config
 
     rows = []
-    for name, path, count in (("rwkv7-tiny-wordnet (shipped)", SHIPPED, max(tokens, 200)), ("0.1B shape fp16", model_file("fp16"), tokens)):
+    for name, path, count in (
+        ("rwkv7-tiny-wordnet (shipped)", SHIPPED, max(tokens, 200)),
+        ("0.1B shape fp16", model_file("fp16"), tokens),
+    ):
         with headless_engine(path) as engine:
             loaded = engine.load(path)
             engine.call("generate", {"prompt": PROMPT, "options": {"max_tokens": 4}})
-            speeds = [engine.call("generate", {"prompt": PROMPT, "options": {"max_tokens": count, "temperature": 1.0}})["tokens_per_second"]
-                      for _ in range(3)]
+            speeds = [
+                engine.call("generate", {"prompt": PROMPT, "options": {"max_tokens": count, "temperature": 1.0}})[
+                    "tokens_per_second"
+                ]
+                for _ in range(3)
+            ]
             tensors = open_model_file(path).tensors
             compiled = compile_model(model_config(tensors), tensors, matvec=loaded["matvec"])
             plan = compiled.plan.to_json()
@@ -203,11 +244,19 @@ def bench_overhead(tokens: int) -> list[str]:
         dispatches = sum(1 for program in (DECODE, SAMPLE) for step in plan["programs"][program] if "kernel" in step)
         per_layer = sum(1 for step in plan["programs"][DECODE] if "kernel" in step) / layers
         median = sorted(speeds)[1]
-        rows.append(f"| {name} | {min(speeds):.1f} / {median:.1f} / {max(speeds):.1f} | {1000 / median:.2f} | {step_ms:.2f} | "
-                    f"{1000 / median - step_ms:.2f} | {dispatches} ({per_layer:.0f} per layer) |")
-    return ["Decode in the page: tokens/s (min / median / max of 3 runs), and one token's time split into the GPU work of a step",
-            "(decode + sample on the bridge alone) and everything else (batched read-back, Python, messages):", "",
-            "| model | tok/s | ms/token | GPU step ms | other ms | dispatches per token |", "|---|---|---|---|---|---|", *rows]
+        rows.append(
+            f"| {name} | {min(speeds):.1f} / {median:.1f} / {max(speeds):.1f} | {1000 / median:.2f} | {step_ms:.2f} | "
+            f"{1000 / median - step_ms:.2f} | {dispatches} ({per_layer:.0f} per layer) |"
+        )
+    return [
+        "Decode in the page: tokens/s (min / median / max of 3 runs), and one token's time split into "
+        "the GPU work of a step",
+        "(decode + sample on the bridge alone) and everything else (batched read-back, Python, messages):",
+        "",
+        "| model | tok/s | ms/token | GPU step ms | other ms | dispatches per token |",
+        "|---|---|---|---|---|---|",
+        *rows,
+    ]
 
 
 def page_speed(path: str, tokens: int, chunk: int) -> dict:
@@ -215,11 +264,17 @@ def page_speed(path: str, tokens: int, chunk: int) -> dict:
     with headless_engine(path) as engine:
         engine.load(path, chunk=chunk)
         engine.call("generate", {"prompt": PREFILL_PROMPT[:chunk], "options": {"max_tokens": 2}})  # warm the pipelines
-        result = engine.call("generate", {"prompt": PREFILL_PROMPT, "options": {"max_tokens": tokens, "temperature": 1.0}})
+        result = engine.call(
+            "generate", {"prompt": PREFILL_PROMPT, "options": {"max_tokens": tokens, "temperature": 1.0}}
+        )
         started = time.perf_counter()
         engine.call("embed", {"ids": PREFILL_PROMPT})
         embed_ms = (time.perf_counter() - started) * 1000
-    return {"prefill": len(PREFILL_PROMPT) / result["prefill_seconds"], "decode": result["tokens_per_second"], "embed_ms": embed_ms}
+    return {
+        "prefill": len(PREFILL_PROMPT) / result["prefill_seconds"],
+        "decode": result["tokens_per_second"],
+        "embed_ms": embed_ms,
+    }
 
 
 def numpy_plan_speed(path: str, tokens: int) -> dict:
@@ -228,8 +283,12 @@ def numpy_plan_speed(path: str, tokens: int) -> dict:
     stats = asyncio.run(model.generate(PREFILL_PROMPT, tokens, temperature=1.0)).stats
     started = time.perf_counter()
     asyncio.run(model.embed(PREFILL_PROMPT))
-    return {"prefill": len(PREFILL_PROMPT) / stats.prefill_seconds, "decode": stats.tokens_per_second,
-            "embed_ms": (time.perf_counter() - started) * 1000, "chunk": model.engine.compiled.chunk}
+    return {
+        "prefill": len(PREFILL_PROMPT) / stats.prefill_seconds,
+        "decode": stats.tokens_per_second,
+        "embed_ms": (time.perf_counter() - started) * 1000,
+        "chunk": model.engine.compiled.chunk,
+    }
 
 
 def reference_speed(path: str, tokens: int) -> dict:
@@ -257,7 +316,10 @@ def peer_speed(path: str, tokens: int, repeats: int = 3) -> dict | None:
 
     file = SafetensorsFile(path)
     with tempfile.TemporaryDirectory() as folder:
-        torch.save({name: torch.from_numpy(file.read_array(name, "float32").copy()) for name in file.tensors}, os.path.join(folder, "m.pth"))
+        torch.save(
+            {name: torch.from_numpy(file.read_array(name, "float32").copy()) for name in file.tensors},
+            os.path.join(folder, "m.pth"),
+        )
         model = RWKV(model=os.path.join(folder, "m"), strategy="cpu fp32")
     runs = []
     for _ in range(repeats):
@@ -268,8 +330,12 @@ def peer_speed(path: str, tokens: int, repeats: int = 3) -> dict | None:
         runs.append(tokens / (time.perf_counter() - started))
     started = time.perf_counter()
     model.forward(PREFILL_PROMPT, None)
-    return {"decode": sorted(runs)[len(runs) // 2], "decode_runs": runs, "prefill": len(PREFILL_PROMPT) / (time.perf_counter() - started),
-            "torch": torch.__version__}
+    return {
+        "decode": sorted(runs)[len(runs) // 2],
+        "decode_runs": runs,
+        "prefill": len(PREFILL_PROMPT) / (time.perf_counter() - started),
+        "torch": torch.__version__,
+    }
 
 
 def bench_prefill(tokens: int) -> list[str]:
@@ -284,26 +350,43 @@ def bench_prefill(tokens: int) -> list[str]:
     path = model_file("fp32")
     rows.append(_speed_row("numpy reference, fp32", 1, reference_speed(path, tokens)))
     peer = peer_speed(path, tokens)
-    rows.append(_speed_row(f"`rwkv` 0.8.32, torch {peer['torch']} CPU fp32", "-", peer) if peer else
-                "| `rwkv` package | - | not run: torch is not installed (`pip install -e '.[train]'` installs the pinned CPU build) |")
-    return [f"RWKV-7 0.1B shape, a {len(PREFILL_PROMPT)}-token prompt, then {tokens} tokens decoded (one run each):", "",
-            "| engine | chunk | prefill tok/s | decode tok/s | prefill / decode | embed 512 tokens ms |", "|---|---|---|---|---|---|", *rows,
-            "", *bench_tokenizers()]
+    rows.append(
+        _speed_row(f"`rwkv` 0.8.32, torch {peer['torch']} CPU fp32", "-", peer)
+        if peer
+        else "| `rwkv` package | - | not run: torch is not installed "
+        "(`pip install -e '.[train]'` installs the pinned CPU build) |"
+    )
+    return [
+        f"RWKV-7 0.1B shape, a {len(PREFILL_PROMPT)}-token prompt, then {tokens} tokens decoded (one run each):",
+        "",
+        "| engine | chunk | prefill tok/s | decode tok/s | prefill / decode | embed 512 tokens ms |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        *bench_tokenizers(),
+    ]
 
 
 def _speed_row(engine: str, chunk, speed: dict) -> str:
     prefill, decode = speed.get("prefill"), speed["decode"]
     ratio = f"{prefill / decode:.1f}x" if prefill else "-"
     embed = f"{speed['embed_ms']:.0f}" if "embed_ms" in speed else "-"
-    return f"| {engine} | {chunk} | {prefill:.1f} | {decode:.2f} | {ratio} | {embed} |" if prefill else \
-        f"| {engine} | {chunk} | - | {decode:.2f} | - | - |"
+    return (
+        f"| {engine} | {chunk} | {prefill:.1f} | {decode:.2f} | {ratio} | {embed} |"
+        if prefill
+        else f"| {engine} | {chunk} | - | {decode:.2f} | - | - |"
+    )
 
 
 def bench_tokenizers() -> list[str]:
     """The tokenizer table (build/bench_tokenizers.py): CPython and the site's Pyodide."""
     from build.bench_tokenizers import markdown, tokenizer_table
 
-    return ["Tokenizer encode speed (`python -m build.bench_tokenizers` prints this table alone):", "", markdown(tokenizer_table())]
+    return [
+        "Tokenizer encode speed (`python -m build.bench_tokenizers` prints this table alone):",
+        "",
+        markdown(tokenizer_table()),
+    ]
 
 
 def bench_wgpu(tokens: int, prompt_tokens: int = 512) -> list[str]:
@@ -313,8 +396,13 @@ def bench_wgpu(tokens: int, prompt_tokens: int = 512) -> list[str]:
 
     async def run():
         backend = WgpuBackend()
-        model = await Model.load(model_file("fp16"), backend=backend, matvec=backend.matvec, max_binding=backend.max_binding,
-                                 tokenizer_for=lambda config, metadata: None)
+        model = await Model.load(
+            model_file("fp16"),
+            backend=backend,
+            matvec=backend.matvec,
+            max_binding=backend.max_binding,
+            tokenizer_for=lambda config, metadata: None,
+        )
         await model.generate(PROMPT, 2)
         prompt = [(7919 * i) % 255 + 1 for i in range(prompt_tokens)]
         stats = (await model.generate(prompt, tokens, temperature=1.0, top_p=0.85)).stats
@@ -322,15 +410,27 @@ def bench_wgpu(tokens: int, prompt_tokens: int = 512) -> list[str]:
         return backend.info(), stats, precisions
 
     info, stats, precisions = asyncio.run(run())
-    return [f"Native (wgpu-py on {info['backend']}, adapter: {info['adapter']}), 0.1B shape, fp16 file "
-            f"({tokens} tokens after a {prompt_tokens}-token prompt):", "",
-            "| model | matrices | decode tok/s | prefill tok/s | matvec | adapter |", "|---|---|---|---|---|---|",
-            f"| 0.1B shape | {precisions} | {stats.tokens_per_second:.2f} | {stats.prompt_tokens / stats.prefill_seconds:.1f} | "
-            f"{info['matvec']} | native: {info['adapter']} ({info['adapter_type']}) |"]
+    return [
+        f"Native (wgpu-py on {info['backend']}, adapter: {info['adapter']}), 0.1B shape, fp16 file "
+        f"({tokens} tokens after a {prompt_tokens}-token prompt):",
+        "",
+        "| model | matrices | decode tok/s | prefill tok/s | matvec | adapter |",
+        "|---|---|---|---|---|---|",
+        f"| 0.1B shape | {precisions} | {stats.tokens_per_second:.2f} | "
+        f"{stats.prompt_tokens / stats.prefill_seconds:.1f} | "
+        f"{info['matvec']} | native: {info['adapter']} ({info['adapter_type']}) |",
+    ]
 
 
-BENCHES = {"speed": bench_speed, "overhead": bench_overhead, "prefill": bench_prefill, "precisions": bench_precisions,
-           "budgets": bench_budgets, "quality": lambda tokens: bench_quality(), "wgpu": bench_wgpu}
+BENCHES = {
+    "speed": bench_speed,
+    "overhead": bench_overhead,
+    "prefill": bench_prefill,
+    "precisions": bench_precisions,
+    "budgets": bench_budgets,
+    "quality": lambda tokens: bench_quality(),
+    "wgpu": bench_wgpu,
+}
 
 
 def main() -> None:

@@ -69,14 +69,25 @@ def measure(vocab_text: str, bpe_json: str, texts: dict, repeats: int) -> list:
                 started = time.perf_counter()
                 tokenizer.encode(text)
                 best = min(best, time.perf_counter() - started)
-            rows.append({"tokenizer": label, "text": name, "kb": size / 1024, "us_per_kb": best * 1e6 / (size / 1024),
-                         "mb_per_s": size / best / 1e6, "build_ms": build_ms})
+            rows.append(
+                {
+                    "tokenizer": label,
+                    "text": name,
+                    "kb": size / 1024,
+                    "us_per_kb": best * 1e6 / (size / 1024),
+                    "mb_per_s": size / best / 1e6,
+                    "build_ms": build_ms,
+                }
+            )
     return rows
 
 
 def corpora(kb: int, world: WorldTokenizer) -> dict[str, str]:
-    return {"English": _cut(english_text(), kb), "Chinese": _cut(chinese_text(world, kb), kb),
-            "code": _cut(code_text(), kb)}
+    return {
+        "English": _cut(english_text(), kb),
+        "Chinese": _cut(chinese_text(world, kb), kb),
+        "code": _cut(code_text(), kb),
+    }
 
 
 def english_text() -> str:
@@ -86,8 +97,12 @@ def english_text() -> str:
         return "\n\n".join(texts)
     # Without Debian's licence texts: English prose that every Python has, the stdlib's docstrings.
     modules = [importlib.import_module(name) for name in ("argparse", "inspect", "json", "textwrap", "random")]
-    return "\n\n".join(obj.__doc__ for module in modules for obj in vars(module).values()
-                       if getattr(obj, "__module__", None) == module.__name__ and obj.__doc__)
+    return "\n\n".join(
+        obj.__doc__
+        for module in modules
+        for obj in vars(module).values()
+        if getattr(obj, "__module__", None) == module.__name__ and obj.__doc__
+    )
 
 
 def chinese_text(world: WorldTokenizer, kb: int) -> str:
@@ -122,8 +137,12 @@ def trained_bpe(texts: dict[str, str]) -> str:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  special_tokens=["<|endoftext|>"], show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=BPE_VOCAB,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|endoftext|>"],
+        show_progress=False,
+    )
     tokenizer.train_from_iterator(list(texts.values()), trainer)
     return tokenizer.to_str()
 
@@ -143,11 +162,22 @@ def reference_rows(runtime: str, bpe_json: str, texts: dict, repeats: int) -> li
     rows = []
     for name, text in texts.items():
         size = len(text.encode("utf-8"))
-        for label, encode in (("World, rwkv package TRIE_TOKENIZER", trie.encode),
-                              ("BPE, Rust tokenizers", rust.encode)):
+        for label, encode in (
+            ("World, rwkv package TRIE_TOKENIZER", trie.encode),
+            ("BPE, Rust tokenizers", rust.encode),
+        ):
             best = min(_seconds(encode, text) for _ in range(repeats))
-            rows.append({"runtime": runtime, "tokenizer": label, "text": name, "kb": size / 1024,
-                         "us_per_kb": best * 1e6 / (size / 1024), "mb_per_s": size / best / 1e6, "build_ms": None})
+            rows.append(
+                {
+                    "runtime": runtime,
+                    "tokenizer": label,
+                    "text": name,
+                    "kb": size / 1024,
+                    "us_per_kb": best * 1e6 / (size / 1024),
+                    "mb_per_s": size / best / 1e6,
+                    "build_ms": None,
+                }
+            )
     return rows
 
 
@@ -180,8 +210,9 @@ def run_in_pyodide(page, base_url: str, source: str, expression: str, args: list
     from build import site
 
     manifest = json.load(open(os.path.join(site.SITE, "asset-manifest.json")))
-    wheels = [base_url + path for path in manifest["files"]
-              if path.startswith("wheels/rwkvweb-") and path.endswith(".whl")]
+    wheels = [
+        base_url + path for path in manifest["files"] if path.startswith("wheels/rwkvweb-") and path.endswith(".whl")
+    ]
     vocab_url = base_url + "vocab/rwkv_vocab_v20230424.txt"
     pyodide, python, value = page.evaluate(PYODIDE_JS, [wheels, vocab_url, source, args, expression])
     return pyodide, python, json.loads(value)
@@ -227,8 +258,10 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| runtime | tokenizer | text | µs/KB | MB/s | build |", "|---|---|---|---|---|---|"]
     for row in rows:
         build = f"{row['build_ms']:.0f} ms" if row["build_ms"] is not None else ""
-        lines.append(f"| {row['runtime']} | {row['tokenizer']} | {row['text']} ({row['kb']:.0f} KB) | "
-                     f"{row['us_per_kb']:.0f} | {row['mb_per_s']:.2f} | {build} |")
+        lines.append(
+            f"| {row['runtime']} | {row['tokenizer']} | {row['text']} ({row['kb']:.0f} KB) | "
+            f"{row['us_per_kb']:.0f} | {row['mb_per_s']:.2f} | {build} |"
+        )
     return "\n".join(lines)
 
 

@@ -47,7 +47,9 @@ def rebuild_tensor(elements: np.ndarray, ref: TensorRef, name: str) -> np.ndarra
         return np.zeros(ref.shape, elements.dtype)
     last = ref.offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.stride))
     if last >= len(elements):
-        raise CheckpointError(f"tensor {name!r} of shape {list(ref.shape)} reaches past its storage ({len(elements)} elements)")
+        raise CheckpointError(
+            f"tensor {name!r} of shape {list(ref.shape)} reaches past its storage ({len(elements)} elements)"
+        )
     strides = tuple(s * elements.itemsize if n > 1 else 0 for n, s in zip(ref.shape, ref.stride))
     view = np.lib.stride_tricks.as_strided(elements[ref.offset :], shape=ref.shape, strides=strides, writeable=False)
     return np.ascontiguousarray(view)

@@ -50,7 +50,7 @@ def _rounded_span(y: int, size: int, inset: int, radius: int) -> tuple[int, int]
 
 def _span(pixels: bytearray, x0: int, x1: int, colour: tuple[int, int, int]) -> None:
     if x1 > x0:
-        pixels[4 * x0: 4 * x1] = bytes((*colour, 255)) * (x1 - x0)
+        pixels[4 * x0 : 4 * x1] = bytes((*colour, 255)) * (x1 - x0)
 
 
 def _png(width: int, height: int, raw: bytes) -> bytes:

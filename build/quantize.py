@@ -68,7 +68,10 @@ def main() -> None:
     args = parser.parse_args()
     schemes = quantize_file(args.source, args.target, args.precision, args.budget)
     counts = {s: list(schemes.values()).count(s) for s in SCHEMES if s in schemes.values()}
-    print(f"wrote {args.target}: {os.path.getsize(args.target):,} bytes (from {os.path.getsize(args.source):,}); quantized {counts}")
+    print(
+        f"wrote {args.target}: {os.path.getsize(args.target):,} bytes (from {os.path.getsize(args.source):,}); "
+        f"quantized {counts}"
+    )
 
 
 if __name__ == "__main__":

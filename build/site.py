@@ -57,7 +57,9 @@ def build(site: str = SITE, extra_files: dict[str, bytes] | None = None) -> dict
         produced.add(target)
     removed = _remove_others(site, produced | {MANIFEST, STAMP, SERVICE_WORKER})
     version = build_version(site, sorted(produced))
-    changed += wheels.write_if_changed(os.path.join(site, SERVICE_WORKER), _service_worker(version, sorted(produced | {MANIFEST})))
+    changed += wheels.write_if_changed(
+        os.path.join(site, SERVICE_WORKER), _service_worker(version, sorted(produced | {MANIFEST}))
+    )
     manifest = _manifest(site, sorted(produced | {SERVICE_WORKER}), version)
     changed += wheels.write_if_changed(os.path.join(site, MANIFEST), manifest)
     with open(os.path.join(site, STAMP), "w") as stamp:
@@ -77,7 +79,10 @@ def _copies() -> list[tuple[str, str]]:
     pyodide = _pyodide_dir()
     pairs += [(os.path.join(pyodide, name), f"pyodide/{name}") for name in PYODIDE_FILES]
     pairs.append((world_vocab_source(), "vocab/rwkv_vocab_v20230424.txt"))
-    pairs += [(wheels.fetch_pinned(name, os.path.join(CACHE, "wheels")), f"wheels/{wheels.PINNED[name][1]}") for name in ("micropip", "jinja2")]
+    pairs += [
+        (wheels.fetch_pinned(name, os.path.join(CACHE, "wheels")), f"wheels/{wheels.PINNED[name][1]}")
+        for name in ("micropip", "jinja2")
+    ]
     return pairs
 
 
@@ -91,18 +96,32 @@ def _model_index() -> bytes:
         stem = name.rsplit(".", 1)[0]
         card_path = os.path.join(folder, stem + ".json")
         card = json.load(open(card_path)) if os.path.exists(card_path) else {}
-        entries.append({"file": f"models/{name}", "name": stem, "bytes": os.path.getsize(os.path.join(folder, name)),
-                        "prompt": card.get("example_prompt", ""), "card": f"models/{stem}.json" if card else None})
+        entries.append(
+            {
+                "file": f"models/{name}",
+                "name": stem,
+                "bytes": os.path.getsize(os.path.join(folder, name)),
+                "prompt": card.get("example_prompt", ""),
+                "card": f"models/{stem}.json" if card else None,
+            }
+        )
     return (json.dumps({"models": entries}, indent=1) + "\n").encode()
 
 
 def _generated() -> dict[str, bytes]:
     """Files the build makes: the model index, and the wheels PyPI has no pure-Python form of."""
     version = rwkvweb_version()
-    ours = wheels.pure_wheel_bytes("rwkvweb", version, wheels.package_files(os.path.join(ROOT, "py", "rwkvweb"), "rwkvweb/", exclude=BROWSERLESS), "RWKV in the browser")
+    ours = wheels.pure_wheel_bytes(
+        "rwkvweb",
+        version,
+        wheels.package_files(os.path.join(ROOT, "py", "rwkvweb"), "rwkvweb/", exclude=BROWSERLESS),
+        "RWKV in the browser",
+    )
     sdist = wheels.fetch_pinned("markupsafe", os.path.join(CACHE, "wheels"))
     markupsafe_version = wheels.PINNED["markupsafe"][0]
-    markupsafe = wheels.pure_wheel_bytes("markupsafe", markupsafe_version, wheels.markupsafe_pure_files(sdist), "MarkupSafe, pure-Python form")
+    markupsafe = wheels.pure_wheel_bytes(
+        "markupsafe", markupsafe_version, wheels.markupsafe_pure_files(sdist), "MarkupSafe, pure-Python form"
+    )
     return {
         "models/index.json": _model_index(),
         "manifest.webmanifest": _web_manifest(),
@@ -123,7 +142,9 @@ def _pyodide_dir() -> str:
     if _installed_version(folder) != PYODIDE_VERSION:
         npm = shutil.which("npm")
         if npm is None:
-            raise RuntimeError("npm is needed once to fetch Pyodide (the `pyodide` npm package); install Node.js and npm")
+            raise RuntimeError(
+                "npm is needed once to fetch Pyodide (the `pyodide` npm package); install Node.js and npm"
+            )
         subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=ROOT, check=True)
     if _installed_version(folder) != PYODIDE_VERSION:
         raise RuntimeError(f"node_modules/pyodide is not version {PYODIDE_VERSION} after `npm ci`: check package.json")
@@ -190,11 +211,20 @@ def _icons() -> dict[str, bytes]:
 def _web_manifest() -> bytes:
     """What makes the app installable (Chromium's criteria: name, icons 192 and 512, start_url, display)."""
     manifest = {
-        "name": "rwkvweb: RWKV in your browser", "short_name": "rwkvweb", "id": "./", "start_url": "./", "scope": "./",
-        "display": "standalone", "background_color": "#ffffff", "theme_color": THEME_COLOUR,
+        "name": "rwkvweb: RWKV in your browser",
+        "short_name": "rwkvweb",
+        "id": "./",
+        "start_url": "./",
+        "scope": "./",
+        "display": "standalone",
+        "background_color": "#ffffff",
+        "theme_color": THEME_COLOUR,
         "description": "RWKV language models running entirely in the page: chat, completion and Python, offline.",
-        "icons": [{"src": f"icons/{kind}-{size}.png", "sizes": f"{size}x{size}", "type": "image/png", "purpose": purpose}
-                  for size in (192, 512) for kind, purpose in (("icon", "any"), ("maskable", "maskable"))],
+        "icons": [
+            {"src": f"icons/{kind}-{size}.png", "sizes": f"{size}x{size}", "type": "image/png", "purpose": purpose}
+            for size in (192, 512)
+            for kind, purpose in (("icon", "any"), ("maskable", "maskable"))
+        ],
     }
     return (json.dumps(manifest, indent=1) + "\n").encode()
 
@@ -210,7 +240,10 @@ def _service_worker(version: str, paths: list[str]) -> bytes:
 
 
 def _entries(site: str, paths: list[str]) -> dict[str, dict]:
-    return {p: {"sha256": wheels.sha256_file(os.path.join(site, p)), "size": os.path.getsize(os.path.join(site, p))} for p in paths}
+    return {
+        p: {"sha256": wheels.sha256_file(os.path.join(site, p)), "size": os.path.getsize(os.path.join(site, p))}
+        for p in paths
+    }
 
 
 def build_version(site: str, paths: list[str]) -> str:

@@ -45,6 +45,7 @@ NAME = "rwkv7-tiny-wordnet"
 
 # --- data ---------------------------------------------------------------------------------
 
+
 def wordnet_text(folder: str = WORDNET) -> str:
     """One line per synset: `lemma (part of speech): gloss`, in the files' order."""
     lines = []
@@ -69,12 +70,17 @@ def batches(data: np.ndarray, batch: int, context: int, rng: np.random.Generator
 
 # --- the model: RWKV-7, training form -------------------------------------------------------
 
+
 class TimeMix(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
         C, H, N = cfg.n_embd, cfg.n_head, cfg.head_size
         self.cfg, self.layer = cfg, layer
-        shapes = {k.split("att.", 1)[1]: v for k, v in tensor_shapes(cfg).items() if k.startswith(f"blocks.{layer}.att.") and "." not in k.split("att.", 1)[1]}
+        shapes = {
+            k.split("att.", 1)[1]: v
+            for k, v in tensor_shapes(cfg).items()
+            if k.startswith(f"blocks.{layer}.att.") and "." not in k.split("att.", 1)[1]
+        }
         for name, shape in shapes.items():
             setattr(self, name, nn.Parameter(torch.zeros(shape)))
         self.receptance, self.key, self.value, self.output = (nn.Linear(C, C, bias=False) for _ in range(4))
@@ -186,6 +192,7 @@ class RWKV7Train(nn.Module):
 
 # --- training -------------------------------------------------------------------------------
 
+
 def learning_rate(step: int, steps: int, peak: float, warmup: int = 100, floor: float = 0.05) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -206,14 +213,20 @@ def train(args) -> None:
     params = sum(p.numel() for p in model.parameters())
     matrices = [p for n, p in model.named_parameters() if p.ndim == 2 and "emb" not in n]
     others = [p for n, p in model.named_parameters() if not (p.ndim == 2 and "emb" not in n)]
-    optimizer = torch.optim.AdamW([{"params": matrices, "weight_decay": 0.01}, {"params": others, "weight_decay": 0.0}],
-                                  lr=args.lr, betas=(0.9, 0.99), eps=1e-8)
+    optimizer = torch.optim.AdamW(
+        [{"params": matrices, "weight_decay": 0.01}, {"params": others, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.99),
+        eps=1e-8,
+    )
     os.makedirs(args.out, exist_ok=True)
     log_path = os.path.join(args.out, f"{NAME}.log.txt")
     log = open(log_path, "w")
     say = lambda line: (print(line, flush=True), log.write(line + "\n"), log.flush())  # noqa: E731
-    say(f"data: {len(data):,} bytes of WordNet glosses ({len(train_data):,} train / {len(held_out):,} held out); "
-        f"model: {cfg}; {params:,} parameters; batch {args.batch} x {args.context} bytes; {args.steps} steps")
+    say(
+        f"data: {len(data):,} bytes of WordNet glosses ({len(train_data):,} train / {len(held_out):,} held out); "
+        f"model: {cfg}; {params:,} parameters; batch {args.batch} x {args.context} bytes; {args.steps} steps"
+    )
     started = time.time()
     stream = batches(train_data, args.batch, args.context, rng)
     for step in range(args.steps):
@@ -226,8 +239,10 @@ def train(args) -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         if step % 25 == 0 or step == args.steps - 1:
-            say(f"step {step:5d}  loss {loss.item():.4f}  bits/byte {loss.item() / math.log(2):.3f}  "
-                f"lr {optimizer.param_groups[0]['lr']:.2e}  {time.time() - started:.0f}s")
+            say(
+                f"step {step:5d}  loss {loss.item():.4f}  bits/byte {loss.item() / math.log(2):.3f}  "
+                f"lr {optimizer.param_groups[0]['lr']:.2e}  {time.time() - started:.0f}s"
+            )
     minutes = (time.time() - started) / 60
     held_out_bpb = evaluate(model, held_out, args.context)
     say(f"done in {minutes:.1f} min; held-out bits/byte {held_out_bpb:.3f}")
@@ -238,32 +253,59 @@ def train(args) -> None:
 @torch.no_grad()
 def evaluate(model, data: np.ndarray, context: int, batches_: int = 16) -> float:
     rng = np.random.default_rng(0)
-    losses = [F.cross_entropy(model(i).reshape(-1, 256), t.reshape(-1)).item() for i, t in
-              (next(batches(data, 8, context, rng)) for _ in range(batches_))]
+    losses = [
+        F.cross_entropy(model(i).reshape(-1, 256), t.reshape(-1)).item()
+        for i, t in (next(batches(data, 8, context, rng)) for _ in range(batches_))
+    ]
     return float(np.mean(losses)) / math.log(2)
 
 
 # --- export -----------------------------------------------------------------------------------
 
-def export(model, cfg: ModelConfig, args, params: int, minutes: float, held_out_bpb: float, data_bytes: int, final_bpb: float) -> None:
+
+def export(
+    model, cfg: ModelConfig, args, params: int, minutes: float, held_out_bpb: float, data_bytes: int, final_bpb: float
+) -> None:
     state = {name: tensor.detach().float().numpy().astype(np.float16) for name, tensor in model.state_dict().items()}
     expected = tensor_shapes(cfg)
     state = {name: state[name] for name in expected if name in state}  # official order
     assert set(state) == set(expected), set(expected) ^ set(state)
     path = os.path.join(args.out, f"{NAME}.st")
-    metadata = {"rwkvweb.tokenizer": "bytes", "version": "x070", "name": NAME, "license": "WordNet-3.0 (data); Apache-2.0 (weights)"}
+    metadata = {
+        "rwkvweb.tokenizer": "bytes",
+        "version": "x070",
+        "name": NAME,
+        "license": "WordNet-3.0 (data); Apache-2.0 (weights)",
+    }
     write_safetensors(path, state, metadata)
     check_against_reference(model, path)
     card = {
-        "name": NAME, "architecture": "RWKV-7 (x070)", "config": cfg.__dict__, "parameters": params,
+        "name": NAME,
+        "architecture": "RWKV-7 (x070)",
+        "config": cfg.__dict__,
+        "parameters": params,
         "tokenizer": "bytes: token id = byte value (0-255), UTF-8 text",
-        "data": {"source": "WordNet 3.0 glosses and example sentences, Debian package wordnet-base (/usr/share/wordnet/data.*)",
-                 "license": "WordNet 3.0 license (Princeton University): use, copy, modify, distribute for any purpose with the copyright notice",
-                 "copyright": "WordNet 3.0 Copyright 2006 by Princeton University. All rights reserved.", "bytes": data_bytes,
-                 "format": "one line per synset: 'lemma (part of speech): gloss'"},
-        "training": {"steps": args.steps, "batch": args.batch, "context": args.context, "peak_lr": args.lr, "seed": args.seed,
-                     "threads": args.threads, "minutes": round(minutes, 1), "machine": "2-core CPU, PyTorch " + torch.__version__,
-                     "final_train_bits_per_byte": round(final_bpb, 3), "held_out_bits_per_byte": round(held_out_bpb, 3)},
+        "data": {
+            "source": "WordNet 3.0 glosses and example sentences, "
+            "Debian package wordnet-base (/usr/share/wordnet/data.*)",
+            "license": "WordNet 3.0 license (Princeton University): "
+            "use, copy, modify, distribute for any purpose with the copyright notice",
+            "copyright": "WordNet 3.0 Copyright 2006 by Princeton University. All rights reserved.",
+            "bytes": data_bytes,
+            "format": "one line per synset: 'lemma (part of speech): gloss'",
+        },
+        "training": {
+            "steps": args.steps,
+            "batch": args.batch,
+            "context": args.context,
+            "peak_lr": args.lr,
+            "seed": args.seed,
+            "threads": args.threads,
+            "minutes": round(minutes, 1),
+            "machine": "2-core CPU, PyTorch " + torch.__version__,
+            "final_train_bits_per_byte": round(final_bpb, 3),
+            "held_out_bits_per_byte": round(held_out_bpb, 3),
+        },
         "weights": {"file": f"{NAME}.st", "dtype": "fp16", "license": "Apache-2.0"},
         "log": f"{NAME}.log.txt",
         "example_prompt": "garden (noun): ",

@@ -20,9 +20,21 @@ import zipfile
 
 # name -> (version, file on PyPI, sha256). micropip matches Pyodide 314.0.7's own lockfile.
 PINNED = {
-    "micropip": ("0.11.1", "micropip-0.11.1-py3-none-any.whl", "768de165adb8e66906039d8fec4127a57f522dfdf8e6fbff877a4616941ecfd3"),
-    "jinja2": ("3.1.6", "jinja2-3.1.6-py3-none-any.whl", "85ece4451f492d0c13c5dd7c13a64681a86afae63a5f347908daf103ce6d2f67"),
-    "markupsafe": ("3.0.3", "markupsafe-3.0.3.tar.gz", "722695808f4b6457b320fdc131280796bdceb04ab50fe1795cd540799ebe1698"),
+    "micropip": (
+        "0.11.1",
+        "micropip-0.11.1-py3-none-any.whl",
+        "768de165adb8e66906039d8fec4127a57f522dfdf8e6fbff877a4616941ecfd3",
+    ),
+    "jinja2": (
+        "3.1.6",
+        "jinja2-3.1.6-py3-none-any.whl",
+        "85ece4451f492d0c13c5dd7c13a64681a86afae63a5f347908daf103ce6d2f67",
+    ),
+    "markupsafe": (
+        "3.0.3",
+        "markupsafe-3.0.3.tar.gz",
+        "722695808f4b6457b320fdc131280796bdceb04ab50fe1795cd540799ebe1698",
+    ),
 }
 
 
@@ -44,7 +56,18 @@ def fetch_pinned(name: str, cache_dir: str) -> str:
             kind = ["--no-binary", ":all:"]  # an sdist: it carries no tags to match
         else:  # a wheel for Pyodide's Python, not for the one running the build
             kind = ["--only-binary", ":all:", "--python-version", "3.14"]
-        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", *kind, "-d", cache_dir, f"{name}=={version}"]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            *kind,
+            "-d",
+            cache_dir,
+            f"{name}=={version}",
+        ]
         subprocess.run(command, check=True)
     if sha256_file(path) != sha256:
         os.remove(path)
@@ -75,7 +98,8 @@ def _urlsafe_digest(data: bytes) -> str:
 
 
 def package_files(package_dir: str, prefix: str, exclude: tuple[str, ...] = ()) -> dict[str, bytes]:
-    """Every .py / .pyi / py.typed file under package_dir (but the `exclude`d names), keyed by its path inside the wheel."""
+    """Every .py / .pyi / py.typed file under package_dir (but the `exclude`d names), keyed by its path
+    inside the wheel."""
     files = {}
     for folder, subfolders, names in os.walk(package_dir):
         subfolders[:] = sorted(d for d in subfolders if d != "__pycache__")

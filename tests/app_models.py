@@ -9,7 +9,10 @@ from rwkvweb.safetensors import write_safetensors
 from rwkvweb.testmodel import random_weights
 
 # A chat template that gives answers back exactly as generated (test_app_chat.py explains why).
-OWN_TEMPLATE = "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
+OWN_TEMPLATE = (
+    "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
 HOSTILE = '<img src=x onerror="pwn()"><script>hit()</script >'  # pwn/hit: the tests' tripwires
 
 
@@ -17,7 +20,9 @@ def write_chat_model(path: str, template: str | None = OWN_TEMPLATE, seed: int =
     """A byte-vocabulary model (2 x 64) carrying its own chat template: greedy text is deterministic."""
     config = ModelConfig.default_for(2, 64, 256)
     weights = {name: w.astype(np.float16) for name, w in random_weights(config, seed).items()}
-    write_safetensors(path, weights, {"rwkvweb.tokenizer": "bytes", **({"rwkvweb.chat_template": template} if template else {})})
+    write_safetensors(
+        path, weights, {"rwkvweb.tokenizer": "bytes", **({"rwkvweb.chat_template": template} if template else {})}
+    )
     return path
 
 
@@ -58,7 +63,7 @@ def distinct_tokens(text: str, tokenizer) -> list[int]:
         if at == len(data):
             return []
         for length in range(min(16, len(data) - at), 0, -1):
-            token = ids.get(data[at:at + length])
+            token = ids.get(data[at : at + length])
             if token is not None and token not in used:
                 rest = spell(at + length, used | {token})
                 if rest is not None:

@@ -42,7 +42,9 @@ def server(site_dir, model_dir):
 @pytest.fixture(scope="session")
 def browser(tmp_path_factory):
     if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium) or set RWKVWEB_CHROMIUM")
+        pytest.fail(
+            f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium) or set RWKVWEB_CHROMIUM"
+        )
     from playwright.sync_api import sync_playwright
 
     profile = tmp_path_factory.mktemp("chromium-profile")
@@ -50,7 +52,10 @@ def browser(tmp_path_factory):
         context = playwright.chromium.launch_persistent_context(
             # ForceEagerMeasureMemory: performance.measureUserAgentSpecificMemory() answers at once
             # instead of at the next natural GC (test_load_memory.py samples it during a load)
-            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS + ["--enable-blink-features=ForceEagerMeasureMemory"]
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS + ["--enable-blink-features=ForceEagerMeasureMemory"],
         )
         yield context
         context.close()
@@ -85,7 +90,6 @@ def run_async(coroutine):
 
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coroutine).result()
-
 
 
 class CountingSource(BytesSource):

@@ -15,17 +15,25 @@ from rwkvweb.numpy_exec import NumpyExecutor
 
 # Shared start of the page functions below: base64 out, the site's bridge on one cached device.
 BRIDGE_SETUP_JS = """
-  const toB64 = (buf) => { const u = new Uint8Array(buf); let s = ""; for (let i = 0; i < u.length; i += 0x8000) s += String.fromCharCode(...u.subarray(i, i + 0x8000)); return btoa(s); };
+  const toB64 = (buf) => {
+    const u = new Uint8Array(buf);
+    let s = "";
+    for (let i = 0; i < u.length; i += 0x8000) s += String.fromCharCode(...u.subarray(i, i + 0x8000));
+    return btoa(s);
+  };
   const { requestDevice } = await import("/gpu/device.js");
   const { Bridge } = await import("/gpu/bridge.js");
   window.__gpu ??= await requestDevice();
   const bridge = new Bridge(window.__gpu.device, new URL("/shaders/", location.href), window.__gpu.adapter);
 """
 
-RUN_PLAN_JS = """
+RUN_PLAN_JS = (
+    """
 async ({plan, initial, program, steps, reads, model}) => {
   const b64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
-""" + BRIDGE_SETUP_JS + """  try {
+"""
+    + BRIDGE_SETUP_JS
+    + """  try {
     await bridge.load(plan);
     if (model) {
       const file = await (await fetch(model)).arrayBuffer();
@@ -36,7 +44,9 @@ async ({plan, initial, program, steps, reads, model}) => {
     for (const writes of steps) {
       bridge.run(program, writes.map(([buffer, offset, data]) => ({ buffer, offset, data: b64(data) })));
       const read = {};
-      for (const [buffer, offset, size] of reads) read[`${buffer}:${offset}`] = toB64(await bridge.read(buffer, offset, size));
+      for (const [buffer, offset, size] of reads) {
+        read[`${buffer}:${offset}`] = toB64(await bridge.read(buffer, offset, size));
+      }
       results.push(read);
     }
     return { results, info: bridge.info() };
@@ -45,6 +55,7 @@ async ({plan, initial, program, steps, reads, model}) => {
   }
 }
 """
+)
 
 
 def blank_page(page, server):
@@ -55,17 +66,30 @@ def encode(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def run_in_browser(page, plan: dict, initial: dict[int, bytes], program: str, steps: list[list[tuple[int, int, bytes]]],
-                   reads: list[tuple[int, int, int]], model_url: str | None = None):
+def run_in_browser(
+    page,
+    plan: dict,
+    initial: dict[int, bytes],
+    program: str,
+    steps: list[list[tuple[int, int, bytes]]],
+    reads: list[tuple[int, int, int]],
+    model_url: str | None = None,
+):
     """Run `program` once per entry of `steps` (each a list of writes); read `reads` after each.
     `page` may also be a native GPU with the same run_plan (test_wgpu_exec.py runs test_kernels.py's cases so)."""
     if hasattr(page, "run_plan"):
         return page.run_plan(plan, initial, program, steps, reads)
-    out = page.evaluate(RUN_PLAN_JS, {
-        "plan": plan, "initial": {str(k): encode(v) for k, v in initial.items()}, "program": program,
-        "steps": [[[b, o, encode(d)] for b, o, d in writes] for writes in steps],
-        "reads": [list(r) for r in reads], "model": model_url,
-    })
+    out = page.evaluate(
+        RUN_PLAN_JS,
+        {
+            "plan": plan,
+            "initial": {str(k): encode(v) for k, v in initial.items()},
+            "program": program,
+            "steps": [[[b, o, encode(d)] for b, o, d in writes] for writes in steps],
+            "reads": [list(r) for r in reads],
+            "model": model_url,
+        },
+    )
     results = [{key: base64.b64decode(value) for key, value in step.items()} for step in out["results"]]
     return results, out["info"]
 
@@ -89,9 +113,12 @@ def floats(data: bytes) -> np.ndarray:
     return np.frombuffer(data, np.float32)
 
 
-RUN_MODEL_JS = """
+RUN_MODEL_JS = (
+    """
 async ({plan, model, tokens, greedy, token, logits, state}) => {
-""" + BRIDGE_SETUP_JS + """  try {
+"""
+    + BRIDGE_SETUP_JS
+    + """  try {
     await bridge.load(plan);
     const file = await (await fetch(model)).arrayBuffer();
     await bridge.fill(plan.fills, (start, end) => file.slice(start, end));
@@ -110,27 +137,42 @@ async ({plan, model, tokens, greedy, token, logits, state}) => {
       if (i >= tokens.length - 1) { chosen.push(best); next = best; }
     }
     const seconds = (performance.now() - started) / 1000;
-    return { rows, greedy: chosen.slice(0, greedy), state: toB64(await bridge.read(...state)), info: bridge.info(), seconds };
+    const finalState = toB64(await bridge.read(...state));
+    return { rows, greedy: chosen.slice(0, greedy), state: finalState, info: bridge.info(), seconds };
   } finally {
     bridge.destroy();
   }
 }
 """
+)
 
 
 def run_model_in_browser(page, compiled, model_url: str, tokens: list[int], greedy: int = 0) -> dict:
     """Teacher-force `tokens`, then decode `greedy` more by argmax; logits rows, greedy ids, final state."""
     view = lambda v: [v.buffer, v.offset, v.size]  # noqa: E731
-    out = page.evaluate(RUN_MODEL_JS, {"plan": compiled.plan.to_json(), "model": model_url, "tokens": tokens, "greedy": greedy,
-                                       "token": view(compiled.token), "logits": view(compiled.logits), "state": view(compiled.state)})
+    out = page.evaluate(
+        RUN_MODEL_JS,
+        {
+            "plan": compiled.plan.to_json(),
+            "model": model_url,
+            "tokens": tokens,
+            "greedy": greedy,
+            "token": view(compiled.token),
+            "logits": view(compiled.logits),
+            "state": view(compiled.state),
+        },
+    )
     out["rows"] = np.stack([floats(base64.b64decode(r))[: compiled.config.vocab_size] for r in out["rows"]])
     out["state"] = base64.b64decode(out["state"])
     return out
 
 
-RUN_PREFILL_JS = """
+RUN_PREFILL_JS = (
+    """
 async ({plan, model, tokens, chunk, views}) => {
-""" + BRIDGE_SETUP_JS + """  const u32 = (...values) => new Uint32Array(values);
+"""
+    + BRIDGE_SETUP_JS
+    + """  const u32 = (...values) => new Uint32Array(values);
   const readLogits = async () => toB64(await bridge.read(...views.logits));
   try {
     await bridge.load(plan);
@@ -159,6 +201,7 @@ async ({plan, model, tokens, chunk, views}) => {
   }
 }
 """
+)
 
 
 def run_prefill_in_browser(page, compiled, model_url: str, tokens: list[int]) -> dict:
@@ -166,8 +209,16 @@ def run_prefill_in_browser(page, compiled, model_url: str, tokens: list[int]) ->
     of compiled.chunk with the head run for every row. Logits rows [T, V] and final state of each."""
     names = ("token", "tokens", "count", "logits", "state")
     views = {n: [getattr(compiled, n).buffer, getattr(compiled, n).offset, getattr(compiled, n).size] for n in names}
-    out = page.evaluate(RUN_PREFILL_JS, {"plan": compiled.plan.to_json(), "model": model_url, "tokens": tokens,
-                                         "chunk": compiled.chunk, "views": views})
+    out = page.evaluate(
+        RUN_PREFILL_JS,
+        {
+            "plan": compiled.plan.to_json(),
+            "model": model_url,
+            "tokens": tokens,
+            "chunk": compiled.chunk,
+            "views": views,
+        },
+    )
     vocab = compiled.config.vocab_size
     for key in ("decode", "prefill"):
         out[key] = np.stack([floats(base64.b64decode(r))[:vocab] for r in out[key]])

@@ -17,8 +17,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-STORAGE_NAMES = {np.dtype(np.float32): "FloatStorage", np.dtype(np.float16): "HalfStorage", "bf16": "BFloat16Storage",
-                 np.dtype(np.int32): "IntStorage", np.dtype(np.float64): "DoubleStorage"}
+STORAGE_NAMES = {
+    np.dtype(np.float32): "FloatStorage",
+    np.dtype(np.float16): "HalfStorage",
+    "bf16": "BFloat16Storage",
+    np.dtype(np.int32): "IntStorage",
+    np.dtype(np.float64): "DoubleStorage",
+}
 
 
 def _text(value: str) -> bytes:
@@ -54,12 +59,42 @@ def tensor_pickle(entries: list[TensorEntry], extra: bytes = b"") -> bytes:
     """{name: tensor} as torch pickles a state_dict (protocol 2)."""
     body = []
     for e in entries:
-        persistent = (pickle.MARK + _text("storage") + pickle.GLOBAL + f"torch\n{e.storage}\n".encode() + _text(e.key)
-                      + _text("cpu") + _int(e.numel) + pickle.TUPLE + pickle.BINPERSID)
+        persistent = (
+            pickle.MARK
+            + _text("storage")
+            + pickle.GLOBAL
+            + f"torch\n{e.storage}\n".encode()
+            + _text(e.key)
+            + _text("cpu")
+            + _int(e.numel)
+            + pickle.TUPLE
+            + pickle.BINPERSID
+        )
         ordered_dict = pickle.GLOBAL + b"collections\nOrderedDict\n" + pickle.EMPTY_TUPLE + pickle.REDUCE
-        body.append(_text(e.name) + pickle.GLOBAL + b"torch._utils\n_rebuild_tensor_v2\n" + pickle.MARK + persistent
-                    + _int(e.offset) + _ints(e.shape) + _ints(e.stride) + pickle.NEWFALSE + ordered_dict + pickle.TUPLE + pickle.REDUCE)
-    return pickle.PROTO + b"\x02" + pickle.EMPTY_DICT + pickle.MARK + b"".join(body) + pickle.SETITEMS + extra + pickle.STOP
+        body.append(
+            _text(e.name)
+            + pickle.GLOBAL
+            + b"torch._utils\n_rebuild_tensor_v2\n"
+            + pickle.MARK
+            + persistent
+            + _int(e.offset)
+            + _ints(e.shape)
+            + _ints(e.stride)
+            + pickle.NEWFALSE
+            + ordered_dict
+            + pickle.TUPLE
+            + pickle.REDUCE
+        )
+    return (
+        pickle.PROTO
+        + b"\x02"
+        + pickle.EMPTY_DICT
+        + pickle.MARK
+        + b"".join(body)
+        + pickle.SETITEMS
+        + extra
+        + pickle.STOP
+    )
 
 
 def zip_stored(members: list[tuple[str, bytes]], align: int = 64, zip64: bool = False) -> bytes:
@@ -71,15 +106,39 @@ def zip_stored(members: list[tuple[str, bytes]], align: int = 64, zip64: bool = 
         if align:
             pad = -(offset + 30 + len(raw_name) + 4) % align
             extra = struct.pack("<HH", 0x4246, pad) + b"Z" * pad  # "FB": torch's padding field
-        out += struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0, crc, len(data), len(data), len(raw_name), len(extra))
+        out += struct.pack(
+            "<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0, crc, len(data), len(data), len(raw_name), len(extra)
+        )
         out += raw_name + extra + data
         sizes = (len(data), len(data), offset)
         central_extra = b""
         if zip64:
             central_extra = struct.pack("<HHQQQ", 1, 24, *sizes)
             sizes = (0xFFFFFFFF,) * 3
-        central += struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 45, 45, 0, 0, 0, 0, crc, sizes[1], sizes[0],
-                               len(raw_name), len(central_extra), 0, 0, 0, 0, sizes[2]) + raw_name + central_extra
+        central += (
+            struct.pack(
+                "<4sHHHHHHIIIHHHHHII",
+                b"PK\x01\x02",
+                45,
+                45,
+                0,
+                0,
+                0,
+                0,
+                crc,
+                sizes[1],
+                sizes[0],
+                len(raw_name),
+                len(central_extra),
+                0,
+                0,
+                0,
+                0,
+                sizes[2],
+            )
+            + raw_name
+            + central_extra
+        )
     cd_offset, count = len(out), len(members)
     out += central
     if zip64:

@@ -59,7 +59,10 @@ def test_exported_state_continues_exactly_in_a_fresh_engine(path):
     blob = run(a.state())
     run(b.state(blob))
     assert run(a.logits([5, 4], keep_state=True)) == run(b.logits([5, 4], keep_state=True))
-    assert run(a.generate([2], 10, temperature=1.0, seed=1, keep_state=True)).tokens == run(b.generate([2], 10, temperature=1.0, seed=1, keep_state=True)).tokens
+    assert (
+        run(a.generate([2], 10, temperature=1.0, seed=1, keep_state=True)).tokens
+        == run(b.generate([2], 10, temperature=1.0, seed=1, keep_state=True)).tokens
+    )
     with pytest.raises(ValueError, match="another model's state"):
         run(b.state(blob[:-4]))
 
@@ -138,7 +141,8 @@ def test_prompt_in_chunks_generates_the_same_tokens_as_token_by_token(path):
 
 
 def generate_with_batch(path, batch, prompt, max_tokens, **options):
-    """A generation whose decode steps are chained `batch` at a time (1: one submission per token), and the state after it."""
+    """A generation whose decode steps are chained `batch` at a time (1: one submission per token), and the
+    state after it."""
     import rwkvweb.engine as engine_module
 
     saved, engine_module.BATCH = engine_module.BATCH, batch
@@ -150,10 +154,14 @@ def generate_with_batch(path, batch, prompt, max_tokens, **options):
         engine_module.BATCH = saved
 
 
-@pytest.mark.parametrize("sampling", [dict(temperature=0), dict(temperature=1.0, top_p=0.9, seed=11, repetition_penalty=1.2)])
+@pytest.mark.parametrize(
+    "sampling", [dict(temperature=0), dict(temperature=1.0, top_p=0.9, seed=11, repetition_penalty=1.2)]
+)
 def test_batched_decode_equals_one_token_per_submission(path, sampling):
     one, one_state = generate_with_batch(path, 1, [3, 1, 4], 40, **sampling)
-    many, many_state = generate_with_batch(path, 16, [3, 1, 4], 40, **sampling)  # batches 1+2+4+8+16+9: the last one cut short
+    many, many_state = generate_with_batch(
+        path, 16, [3, 1, 4], 40, **sampling
+    )  # batches 1+2+4+8+16+9: the last one cut short
     assert many.tokens == one.tokens and len(one.tokens) == 40 and many.stats.stopped_by == "length"
     assert many_state == one_state  # state, and the pending last token, as if each token had its own submission
 
@@ -172,7 +180,9 @@ def test_a_stop_inside_a_batch_rolls_back_to_it(path):
         try:
             model = await Model.load(path)
             seen = []
-            tokens, stats = await model.engine.generate([7, 7], 30, Sampling(**sampling), on_token=lambda t: _stop_on(seen, t, stop_token))
+            tokens, stats = await model.engine.generate(
+                [7, 7], 30, Sampling(**sampling), on_token=lambda t: _stop_on(seen, t, stop_token)
+            )
             return tokens, stats, seen, await model.state()
         finally:
             engine_module.BATCH = saved

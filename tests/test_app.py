@@ -8,7 +8,7 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from app_models import HOSTILE, OWN_TEMPLATE, write_chat_model, write_parrot_model
+from app_models import HOSTILE, write_chat_model, write_parrot_model
 from rwkvweb.tokenizer import WorldTokenizer
 
 pytestmark = pytest.mark.browser
@@ -36,7 +36,11 @@ def send(page, text):
     answers = page.locator(".message[data-role='assistant'][data-done]:not([data-done='restored'])")
     expect(answers).to_have_count(before + 1, timeout=LOAD_TIMEOUT)
     last = answers.last
-    return last.locator(".text").text_content(), int(last.get_attribute("data-prompt-tokens")), last.locator(".stats").text_content()
+    return (
+        last.locator(".text").text_content(),
+        int(last.get_attribute("data-prompt-tokens")),
+        last.locator(".stats").text_content(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +98,9 @@ def test_two_turns_reuse_the_state_and_a_saved_conversation_continues_exactly(pa
 
     # regenerate: the same greedy answer again, from the state before it
     page.click("#regenerate")
-    expect(page.locator(".message[data-role='assistant']").last).to_have_attribute("data-done", "length", timeout=LOAD_TIMEOUT)
+    expect(page.locator(".message[data-role='assistant']").last).to_have_attribute(
+        "data-done", "length", timeout=LOAD_TIMEOUT
+    )
     assert page.locator(".message[data-role='assistant'] .text").last.text_content() == continued
     page.click("#new-chat")
     expect(page.locator(".message")).to_have_count(0)
@@ -104,8 +110,15 @@ def test_two_turns_reuse_the_state_and_a_saved_conversation_continues_exactly(pa
 def test_a_conversation_from_another_model_is_refused_as_text(page, server, chat_model, tmp_path):
     open_app(page, server)
     load(page, chat_model)
-    forged = {"format": "rwkvweb-conversation", "version": 1, "model": {"name": HOSTILE, "bytes": 1, "config": {}},
-              "template": "model", "messages": [], "fed_text": "", "state": ""}
+    forged = {
+        "format": "rwkvweb-conversation",
+        "version": 1,
+        "model": {"name": HOSTILE, "bytes": 1, "config": {}},
+        "template": "model",
+        "messages": [],
+        "fed_text": "",
+        "state": "",
+    }
     path = tmp_path / "forged.json"
     path.write_text(json.dumps(forged))
     page.set_input_files("#restore-chat", str(path))

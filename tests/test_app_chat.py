@@ -14,7 +14,10 @@ from rwkvweb.config import ModelConfig
 from rwkvweb.safetensors import write_safetensors
 from rwkvweb.testmodel import random_weights
 
-OWN_TEMPLATE = "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
+OWN_TEMPLATE = (
+    "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
 GREEDY = {"temperature": 0.0}
 
 
@@ -35,15 +38,25 @@ def chat_model(tmp_path_factory):
 
 
 def test_world_template_folds_blank_lines_and_opens_the_answer():
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi\n\nthere "},
-                {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Again"}]
-    assert render("world", messages) == "System: Be brief.\n\nUser: Hi\nthere\n\nAssistant: Hello.\n\nUser: Again\n\nAssistant:"
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi\n\nthere "},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Again"},
+    ]
+    assert (
+        render("world", messages)
+        == "System: Be brief.\n\nUser: Hi\nthere\n\nAssistant: Hello.\n\nUser: Again\n\nAssistant:"
+    )
     assert render("world", messages[:2], add_generation_prompt=False) == "System: Be brief.\n\nUser: Hi\nthere\n\n"
 
 
 def test_g1_template_opens_reasoning_and_drops_old_reasoning():
-    messages = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "<think>add</think> 4"},
-                {"role": "user", "content": "3+3?"}]
+    messages = [
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "<think>add</think> 4"},
+        {"role": "user", "content": "3+3?"},
+    ]
     assert render("g1", messages) == "User: 2+2?\n\nAssistant: 4\n\nUser: 3+3?\n\nAssistant: <think"
 
 
@@ -71,7 +84,7 @@ async def _two_turns(path):
     fed_before = chat.fed_text
     second, r2 = await chat.answer(model, 8, metadata=model.metadata, **GREEDY)
     # the same tokens from a fresh state, all at once: the first prompt, the first answer's tokens, the new text
-    ids = model.encode("<user>Hello\n\n<assistant>") + r1.tokens + model.encode(full_prompt[len(fed_before):])
+    ids = model.encode("<user>Hello\n\n<assistant>") + r1.tokens + model.encode(full_prompt[len(fed_before) :])
     fresh = await model.generate(ids, 8, **GREEDY)
     return model, chat, first, r1, second, r2, full_prompt, fed_before, fresh
 
@@ -80,7 +93,7 @@ def test_second_turn_feeds_only_the_new_text_and_equals_a_fresh_run(chat_model):
     model, chat, first, r1, second, r2, full_prompt, fed_before, fresh = run_async(_two_turns(chat_model))
     assert r1.stats.prompt_tokens == len(model.encode("<user>Hello\n\n<assistant>"))
     assert full_prompt.startswith(fed_before)
-    assert r2.stats.prompt_tokens == len(model.encode(full_prompt[len(fed_before):])) < len(model.encode(full_prompt))
+    assert r2.stats.prompt_tokens == len(model.encode(full_prompt[len(fed_before) :])) < len(model.encode(full_prompt))
     # the kept state + the new text is the whole conversation's state: greedy tokens agree exactly
     assert r2.tokens == fresh.tokens[: len(r2.tokens)] and r2.tokens
     assert [m["role"] for m in chat.messages] == ["user", "assistant", "user", "assistant"]
@@ -128,6 +141,7 @@ def test_python_cell_prints_and_shows_the_last_value(chat_model):
 def test_built_in_templates_reuse_the_state_even_when_the_answer_renders_differently(chat_model):
     """A random model's answer has no leading space and stray bytes, so "Assistant: <answer>" never
     renders back what it generated; the new turn still goes after the text the state holds."""
+
     async def run():
         model = await Model.load(chat_model)
         chat = Conversation(template="world")
@@ -136,7 +150,11 @@ def test_built_in_templates_reuse_the_state_even_when_the_answer_renders_differe
         fed = chat.fed_text
         chat.messages.append({"role": "user", "content": "And then?"})
         _, r2 = await chat.answer(model, 8, **GREEDY)
-        ids = model.encode("User: Hello\n\nAssistant:") + r1.tokens + model.encode(chat.fed_text[len(fed):len(chat.fed_text) - len(r2.text)])
+        ids = (
+            model.encode("User: Hello\n\nAssistant:")
+            + r1.tokens
+            + model.encode(chat.fed_text[len(fed) : len(chat.fed_text) - len(r2.text)])
+        )
         fresh = await model.generate(ids, 8, **GREEDY)
         return fed, chat, r1, r2, fresh
 

@@ -33,7 +33,8 @@ def test_the_module_loads_generates_streams_and_forks(page, server):
       const embed = await model.embed("hello").then((v) => v.length, (e) => e.message);
       await model.unload();
       const after = await model.generate("x", greedy).result.then(() => "no error", (e) => e.message);
-      return { name: model.name, ids, pieces, text, stats, progress: progress.length, stateBytes: saved.byteLength, a, b, c, embed, after };
+      return { name: model.name, ids, pieces, text, stats, progress: progress.length, stateBytes: saved.byteLength,
+               a, b, c, embed, after };
     }""")
     assert out["name"] == "rwkv7-tiny-wordnet.st" and out["ids"] == list(b"cat") and out["progress"] > 0
     assert "".join(out["pieces"]) == out["text"] and len(out["pieces"]) > 1  # streamed piece by piece

@@ -15,8 +15,16 @@ import unicodedata
 import pytest
 
 tokenizers = pytest.importorskip("tokenizers")
-from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, normalizers,  # noqa: E402
-                        pre_tokenizers, trainers)
+from tokenizers import (  # noqa: E402 - after the importorskip that explains a missing package
+    AddedToken,
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,  # noqa: E402
+    pre_tokenizers,
+    trainers,
+)
 
 from rwkvweb.bpe import BYTE_TO_CHAR, CHAR_TO_BYTE, BPETokenizer  # noqa: E402
 from rwkvweb.bpe_pretokenizer import gpt2_pattern, unicode_classes  # noqa: E402
@@ -24,21 +32,94 @@ from rwkvweb.tokenizer import StreamDecoder, tokenizer_for  # noqa: E402
 
 LICENSE = "/usr/share/common-licenses/GPL-3"  # Debian's base-files ships it
 FRAGMENTS = [
-    "a", "Z", "word", " ", "  ", "   ", "\t", "\t\t", "\n", "\n\n", "\r\n", " \t\n ",
-    "'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "'", "’", "0", "42", "3.14", "1,000", "²", "½", "Ⅻ", "٣",
-    "é", "e\u0301", "ß", "İ", "中", "文字", "。", "한국어", "カタカナ", "🚀", "👩‍👩‍👧‍👦", "🇫🇷",
-    "!", "?!", "...", "--", "_", "__init__", "#", "{", "}", "()", "\u00a0",
-    "\u3000", "\u2028", "\x85", "\x1c", "\x00", "\u200b", "\ufeff", "<|endoftext|>", "<|padding|>",
+    "a",
+    "Z",
+    "word",
+    " ",
+    "  ",
+    "   ",
+    "\t",
+    "\t\t",
+    "\n",
+    "\n\n",
+    "\r\n",
+    " \t\n ",
+    "'s",
+    "'t",
+    "'re",
+    "'ve",
+    "'m",
+    "'ll",
+    "'d",
+    "'S",
+    "'",
+    "’",
+    "0",
+    "42",
+    "3.14",
+    "1,000",
+    "²",
+    "½",
+    "Ⅻ",
+    "٣",
+    "é",
+    "e\u0301",
+    "ß",
+    "İ",
+    "中",
+    "文字",
+    "。",
+    "한국어",
+    "カタカナ",
+    "🚀",
+    "👩‍👩‍👧‍👦",
+    "🇫🇷",
+    "!",
+    "?!",
+    "...",
+    "--",
+    "_",
+    "__init__",
+    "#",
+    "{",
+    "}",
+    "()",
+    "\u00a0",
+    "\u3000",
+    "\u2028",
+    "\x85",
+    "\x1c",
+    "\x00",
+    "\u200b",
+    "\ufeff",
+    "<|endoftext|>",
+    "<|padding|>",
 ]
 SAMPLES = [
-    "", " ", "Hello, world! The quick brown fox jumps over the lazy dog.",
+    "",
+    " ",
+    "Hello, world! The quick brown fox jumps over the lazy dog.",
     "don't you're I'll we've she'd it's I'M 'sup rock'n'roll",
-    "a  b   c    d\t\te\n\n\nf \t \n g", "    leading", "trailing    ", "\n\n\n", "\t \t",
-    "def f(x):\n    return {'a': [1, 2.5e-3]}  # comment\n\n\n", "x = 1_000_000 + 0x1F",
-    "你好，世界。我能吞下玻璃而不伤身体。", "こんにちは世界", "안녕하세요", "Привет, мир!",
-    "नमस्ते दुनिया", "مرحبا بالعالم", "emoji 🌍🚀👩‍👩‍👧‍👦 and flags 🇫🇷🇩🇪", "1234567890 3.14159 ²½Ⅻ ١٢٣",
-    "!!!??? ... --- ***", "<|endoftext|>hi<|endoftext|>",
-    "café e\u0301 ﬁ Å", "\x1c\x1d a\x1fb \u200b\ufeff", "x\u3000\u3000y\u00a0z\u2028w\x85v",
+    "a  b   c    d\t\te\n\n\nf \t \n g",
+    "    leading",
+    "trailing    ",
+    "\n\n\n",
+    "\t \t",
+    "def f(x):\n    return {'a': [1, 2.5e-3]}  # comment\n\n\n",
+    "x = 1_000_000 + 0x1F",
+    "你好，世界。我能吞下玻璃而不伤身体。",
+    "こんにちは世界",
+    "안녕하세요",
+    "Привет, мир!",
+    "नमस्ते दुनिया",
+    "مرحبا بالعالم",
+    "emoji 🌍🚀👩‍👩‍👧‍👦 and flags 🇫🇷🇩🇪",
+    "1234567890 3.14159 ²½Ⅻ ١٢٣",
+    "!!!??? ... --- ***",
+    "<|endoftext|>hi<|endoftext|>",
+    "café e\u0301 ﬁ Å",
+    "\x1c\x1d a\x1fb \u200b\ufeff",
+    "x\u3000\u3000y\u00a0z\u2028w\x85v",
 ]
 
 
@@ -69,12 +150,19 @@ def train(corpus, *, prefix_space=False, normalizer=None, added=(), vocab_size=3
         tokenizer.normalizer = normalizer
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix_space)
     if split is not None:  # Llama 3 / Qwen2 style: a Split regex, then ByteLevel without its own regex
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(split), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=prefix_space, use_regex=False)])
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(split), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=prefix_space, use_regex=False),
+            ]
+        )
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  special_tokens=["<|endoftext|>", "<|padding|>"], show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|endoftext|>", "<|padding|>"],
+        show_progress=False,
+    )
     tokenizer.train_from_iterator(corpus, trainer)
     tokenizer.add_tokens(list(added))
     return tokenizer
@@ -92,24 +180,39 @@ def assert_same_as_reference(reference: Tokenizer, texts, json_text: str | None 
 # --- trained by `tokenizers` -------------------------------------------------------------------
 
 # The Split patterns of Llama 3's and Qwen2's tokenizer.json files.
-LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
-                r"|\s+(?!\S)|\s+")
-QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
-               r"|\s+(?!\S)|\s+")
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
 NEOX_SPACES = [AddedToken(" " * n, normalized=True) for n in range(2, 25)]  # GPT-NeoX 20B adds runs of spaces
 
 
-@pytest.mark.parametrize("name, options", [
-    ("gpt2-like", {}),
-    ("neox-like: NFC + added space runs", {"normalizer": normalizers.NFC(), "added": NEOX_SPACES}),
-    ("prefix space", {"prefix_space": True}),
-    ("NFKC + lowercase", {"normalizer": normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])}),
-    ("added tokens with lstrip/rstrip/single_word", {"prefix_space": True, "added": [
-        AddedToken("<mask>", lstrip=True, rstrip=True, special=True, normalized=False),
-        AddedToken("word", single_word=True, normalized=True), AddedToken("中文", normalized=False)]}),
-    ("llama3-like Split + ByteLevel", {"split": LLAMA3_SPLIT}),
-    ("qwen2-like Split + ByteLevel, NFC", {"split": QWEN2_SPLIT, "normalizer": normalizers.NFC()}),
-])
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("gpt2-like", {}),
+        ("neox-like: NFC + added space runs", {"normalizer": normalizers.NFC(), "added": NEOX_SPACES}),
+        ("prefix space", {"prefix_space": True}),
+        ("NFKC + lowercase", {"normalizer": normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])}),
+        (
+            "added tokens with lstrip/rstrip/single_word",
+            {
+                "prefix_space": True,
+                "added": [
+                    AddedToken("<mask>", lstrip=True, rstrip=True, special=True, normalized=False),
+                    AddedToken("word", single_word=True, normalized=True),
+                    AddedToken("中文", normalized=False),
+                ],
+            },
+        ),
+        ("llama3-like Split + ByteLevel", {"split": LLAMA3_SPLIT}),
+        ("qwen2-like Split + ByteLevel, NFC", {"split": QWEN2_SPLIT, "normalizer": normalizers.NFC()}),
+    ],
+)
 def test_trained_tokenizers_give_the_same_ids_on_the_corpus(corpus, name, options):
     reference = train(corpus, **options)
     texts = [*corpus, *SAMPLES, *random_texts(300, seed=len(name)), "a <mask> b<mask>c", "swordfish word words"]
@@ -130,14 +233,30 @@ def test_old_style_merges_ignore_merges_and_no_regex(corpus):
 
 # --- written by hand ----------------------------------------------------------------------------
 
+
 def byte_level_spec(vocab: dict[str, int], merges: list, *, added=(), normalizer=None) -> dict:
     byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
-    return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": list(added),
-            "normalizer": normalizer,
-            "pre_tokenizer": byte_level, "post_processor": byte_level, "decoder": byte_level,
-            "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                      "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
-                      "vocab": vocab, "merges": merges}}
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": list(added),
+        "normalizer": normalizer,
+        "pre_tokenizer": byte_level,
+        "post_processor": byte_level,
+        "decoder": byte_level,
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "vocab": vocab,
+            "merges": merges,
+        },
+    }
 
 
 def test_merge_order_follows_ranks_even_when_a_merge_outranks_its_parts():
@@ -160,8 +279,15 @@ def test_merge_order_follows_ranks_even_when_a_merge_outranks_its_parts():
 
 
 def added_token(token_id: int, content: str, special: bool) -> dict:
-    return {"id": token_id, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
-            "normalized": not special, "special": special}
+    return {
+        "id": token_id,
+        "content": content,
+        "single_word": False,
+        "lstrip": False,
+        "rstrip": False,
+        "normalized": not special,
+        "special": special,
+    }
 
 
 def test_a_gpt_neox_like_hand_written_config():
@@ -189,6 +315,7 @@ def test_a_gpt_neox_like_hand_written_config():
 
 # --- the pre-tokenizer's character classes ---------------------------------------------------
 
+
 def test_letter_and_number_classes_equal_a_scan_of_every_code_point():
     import re
 
@@ -212,6 +339,7 @@ def test_white_space_is_oniguruma_s_not_python_s():
 
 
 # --- streaming, and the model's choice ------------------------------------------------------
+
 
 def test_random_bpe_token_streams_never_emit_broken_text(corpus):
     ours = BPETokenizer.from_json(train(corpus).to_str())
@@ -240,12 +368,19 @@ def test_the_model_metadata_chooses_a_bpe_tokenizer(corpus):
         tokenizer_for(300, {"rwkvweb.tokenizer_json": text}, world)
 
 
-@pytest.mark.parametrize("vocab, metadata, message", [
-    (50277, {}, "needs GPT-NeoX 20B's tokenizer \\(RWKV Pile models\\) but carries none: .* rwkvweb.tokenizer_json, "
-                "or set \\$RWKVWEB_GPT_NEOX_TOKENIZER"),
-    (1000, {"rwkvweb.tokenizer": "bpe"}, "needs a byte-level BPE tokenizer but carries none"),
-    (1000, {"rwkvweb.tokenizer": "bpe", "rwkvweb.tokenizer_json": "{"}, "tokenizer.json is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "vocab, metadata, message",
+    [
+        (
+            50277,
+            {},
+            "needs GPT-NeoX 20B's tokenizer \\(RWKV Pile models\\) but carries none: .* rwkvweb.tokenizer_json, "
+            "or set \\$RWKVWEB_GPT_NEOX_TOKENIZER",
+        ),
+        (1000, {"rwkvweb.tokenizer": "bpe"}, "needs a byte-level BPE tokenizer but carries none"),
+        (1000, {"rwkvweb.tokenizer": "bpe", "rwkvweb.tokenizer_json": "{"}, "tokenizer.json is not valid JSON"),
+    ],
+)
 def test_a_model_without_the_bpe_tokenizer_it_needs_is_refused_clearly(vocab, metadata, message, monkeypatch):
     monkeypatch.delenv("RWKVWEB_GPT_NEOX_TOKENIZER", raising=False)
     with pytest.raises(ValueError, match=message):
@@ -253,21 +388,42 @@ def test_a_model_without_the_bpe_tokenizer_it_needs_is_refused_clearly(vocab, me
     assert tokenizer_for(vocab, {**metadata, "rwkvweb.tokenizer": "none"}, lambda: "world") is None
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda s: s["model"].update(type="WordPiece"), "model type 'WordPiece' is not supported"),
-    (lambda s: s.update(pre_tokenizer={"type": "Whitespace"}), "pre-tokenizer \\['Whitespace'\\] is not supported"),
-    (lambda s: s.update(decoder=None), "decoder None is not supported"),
-    (lambda s: s.update(pre_tokenizer={"type": "Sequence", "pretokenizers": [
-        {"type": "Split", "pattern": {"Regex": r"\w+"}, "behavior": "Isolated", "invert": False}, s["pre_tokenizer"]]}),
-     r"regex uses \\w, which is not supported"),
-    (lambda s: s.update(pre_tokenizer={"type": "Sequence", "pretokenizers": [
-        {"type": "Split", "pattern": {"String": " "}, "behavior": "Removed", "invert": False}, s["pre_tokenizer"]]}),
-     "Split with behavior 'Removed' is not supported"),
-    (lambda s: s.update(normalizer={"type": "BertNormalizer"}), "normalizer 'BertNormalizer' is not supported"),
-    (lambda s: s["model"]["merges"].append("Ġ q"), "merge 1 'Ġ q' uses 'Ġq', which is not in the vocabulary"),
-    (lambda s: s["model"]["merges"].append("a b c"), "merge 1 is 'a b c'; expected 'left right'"),
-    (lambda s: s["model"].update(dropout=0.1), "dropout makes encoding random"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda s: s["model"].update(type="WordPiece"), "model type 'WordPiece' is not supported"),
+        (lambda s: s.update(pre_tokenizer={"type": "Whitespace"}), "pre-tokenizer \\['Whitespace'\\] is not supported"),
+        (lambda s: s.update(decoder=None), "decoder None is not supported"),
+        (
+            lambda s: s.update(
+                pre_tokenizer={
+                    "type": "Sequence",
+                    "pretokenizers": [
+                        {"type": "Split", "pattern": {"Regex": r"\w+"}, "behavior": "Isolated", "invert": False},
+                        s["pre_tokenizer"],
+                    ],
+                }
+            ),
+            r"regex uses \\w, which is not supported",
+        ),
+        (
+            lambda s: s.update(
+                pre_tokenizer={
+                    "type": "Sequence",
+                    "pretokenizers": [
+                        {"type": "Split", "pattern": {"String": " "}, "behavior": "Removed", "invert": False},
+                        s["pre_tokenizer"],
+                    ],
+                }
+            ),
+            "Split with behavior 'Removed' is not supported",
+        ),
+        (lambda s: s.update(normalizer={"type": "BertNormalizer"}), "normalizer 'BertNormalizer' is not supported"),
+        (lambda s: s["model"]["merges"].append("Ġ q"), "merge 1 'Ġ q' uses 'Ġq', which is not in the vocabulary"),
+        (lambda s: s["model"]["merges"].append("a b c"), "merge 1 is 'a b c'; expected 'left right'"),
+        (lambda s: s["model"].update(dropout=0.1), "dropout makes encoding random"),
+    ],
+)
 def test_unsupported_or_broken_tokenizer_json_is_refused(change, message):
     vocab = {char: byte for byte, char in enumerate(BYTE_TO_CHAR)} | {"ab": 256}
     spec = byte_level_spec(vocab, ["a b"])

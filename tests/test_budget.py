@@ -44,7 +44,9 @@ def test_auto_keeps_fp16_where_it_fits_and_lowers_the_biggest_first():
     # a tighter budget never makes any matrix wider
     tighter = plan_budget(config, table, parse_bytes("400MB"))
     order = ["f32", "f16", "int8", "nf4"]
-    assert all(order.index(tighter.precisions[n]) >= order.index(tight.precisions[n]) for n in table if n in tight.precisions)
+    assert all(
+        order.index(tighter.precisions[n]) >= order.index(tight.precisions[n]) for n in table if n in tight.precisions
+    )
 
 
 def test_refuses_with_the_bytes_needed():
@@ -54,7 +56,9 @@ def test_refuses_with_the_bytes_needed():
 
     narrowest = {**{n: "nf4" for n in quantizable(table)}, "emb.weight": "host"}
     reserve = plan_budget(config, table, parse_bytes("2GB")).reserve
-    smallest = compile_model(config, table, precisions=narrowest, chunk=1).plan.gpu_bytes() + reserve  # refusals count 1-token chunks
+    smallest = (
+        compile_model(config, table, precisions=narrowest, chunk=1).plan.gpu_bytes() + reserve
+    )  # refusals count 1-token chunks
     with pytest.raises(BudgetError, match=f"at least {smallest / 1e6:.1f} MB"):
         plan_budget(config, table, parse_bytes("200MB"))
     # 919.5 MB of weights, state and decode buffers + 0.1 MB of activations for 1-token prefill chunks
@@ -65,8 +69,17 @@ def test_refuses_with_the_bytes_needed():
         plan_budget(config, tensor_table(config, "fp32"), parse_bytes("2GB"), precision="fp16")
 
 
-@pytest.mark.parametrize("text, expected", [("700MB", 700_000_000), ("2GB", 2_000_000_000), ("1.5GiB", 3 * 2**29),
-                                            ("512 MiB", 2**29), (123, 123), ("64kb", 64_000)])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("700MB", 700_000_000),
+        ("2GB", 2_000_000_000),
+        ("1.5GiB", 3 * 2**29),
+        ("512 MiB", 2**29),
+        (123, 123),
+        ("64kb", 64_000),
+    ],
+)
 def test_parse_bytes(text, expected):
     assert parse_bytes(text) == expected
 
@@ -114,7 +127,9 @@ def test_quantized_plans_run_on_numpy_and_stay_near_the_reference(tmp_path, prec
 def host_embedding_budget(config) -> int:
     """A budget one byte under everything-NF4 (with 1-token prefill chunks, the planner's last resort before
     the embedding): only moving the embedding off the GPU fits it."""
-    return plan_budget(config, tensor_table(config, "fp16"), parse_bytes("10GB"), precision="nf4", chunk=1).gpu_bytes - 1
+    return (
+        plan_budget(config, tensor_table(config, "fp16"), parse_bytes("10GB"), precision="nf4", chunk=1).gpu_bytes - 1
+    )
 
 
 def test_the_embedding_leaves_the_gpu_only_as_the_last_resort():
@@ -150,7 +165,9 @@ def test_rows_written_by_the_engine_give_the_same_logits_and_tokens(tmp_path):
     assert run_async(run({"emb.weight": "host"})) == run_async(run({}))
 
 
-@pytest.mark.parametrize("shape, budget", [((24, 1024), "700MB"), ((24, 1024), "400MB"), ((12, 768), "200MB"), ((2, 128), None)])
+@pytest.mark.parametrize(
+    "shape, budget", [((24, 1024), "700MB"), ((24, 1024), "400MB"), ((12, 768), "200MB"), ((2, 128), None)]
+)
 def test_no_matrix_could_be_one_level_wider(shape, budget):
     """After lowering, the planner widens back what still fits, so no matrix is narrower than
     the budget forces: widening any one of them by a level would go over."""

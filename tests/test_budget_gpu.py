@@ -51,8 +51,13 @@ def test_quantized_plan_on_the_gpu_equals_numpy(browser, server, model_dir, prec
         page.close()
 
     async def numpy_rows():
-        model = await Model.load(str(model_dir / name), precision=precision, matvec=matvec, max_binding=max_binding,
-                                 tokenizer_for=lambda c, m: None)
+        model = await Model.load(
+            str(model_dir / name),
+            precision=precision,
+            matvec=matvec,
+            max_binding=max_binding,
+            tokenizer_for=lambda c, m: None,
+        )
         return np.stack([np.frombuffer(r, np.float32) for r in await model.logits(tokens)])
 
     expected = run_async(numpy_rows())
@@ -81,15 +86,19 @@ def test_released_shapes_stay_within_each_budget(engine_page, model_dir, shape):
     scale = expected.max() - expected.min()
     try:
         for budget in ("700MB", "1GB", "2GB"):
-            loaded = engine_page.evaluate(CALL_JS, ["load", {"url": "/test-models/" + name, "budget": parse_bytes(budget)}])
+            loaded = engine_page.evaluate(
+                CALL_JS, ["load", {"url": "/test-models/" + name, "budget": parse_bytes(budget)}]
+            )
             rows = np.array(engine_page.evaluate(CALL_JS, ["logits", {"tokens": tokens}]), np.float32)
             engine_page.evaluate(CALL_JS, ["exportState", {}])  # the largest read-back the engine makes
             peak = engine_page.evaluate(CALL_JS, ["info", {}])["gpu"]["peakBytes"]
             narrowest = max(loaded["matrices_by_precision"], key=["f32", "f16", "int8", "nf4"].index)
             error = np.abs(rows - expected).max() / scale
             top1 = float(np.mean(rows.argmax(axis=1) == expected.argmax(axis=1)))
-            print(f"{shape} {budget}: planned {loaded['gpu_bytes_planned']:,} peak {peak:,} bytes, "
-                  f"{loaded['matrices_by_precision']}, |Δlogit| {error:.2e} of the range, top-1 {top1:.2f}")
+            print(
+                f"{shape} {budget}: planned {loaded['gpu_bytes_planned']:,} peak {peak:,} bytes, "
+                f"{loaded['matrices_by_precision']}, |Δlogit| {error:.2e} of the range, top-1 {top1:.2f}"
+            )
             assert peak <= loaded["gpu_bytes_planned"] <= parse_bytes(budget)
             assert error <= VERSUS_REFERENCE[narrowest]
     finally:
@@ -111,7 +120,9 @@ def test_an_embedding_off_the_gpu_runs_like_the_numpy_plan(browser, server, mode
     try:
         loaded = page.evaluate(CALL_JS, ["load", {"url": "/test-models/" + name, "budget": budget}])
         rows = np.array(page.evaluate(CALL_JS, ["logits", {"tokens": tokens}]), np.float32)
-        generated = page.evaluate(CALL_JS, ["generate", {"prompt": tokens[:3], "options": {"max_tokens": 10, "temperature": 0}}])
+        generated = page.evaluate(
+            CALL_JS, ["generate", {"prompt": tokens[:3], "options": {"max_tokens": 10, "temperature": 0}}]
+        )
         peak = page.evaluate(CALL_JS, ["info", {}])["gpu"]["peakBytes"]
     finally:
         page.close()

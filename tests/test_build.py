@@ -20,12 +20,22 @@ def test_site_has_pyodide_wheels_vocab_and_the_page(site_dir):
     for name in site.PYODIDE_FILES + ["index.html", "worker.js", "app.js", "vocab/rwkv_vocab_v20230424.txt"]:
         assert os.path.getsize(os.path.join(site_dir, "pyodide" if name in site.PYODIDE_FILES else "", name)) > 0, name
     names = sorted(os.listdir(os.path.join(site_dir, "wheels")))
-    assert names == ["jinja2-3.1.6-py3-none-any.whl", "markupsafe-3.0.3-py3-none-any.whl", "micropip-0.11.1-py3-none-any.whl", "rwkvweb-0.1.0-py3-none-any.whl"]
+    assert names == [
+        "jinja2-3.1.6-py3-none-any.whl",
+        "markupsafe-3.0.3-py3-none-any.whl",
+        "micropip-0.11.1-py3-none-any.whl",
+        "rwkvweb-0.1.0-py3-none-any.whl",
+    ]
 
 
 def test_manifest_lists_every_file_with_its_hash(site_dir):
     manifest = json.load(open(os.path.join(site_dir, site.MANIFEST)))
-    on_disk = {os.path.relpath(os.path.join(d, f), site_dir) for d, _, fs in os.walk(site_dir) for f in fs if not f.startswith(".")}
+    on_disk = {
+        os.path.relpath(os.path.join(d, f), site_dir)
+        for d, _, fs in os.walk(site_dir)
+        for f in fs
+        if not f.startswith(".")
+    }
     assert set(manifest["files"]) == on_disk - {site.MANIFEST}
     for path, entry in manifest["files"].items():
         data = open(os.path.join(site_dir, path), "rb").read()
@@ -44,15 +54,29 @@ def test_wheels_are_pure_and_their_records_are_right(site_dir):
                     data = archive.read(path)
                     assert int(size) == len(data) and digest == "sha256=" + wheels._urlsafe_digest(data), (name, path)
     ours = zipfile.ZipFile(os.path.join(site_dir, "wheels", "rwkvweb-0.1.0-py3-none-any.whl")).namelist()
-    sources = {f"rwkvweb/{f}" for f in os.listdir(os.path.join(site.ROOT, "py", "rwkvweb")) if f.endswith(".py") and f not in site.BROWSERLESS}
+    sources = {
+        f"rwkvweb/{f}"
+        for f in os.listdir(os.path.join(site.ROOT, "py", "rwkvweb"))
+        if f.endswith(".py") and f not in site.BROWSERLESS
+    }
     assert sources <= set(ours)
 
 
 def test_pure_markupsafe_escapes_without_its_c_speedups(site_dir, tmp_path):
     with zipfile.ZipFile(os.path.join(site_dir, "wheels", "markupsafe-3.0.3-py3-none-any.whl")) as archive:
         archive.extractall(tmp_path)
-    code = "import markupsafe, sys; assert 'markupsafe._speedups' not in sys.modules; print(markupsafe.escape('<a href=\"x\">&'))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)}, capture_output=True, text=True, check=True)
+    code = (
+        "import markupsafe, sys; assert 'markupsafe._speedups' not in sys.modules; "
+        "print(markupsafe.escape('<a href=\"x\">&'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "&lt;a href=&#34;x&#34;&gt;&amp;"
 
 

@@ -22,8 +22,10 @@ def test_a_model_larger_than_the_free_quota_is_loaded_uncached(browser, server):
         }""")
     finally:
         page.close()
-    assert note == ("not cached: the browser's storage quota has 5.0 MB free and this model needs 80.0 MB more; "
-                    "delete cached models to make room")
+    assert note == (
+        "not cached: the browser's storage quota has 5.0 MB free and this model needs 80.0 MB more; "
+        "delete cached models to make room"
+    )
 
 
 def test_storage_filling_up_mid_load_stops_caching_not_loading(browser, server):

@@ -27,8 +27,10 @@ BUDGETS = ("700MB", "2GB", "4GB")
 
 def write_sparse_header(path, tensors) -> None:
     """A safetensors file with this header and a data section of zeros that takes no disk space."""
-    header = {name: {"dtype": info.dtype, "shape": list(info.shape), "data_offsets": [info.start, info.end]}
-              for name, info in tensors.items()}
+    header = {
+        name: {"dtype": info.dtype, "shape": list(info.shape), "data_offsets": [info.start, info.end]}
+        for name, info in tensors.items()
+    }
     encoded = json.dumps(header).encode()
     with open(path, "wb") as file:
         file.write(struct.pack("<Q", len(encoded)) + encoded)
@@ -37,12 +39,21 @@ def write_sparse_header(path, tensors) -> None:
 
 def plan_cli(path, budget: str) -> dict:
     env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "py")}
-    done = subprocess.run([sys.executable, "-m", "rwkvweb", "plan", str(path), "--budget", budget],
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "rwkvweb", "plan", str(path), "--budget", budget],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     if done.returncode:
         return {"fits": False, "message": done.stderr.strip().removeprefix("rwkvweb plan: ")}
     plan = json.loads(done.stdout)
-    return {"fits": plan["fits"], "gpu_bytes": plan["gpu_bytes"], "matrices_by_precision": plan["matrices_by_precision"]}
+    return {
+        "fits": plan["fits"],
+        "gpu_bytes": plan["gpu_bytes"],
+        "matrices_by_precision": plan["matrices_by_precision"],
+    }
 
 
 SHAPES = sorted({(m.n_layer, m.n_embd): m for m in MODELS if m.version == 7}.values(), key=lambda m: m.n_embd)
@@ -59,7 +70,10 @@ def test_verdicts_equal_the_plan_cli_for_recorded_headers(tmp_path, model):
         verdict, cli = fit_verdict(header, parse_bytes(budget)), plan_cli(path, budget)
         assert verdict["fits"] == cli["fits"], (budget, verdict, cli)
         if cli["fits"]:
-            assert (verdict["gpu_bytes"], verdict["matrices_by_precision"]) == (cli["gpu_bytes"], cli["matrices_by_precision"])
+            assert (verdict["gpu_bytes"], verdict["matrices_by_precision"]) == (
+                cli["gpu_bytes"],
+                cli["matrices_by_precision"],
+            )
             assert verdict["gpu_bytes"] <= parse_bytes(budget)
         else:
             assert verdict["message"] == cli["message"] and "raise the budget" in cli["message"]
@@ -84,8 +98,12 @@ def test_an_unsupported_version_is_said_so(tmp_path):
     assert v6.download_bytes is None
     from rwkvweb.safetensors import TensorInfo
 
-    header = {"emb.weight": TensorInfo("emb.weight", "BF16", (65536, 2048), 0, 65536 * 2048 * 2),
-              "blocks.0.att.time_maa_x": TensorInfo("blocks.0.att.time_maa_x", "BF16", (1, 1, 2048), 65536 * 2048 * 2, 65536 * 2048 * 2 + 4096)}
+    header = {
+        "emb.weight": TensorInfo("emb.weight", "BF16", (65536, 2048), 0, 65536 * 2048 * 2),
+        "blocks.0.att.time_maa_x": TensorInfo(
+            "blocks.0.att.time_maa_x", "BF16", (1, 1, 2048), 65536 * 2048 * 2, 65536 * 2048 * 2 + 4096
+        ),
+    }
     verdict = fit_verdict(header)
     assert not verdict["supported"] and not verdict["fits"]
     path = tmp_path / "v6.st"
@@ -96,7 +114,11 @@ def test_an_unsupported_version_is_said_so(tmp_path):
 def test_the_catalog_lists_official_files_with_sizes_and_licences():
     assert len({m.id for m in MODELS}) == len(MODELS) >= 9
     for model in MODELS:
-        assert model.url.startswith("https://huggingface.co/BlinkDL/") and "/resolve/main/" in model.url and model.url.endswith(".pth")
+        assert (
+            model.url.startswith("https://huggingface.co/BlinkDL/")
+            and "/resolve/main/" in model.url
+            and model.url.endswith(".pth")
+        )
         assert model.licence == "Apache-2.0" and model.tokenizer == "world" and model.vocab_size == 65536
         assert json.loads(json.dumps(model.to_json()))["url"] == model.url
     world_01 = next(m for m in MODELS if m.id == "rwkv7-world-0.1b")

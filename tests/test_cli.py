@@ -27,7 +27,9 @@ def cli(*args, stdin: bytes = b"", check=True):
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     path = tmp_path_factory.mktemp("cli") / "m.st"
-    out = cli("testmodel", str(path), "--layers", "2", "--width", "128", "--vocab", "256", "--seed", "4", "--dtype", "fp16")
+    out = cli(
+        "testmodel", str(path), "--layers", "2", "--width", "128", "--vocab", "256", "--seed", "4", "--dtype", "fp16"
+    )
     assert b"wrote" in out.stdout
     return str(path)
 
@@ -67,11 +69,13 @@ def test_encode_and_decode_round_trip_through_stdin():
 
 @pytest.mark.parametrize(
     "args, message",
-    [(("logits", "/no/such/model.st", "--tokens", "1"), "cannot open model file"),
-     (("logits", "MODEL", "--tokens", "1,x"), "--tokens must be comma-separated integers"),
-     (("logits", "MODEL", "--tokens", "256"), "token id 256 is outside the vocabulary"),
-     (("testmodel", "/tmp/never.st", "--width", "100"), "multiple of 64"),
-     (("info", "NOTSAFETENSORS"), "header length field")],
+    [
+        (("logits", "/no/such/model.st", "--tokens", "1"), "cannot open model file"),
+        (("logits", "MODEL", "--tokens", "1,x"), "--tokens must be comma-separated integers"),
+        (("logits", "MODEL", "--tokens", "256"), "token id 256 is outside the vocabulary"),
+        (("testmodel", "/tmp/never.st", "--width", "100"), "multiple of 64"),
+        (("info", "NOTSAFETENSORS"), "header length field"),
+    ],
 )
 def test_errors_are_one_clear_line_and_exit_2(model, tmp_path, args, message):
     junk = tmp_path / "junk.bin"
@@ -95,7 +99,10 @@ def test_webgpu_backend_prints_the_same_json_as_numpy(model):
 def test_generate_greedy_is_the_same_on_both_backends(tmp_path):
     path = str(tmp_path / "world.st")
     cli("testmodel", path, "--layers", "1", "--width", "64", "--vocab", "65536", "--dtype", "fp16", "--seed", "2")
-    outputs = [cli("generate", path, "--prompt", "Hello", "--max-tokens", "12", "--temperature", "0", "--backend", b).stdout for b in ("numpy", "webgpu")]
+    outputs = [
+        cli("generate", path, "--prompt", "Hello", "--max-tokens", "12", "--temperature", "0", "--backend", b).stdout
+        for b in ("numpy", "webgpu")
+    ]
     assert outputs[0] == outputs[1] and len(outputs[0].strip()) > 0
 
 
@@ -108,7 +115,11 @@ def test_plan_prints_the_memory_plan_from_the_header(model):
     assert all(t["where"] in ("gpu", "unused") for t in tensors.values())
     assert tensors["blocks.0.att.v1"]["where"] == "unused"  # layer 0 has no value residual
     assert tensors["blocks.1.att.v1"]["precision"] == "f16" and tensors["blocks.1.ln1.weight"] == {
-        "name": "blocks.1.ln1.weight", "precision": "f32", "bytes": 128 * 4, "where": "gpu"}
+        "name": "blocks.1.ln1.weight",
+        "precision": "f32",
+        "bytes": 128 * 4,
+        "where": "gpu",
+    }
     assert sum(t["bytes"] for t in tensors.values()) <= plan["bytes_by_role"]["weight"]  # buffers are padded
     refused = cli("plan", model, "--budget", "100kB", check=False)
     assert refused.returncode == 2 and b"raise the budget to 606,612 bytes or more" in refused.stderr
@@ -118,7 +129,11 @@ def test_plan_prints_the_memory_plan_from_the_header(model):
 def test_logits_under_a_precision_agree_on_both_backends(model):
     """The same int8 plan on numpy and in headless Chromium: float32 order only (test_budget_gpu.py)."""
     numpy_rows = np.array(json.loads(cli("logits", model, "--tokens", "5,6,7", "--precision", "int8").stdout)["logits"])
-    gpu_rows = np.array(json.loads(cli("logits", model, "--tokens", "5,6,7", "--precision", "int8", "--backend", "webgpu").stdout)["logits"])
+    gpu_rows = np.array(
+        json.loads(cli("logits", model, "--tokens", "5,6,7", "--precision", "int8", "--backend", "webgpu").stdout)[
+            "logits"
+        ]
+    )
     exact = np.array(json.loads(cli("logits", model, "--tokens", "5,6,7").stdout)["logits"])
     assert np.abs(gpu_rows - numpy_rows).max() <= 1e-3 * np.ptp(numpy_rows)
     assert 0 < np.abs(numpy_rows - exact).max() <= 0.03 * np.ptp(exact)  # int8's bound (test_budget.py)
@@ -143,7 +158,18 @@ def test_embed_prints_the_hidden_state_on_both_backends(model):
     for pooling in ("last", "mean"):
         expected = reference.embed(ids, pooling)
         for backend in ("numpy", "webgpu"):
-            out = cli("embed", model, "--tokens", ",".join(map(str, ids)), "--pooling", pooling, "--chunk", "2", "--backend", backend)
+            out = cli(
+                "embed",
+                model,
+                "--tokens",
+                ",".join(map(str, ids)),
+                "--pooling",
+                pooling,
+                "--chunk",
+                "2",
+                "--backend",
+                backend,
+            )
             got = np.array(json.loads(out.stdout)["embedding"])
             # float32 in another order; ln_out's output is O(1): 1e-5 absolute is ~100 ulps of slack
             assert got.shape == expected.shape and np.abs(got - expected).max() <= 1e-5, (pooling, backend)
@@ -154,8 +180,25 @@ def test_embed_prints_the_hidden_state_on_both_backends(model):
 @pytest.mark.browser
 def test_generate_stats_and_synthetic_prompts(model):
     for backend in ("numpy", "webgpu"):
-        out = cli("generate", model, "--prompt-tokens", "40", "--max-tokens", "4", "--temperature", "0", "--stats",
-                  "--chunk", "16", "--backend", backend).stdout.decode().splitlines()
+        out = (
+            cli(
+                "generate",
+                model,
+                "--prompt-tokens",
+                "40",
+                "--max-tokens",
+                "4",
+                "--temperature",
+                "0",
+                "--stats",
+                "--chunk",
+                "16",
+                "--backend",
+                backend,
+            )
+            .stdout.decode()
+            .splitlines()
+        )
         stats = json.loads(out[-1])
         assert set(stats) == {"prompt_tokens", "prefill_seconds", "generated", "decode_seconds"}
         assert stats["prompt_tokens"] == 40 and stats["generated"] == 4 and stats["prefill_seconds"] > 0

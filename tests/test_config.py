@@ -7,7 +7,9 @@ import pytest
 from rwkvweb.config import ModelConfig, ModelError, detect_config, tensor_shapes
 
 
-@pytest.mark.parametrize("layers, width, vocab", [(1, 64, 256), (2, 128, 1000), (3, 256, 65536), (12, 768, 65536), (24, 1024, 65536)])
+@pytest.mark.parametrize(
+    "layers, width, vocab", [(1, 64, 256), (2, 128, 1000), (3, 256, 65536), (12, 768, 65536), (24, 1024, 65536)]
+)
 def test_detects_what_tensor_shapes_describes(layers, width, vocab):
     config = ModelConfig.default_for(layers, width, vocab)
     assert detect_config(tensor_shapes(config)) == config
@@ -47,7 +49,10 @@ def test_refuses_other_generations_by_name():
         (lambda s: s.pop("blocks.1.att.key.weight"), "1 tensors missing, e.g. blocks.1.att.key.weight"),
         (lambda s: s.pop("head.weight"), "'head.weight' is missing"),
         (lambda s: s.update({"blocks.0.att.extra": (4,)}), "does not know.*blocks.0.att.extra"),
-        (lambda s: s.update({"blocks.1.att.key.weight": (128, 64)}), r"'blocks.1.att.key.weight' has shape \(128, 64\), expected \(128, 128\)"),
+        (
+            lambda s: s.update({"blocks.1.att.key.weight": (128, 64)}),
+            r"'blocks.1.att.key.weight' has shape \(128, 64\), expected \(128, 128\)",
+        ),
         (lambda s: s.update({"emb.weight": (300,)}), "should have 2 dimensions"),
         (lambda s: s.update({"blocks.0.att.r_k": (2, 60)}), "not a multiple of the head size 60"),
     ],

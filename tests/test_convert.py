@@ -8,7 +8,6 @@ torch.save file is converted too.
 
 from __future__ import annotations
 
-import io
 import pickle
 import struct
 import zipfile
@@ -49,12 +48,42 @@ def write_pth(path, tensors: dict, bf16: set = frozenset(), extra_pickle: bytes 
             raw, storage = np.ascontiguousarray(array).tobytes(), STORAGE_NAMES[array.dtype]
         storages[str(key)] = raw
         strides = [int(np.prod(array.shape[i + 1 :])) for i in range(array.ndim)]
-        persistent = (pickle.MARK + _text("storage") + pickle.GLOBAL + f"torch\n{storage}\n".encode() + _text(str(key))
-                      + _text("cpu") + _int(array.size) + pickle.TUPLE + pickle.BINPERSID)
+        persistent = (
+            pickle.MARK
+            + _text("storage")
+            + pickle.GLOBAL
+            + f"torch\n{storage}\n".encode()
+            + _text(str(key))
+            + _text("cpu")
+            + _int(array.size)
+            + pickle.TUPLE
+            + pickle.BINPERSID
+        )
         ordered_dict = pickle.GLOBAL + b"collections\nOrderedDict\n" + pickle.EMPTY_TUPLE + pickle.REDUCE
-        body.append(_text(name) + pickle.GLOBAL + b"torch._utils\n_rebuild_tensor_v2\n" + pickle.MARK + persistent + _int(0)
-                    + _ints(array.shape) + _ints(strides) + pickle.NEWFALSE + ordered_dict + pickle.TUPLE + pickle.REDUCE)
-    data = pickle.PROTO + b"\x02" + pickle.EMPTY_DICT + pickle.MARK + b"".join(body) + pickle.SETITEMS + extra_pickle + pickle.STOP
+        body.append(
+            _text(name)
+            + pickle.GLOBAL
+            + b"torch._utils\n_rebuild_tensor_v2\n"
+            + pickle.MARK
+            + persistent
+            + _int(0)
+            + _ints(array.shape)
+            + _ints(strides)
+            + pickle.NEWFALSE
+            + ordered_dict
+            + pickle.TUPLE
+            + pickle.REDUCE
+        )
+    data = (
+        pickle.PROTO
+        + b"\x02"
+        + pickle.EMPTY_DICT
+        + pickle.MARK
+        + b"".join(body)
+        + pickle.SETITEMS
+        + extra_pickle
+        + pickle.STOP
+    )
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("archive/data.pkl", data)
         archive.writestr("archive/version", "3\n")
@@ -101,7 +130,9 @@ def test_strided_and_offset_views_are_rebuilt(tmp_path):
 
     base = np.arange(24, dtype=np.float32)
     storage = StorageRef("0", "F32")
-    np.testing.assert_array_equal(rebuild_tensor(base, TensorRef(storage, 4, (2, 3), (1, 2)), "t"), base[4:][[[0, 2, 4], [1, 3, 5]]])
+    np.testing.assert_array_equal(
+        rebuild_tensor(base, TensorRef(storage, 4, (2, 3), (1, 2)), "t"), base[4:][[[0, 2, 4], [1, 3, 5]]]
+    )
     with pytest.raises(CheckpointError, match="reaches past its storage"):
         rebuild_tensor(base, TensorRef(storage, 20, (2, 3), (3, 1)), "t")
 
@@ -130,7 +161,9 @@ def test_not_a_checkpoint_is_explained(tmp_path):
 
 
 def test_a_real_torch_save_file_converts(tmp_path, weights):
-    torch = pytest.importorskip("torch", reason="torch is a dev-only extra (train); the hand-made checkpoints above cover the format")
+    torch = pytest.importorskip(
+        "torch", reason="torch is a dev-only extra (train); the hand-made checkpoints above cover the format"
+    )
     cfg, w = weights
     state = {n: torch.from_numpy(a.copy()) for n, a in w.items()}
     state["emb.weight"] = state["emb.weight"].to(torch.bfloat16)

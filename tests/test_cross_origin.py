@@ -144,11 +144,14 @@ def test_a_pth_on_another_origin_loads_by_range_and_equals_its_safetensors_twin(
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("mode, message", [
-    ("nocors", "the server at ORIGIN does not allow cross-origin reads (no Access-Control-Allow-Origin)"),
-    ("norange", "the server at ORIGIN does not support Range requests (it answered HTTP 200"),
-    ("hidden", "the server at ORIGIN answers Range requests but does not expose Content-Range"),
-])
+@pytest.mark.parametrize(
+    "mode, message",
+    [
+        ("nocors", "the server at ORIGIN does not allow cross-origin reads (no Access-Control-Allow-Origin)"),
+        ("norange", "the server at ORIGIN does not support Range requests (it answered HTTP 200"),
+        ("hidden", "the server at ORIGIN answers Range requests but does not expose Content-Range"),
+    ],
+)
 def test_a_server_lacking_cors_or_range_is_named(tab, model_origin, mode, message):
     origin = model_origin.url.rstrip("/")
     with pytest.raises(Exception) as refused:
@@ -171,7 +174,9 @@ def test_a_preflight_that_refuses_range_is_named(tab, model_origin):
 
 @pytest.mark.browser
 def test_plain_http_on_another_host_is_refused_before_any_request(tab):
-    with pytest.raises(Exception, match="plain http:// model URLs on other hosts are not allowed by this page's security policy"):
+    with pytest.raises(
+        Exception, match="plain http:// model URLs on other hosts are not allowed by this page's security policy"
+    ):
         call(tab, "load", {"url": "http://models.example/m.pth"})
 
 
@@ -205,8 +210,13 @@ def test_the_cli_reads_a_pth_url_on_both_backends(model_origin):
     env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "py")}
     rows = {}
     for backend in ("numpy", "webgpu"):
-        done = subprocess.run([sys.executable, "-m", "rwkvweb", "logits", url, "--tokens", "1,2,3", "--backend", backend],
-                              capture_output=True, text=True, env=env, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-m", "rwkvweb", "logits", url, "--tokens", "1,2,3", "--backend", backend],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         rows[backend] = np.array(json.loads(done.stdout)["logits"], np.float32)
     spread = rows["numpy"].max() - rows["numpy"].min()

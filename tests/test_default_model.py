@@ -67,7 +67,9 @@ def test_the_browser_engine_writes_the_same_continuation(browser, server, greedy
     page = blank_page(browser.new_page(), server)
     try:
         page.evaluate(CALL_JS, ["load", {"url": "/models/rwkv7-tiny-wordnet.st"}])  # shipped in _site/models/
-        result = page.evaluate(CALL_JS, ["generate", {"prompt": PROMPT, "options": {"max_tokens": 100, "temperature": 0}}])
+        result = page.evaluate(
+            CALL_JS, ["generate", {"prompt": PROMPT, "options": {"max_tokens": 100, "temperature": 0}}]
+        )
     finally:
         page.close()
     assert result["tokens"] == greedy.tokens

@@ -75,7 +75,8 @@ def test_a_host_on_another_origin_loads_and_generates_through_the_protocol(tab, 
       await app.importState(state);
       // two requests at once are queued, not refused or interleaved: greedy, the same text twice
       const options = { max_tokens: 12, temperature: 0 };
-      const [one, two] = await Promise.all([app.generate("cat (noun): ", options).result, app.generate("cat (noun): ", options).result]);
+      const [one, two] = await Promise.all([app.generate("cat (noun): ", options).result,
+                                            app.generate("cat (noun): ", options).result]);
       const errors = [];
       for (const call of [() => app.call("<img src=x onerror=pwn()>"), () => app.call("python", { code: "1" }),
                           () => app.embed("hello"), () => app.call("generate", { prompt: 5 })]) {
@@ -89,13 +90,17 @@ def test_a_host_on_another_origin_loads_and_generates_through_the_protocol(tab, 
       return { ids, text, stateBytes: state.byteLength, one, two, errors, aborted: aborted.stats.stopped_by };
     }""")
     assert protocol["ids"] == list(b"hi <b>") and protocol["text"] == "hi <b>"
-    assert protocol["stateBytes"] == 4 * (4 * 192 * 2 + 4 * 3 * 64 * 64)  # per layer: two shifts [C] + S [H, 64, 64], float32
+    assert protocol["stateBytes"] == 4 * (
+        4 * 192 * 2 + 4 * 3 * 64 * 64
+    )  # per layer: two shifts [C] + S [H, 64, 64], float32
     assert protocol["one"]["text"] == protocol["two"]["text"] and protocol["one"]["stats"]["generated"] == 12
     assert protocol["one"]["stats"]["prompt_tokens"] == len("cat (noun): ")
     unknown, python, embed, bad_prompt = protocol["errors"]
     assert unknown.startswith('unknown method "<img src=x onerror=pwn()>"; known: load, generate, abort')
     assert python.startswith('unknown method "python"')  # the Python cell is the main page's only
-    assert embed == "no error"  # embed() answers through the protocol too (its vectors are checked in test_app_module.py)
+    assert (
+        embed == "no error"
+    )  # embed() answers through the protocol too (its vectors are checked in test_app_module.py)
     assert bad_prompt == "generate: prompt must be text (or a list of token ids)"
     assert protocol["aborted"] == "abort"
     frame = tab.frame_locator("iframe")
@@ -109,7 +114,8 @@ def test_a_third_origin_that_may_frame_the_app_but_is_not_listed_gets_no_reply(t
     tab.goto(example_url(c, b, a))  # C frames B, but ?origins= lists only A
     frame = tab.frame_locator("iframe")
     expect(frame.locator("#status")).to_have_text("ready", timeout=TIMEOUT)  # the engine is up...
-    replies = tab.evaluate("""async (app) => {
+    replies = tab.evaluate(
+        """async (app) => {
       const seen = [];
       addEventListener("message", (event) => seen.push(event.data));
       const target = document.querySelector("iframe").contentWindow;
@@ -117,7 +123,9 @@ def test_a_third_origin_that_may_frame_the_app_but_is_not_listed_gets_no_reply(t
       target.postMessage({ rwkvweb: 1, id: 2, method: "load", params: {} }, app);
       await new Promise((resolve) => setTimeout(resolve, 3000));
       return seen;
-    }""", b)
+    }""",
+        b,
+    )
     assert replies == []  # ...yet neither "ready" nor any answer reached C
     assert tab.text_content("#host-status") == "waiting for the app…"
     expect(frame.locator("#status")).to_have_text("ready")  # and nothing ran: no model load started
@@ -129,11 +137,14 @@ def test_hostile_output_and_errors_show_as_text_in_the_embed_page(tab, origins, 
     tab.add_init_script("window.pwn = () => { window.__pwned = true; }; window.hit = window.pwn;")
     tab.goto(example_url(a, b, a))
     expect(tab.locator("#host-status")).to_have_attribute("data-loaded", "true", timeout=TIMEOUT)
-    result = tab.evaluate("""async (url) => {
+    result = tab.evaluate(
+        """async (url) => {
       await window.rwkvweb.load({ url });
       const run = window.rwkvweb.generate("Say it", { max_tokens: 40, temperature: 0 });
       return (await run.result).text;
-    }""", f"{b}/test-models/parrot-embed.st")
+    }""",
+        f"{b}/test-models/parrot-embed.st",
+    )
     assert result == HOSTILE
     frame = tab.frame_locator("iframe")
     expect(frame.locator("#embed-transcript li[data-role='output']").last).to_have_text(HOSTILE)

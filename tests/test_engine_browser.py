@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
@@ -57,7 +56,8 @@ def test_abort_mid_generation_then_generate_again(engine_page):
       await e.abort();
       const stopped = await running;
       const next = await e.call("generate", { prompt: [1, 2], options: { max_tokens: 5 } });
-      return { stopped: stopped.stopped_by, generated: stopped.generated, next: next.stopped_by, nextCount: next.tokens.length };
+      return { stopped: stopped.stopped_by, generated: stopped.generated, next: next.stopped_by,
+               nextCount: next.tokens.length };
     }""")
     assert result["stopped"] == "abort" and 0 < result["generated"] < 100000
     assert result["next"] == "length" and result["nextCount"] == 5
@@ -69,7 +69,10 @@ def test_gpu_memory_is_the_same_after_generations_and_reloads(engine_page):
     second = call(engine_page, "generate", {"prompt": [3], "options": {"max_tokens": 8}})
     assert loaded["gpu"]["bytesAllocated"] == first["gpuBytes"] == second["gpuBytes"] > 0
     assert call(engine_page, "unload")["bytesAllocated"] == 0
-    assert call(engine_page, "load", {"url": "/test-models/engine-2x128.st"})["gpu"]["bytesAllocated"] == loaded["gpu"]["bytesAllocated"]
+    assert (
+        call(engine_page, "load", {"url": "/test-models/engine-2x128.st"})["gpu"]["bytesAllocated"]
+        == loaded["gpu"]["bytesAllocated"]
+    )
 
 
 def test_errors_are_reported_and_lose_nothing(engine_page):
@@ -116,7 +119,11 @@ def test_transient_failures_are_retried(engine_page, server):
     failures = {"left": 2}
 
     def flaky(route):
-        if failures["left"] and route.request.headers.get("range", "").startswith("bytes=") and route.request.headers["range"] != "bytes=0-0":
+        if (
+            failures["left"]
+            and route.request.headers.get("range", "").startswith("bytes=")
+            and route.request.headers["range"] != "bytes=0-0"
+        ):
             failures["left"] -= 1
             return route.fulfill(status=503, body="busy")
         route.continue_()
@@ -180,7 +187,9 @@ async (url) => {
     const e = new EngineClient("/worker.js", { onReady: () => resolve(e), onFailed: (m) => reject(new Error(m)) });
   });
   return await new Promise((resolve, reject) => {
-    engine.call("load", { url }, { onProgress: (p) => { if (p.bytesDone >= p.bytesTotal / 2) resolve(p.bytesDone / p.bytesTotal); } })
+    engine.call("load", { url }, {
+      onProgress: (p) => { if (p.bytesDone >= p.bytesTotal / 2) resolve(p.bytesDone / p.bytesTotal); },
+    })
       .then(() => resolve(1), reject);
   });
 }
@@ -210,7 +219,9 @@ def test_a_load_killed_half_way_resumes_from_the_cache(browser, server, model_di
         assert tab.evaluate(CALL_JS, ["logits", {"tokens": [10, 20, 30]}]) == rows  # resumed bytes == fetched bytes
     finally:
         tab.close()
-    print(f"killed at {reached:.0%}: first load sent {first_bytes:,} bytes, the resumed one {second_bytes:,} of {size:,}")
+    print(
+        f"killed at {reached:.0%}: first load sent {first_bytes:,} bytes, the resumed one {second_bytes:,} of {size:,}"
+    )
     assert resumed["fetchedBytes"] <= 0.6 * size  # at least the half that was reported done came from the cache
     assert second_bytes <= resumed["fetchedBytes"] + 1  # (+ the probe)
     assert first_bytes + second_bytes >= size
@@ -226,7 +237,9 @@ def test_cached_models_are_listed_and_deleted(engine_page, model_dir):
     assert listing["usage"] >= entry["cachedBytes"] > 0.9 * entry["size"] and listing["quota"] > listing["usage"]
     call(engine_page, "cacheDelete", {"id": entry["id"]})
     assert not any(m["id"] == entry["id"] for m in call(engine_page, "cacheList")["models"])
-    assert call(engine_page, "load", {"url": "/test-models/" + name})["fetchedBytes"] == entry["cachedBytes"]  # fetched anew
+    assert (
+        call(engine_page, "load", {"url": "/test-models/" + name})["fetchedBytes"] == entry["cachedBytes"]
+    )  # fetched anew
 
 
 def test_a_stop_string_inside_a_decode_batch_rolls_back_on_the_gpu(engine_page):
@@ -239,7 +252,16 @@ def test_a_stop_string_inside_a_decode_batch_rolls_back_on_the_gpu(engine_page):
     assert stop and stop not in free["text"][:20]
     stopped = call(engine_page, "generate", {"prompt": "garden (noun): ", "options": {**options, "stop": [stop]}})
     assert stopped["text"] == free["text"][:20] and stopped["stopped_by"] == "stop"
-    rolled_back = bytes(engine_page.evaluate("async () => Array.from(new Uint8Array(await window.__engine.call('exportState')))"))
-    cut = call(engine_page, "generate", {"prompt": "garden (noun): ", "options": {**options, "max_tokens": stopped["generated"]}})
+    rolled_back = bytes(
+        engine_page.evaluate("async () => Array.from(new Uint8Array(await window.__engine.call('exportState')))")
+    )
+    cut = call(
+        engine_page,
+        "generate",
+        {"prompt": "garden (noun): ", "options": {**options, "max_tokens": stopped["generated"]}},
+    )
     assert cut["tokens"] == stopped["tokens"]
-    assert bytes(engine_page.evaluate("async () => Array.from(new Uint8Array(await window.__engine.call('exportState')))")) == rolled_back
+    assert (
+        bytes(engine_page.evaluate("async () => Array.from(new Uint8Array(await window.__engine.call('exportState')))"))
+        == rolled_back
+    )

@@ -18,13 +18,21 @@ import hostile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-BROWSER_CASE_SECONDS = 30  # a header refusal takes well under a second in Pyodide; a full load of the 0.5 MB model a few
+BROWSER_CASE_SECONDS = (
+    30  # a header refusal takes well under a second in Pyodide; a full load of the 0.5 MB model a few
+)
 
 
 def test_corpus_through_the_cli(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "py")}
-    run = subprocess.run([sys.executable, os.path.join(HERE, "hostile.py"), str(tmp_path)], capture_output=True, text=True,
-                         timeout=900, env=env, cwd=ROOT)
+    run = subprocess.run(
+        [sys.executable, os.path.join(HERE, "hostile.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        cwd=ROOT,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stdout.splitlines()
     results = [json.loads(line) for line in lines[:-1]]
@@ -33,7 +41,9 @@ def test_corpus_through_the_cli(tmp_path):
     for result in bad[:20]:
         print("  ", json.dumps(result)[:600])
     assert len(results) >= 4 * 200  # every case through info, plan, logits and budgeted logits
-    assert lines[-1].startswith(f"{len(results)} inputs tried: 0 tracebacks, 0 hangs, 0 silent wrong answers, 0 unclear errors, 0 over")
+    assert lines[-1].startswith(
+        f"{len(results)} inputs tried: 0 tracebacks, 0 hangs, 0 silent wrong answers, 0 unclear errors, 0 over"
+    )
     assert bad == []
     slowest = max(results, key=lambda r: r["seconds"])
     assert slowest["seconds"] < hostile.CASE_SECONDS, slowest
@@ -49,7 +59,9 @@ async ([url, tokens, seconds]) => {
   if (!window.__engine) {
     const { EngineClient } = await import("/client.js");
     window.__engine = await new Promise((resolve, reject) => {
-      const engine = new EngineClient("/worker.js", { onReady: () => resolve(engine), onFailed: (e) => reject(new Error(e)) });
+      const engine = new EngineClient("/worker.js", {
+        onReady: () => resolve(engine), onFailed: (e) => reject(new Error(e)),
+      });
     });
   }
   const hang = new Promise((resolve) => setTimeout(() => resolve("hang"), seconds * 1000));
@@ -98,9 +110,15 @@ def test_corpus_through_the_page(browser, server, model_dir):
     verdicts, bad = [], []
     try:
         truncations = [c.name for c in hostile.truncations()]
-        cases = [c for c in hostile.corpus() if c.name not in truncations or truncations.index(c.name) % TRUNCATION_SAMPLE == 0]
+        cases = [
+            c
+            for c in hostile.corpus()
+            if c.name not in truncations or truncations.index(c.name) % TRUNCATION_SAMPLE == 0
+        ]
         for case in cases:
-            (model_dir / "hostile.st").write_bytes(case.data)  # one name: the worker sees a new file each time (cache off)
+            (model_dir / "hostile.st").write_bytes(
+                case.data
+            )  # one name: the worker sees a new file each time (cache off)
             answer = page.evaluate(LOAD_JS, ["/test-models/hostile.st", [1, 2], BROWSER_CASE_SECONDS])
             verdict, line = browser_verdict(case, answer)
             verdicts.append(verdict)
@@ -113,5 +131,7 @@ def test_corpus_through_the_page(browser, server, model_dir):
         page.close()
     summary = hostile.summary(verdicts)
     print("\nbrowser corpus:", summary)
-    assert bad == [] and summary.startswith(f"{len(verdicts)} inputs tried: 0 tracebacks, 0 hangs, 0 silent wrong answers, 0 unclear")
+    assert bad == [] and summary.startswith(
+        f"{len(verdicts)} inputs tried: 0 tracebacks, 0 hangs, 0 silent wrong answers, 0 unclear"
+    )
     assert after == {"ok": True, "rows": 2}

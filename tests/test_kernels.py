@@ -64,24 +64,43 @@ def weights(rng, shape, scale, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["f32", "f16", "int8", "nf4"])
-@pytest.mark.parametrize("row_major, row_threads, act, bias, accumulate, M, K, row_offset", [
-    (True, 1, "none", False, False, 192, 256, 0),
-    (True, 1, "relu2", False, False, 100, 64, 8),   # M not a multiple of the workgroup; a split-head offset
-    (True, 1, "none", False, True, 64, 1024, 0),    # the residual add
-    (True, 32, "none", False, True, 97, 768, 4),    # workgroup reduction, 2 rows per workgroup, odd M
-    (True, 64, "relu2", False, False, 64, 256, 0),  # one row per workgroup
-    (False, 1, "tanh", False, False, 32, 256, 0),   # LoRA down, x @ w1
-    (False, 1, "decay", True, False, 256, 32, 0),   # LoRA up with bias and the decay transform
-    (False, 1, "sigmoid", True, False, 128, 64, 0),
-    (False, 1, "none", False, True, 301, 128, 3),   # a transposed head part: M padded to 304
-])
+@pytest.mark.parametrize(
+    "row_major, row_threads, act, bias, accumulate, M, K, row_offset",
+    [
+        (True, 1, "none", False, False, 192, 256, 0),
+        (True, 1, "relu2", False, False, 100, 64, 8),  # M not a multiple of the workgroup; a split-head offset
+        (True, 1, "none", False, True, 64, 1024, 0),  # the residual add
+        (True, 32, "none", False, True, 97, 768, 4),  # workgroup reduction, 2 rows per workgroup, odd M
+        (True, 64, "relu2", False, False, 64, 256, 0),  # one row per workgroup
+        (False, 1, "tanh", False, False, 32, 256, 0),  # LoRA down, x @ w1
+        (False, 1, "decay", True, False, 256, 32, 0),  # LoRA up with bias and the decay transform
+        (False, 1, "sigmoid", True, False, 128, 64, 0),
+        (False, 1, "none", False, True, 301, 128, 3),  # a transposed head part: M padded to 304
+    ],
+)
 def test_matvec(gpu_page, dtype, row_major, row_threads, act, bias, accumulate, M, K, row_offset):
     rng = np.random.default_rng(M * K)
     plan = Plan()
     shape = (M, K) if row_major else (K, -(-M // 4) * 4)
-    v, initial = inputs(plan, w=weights(rng, shape, K**-0.5, dtype), x=rand(rng, K), b=rand(rng, M), out=rand(rng, row_offset + M))
-    ops.matvec(plan, "test", v["w"], dtype, v["x"], v["out"], M, K, row_major=row_major, row_threads=row_threads, act=act,
-               bias=v["b"] if bias else None, accumulate=accumulate, row_offset=row_offset)
+    v, initial = inputs(
+        plan, w=weights(rng, shape, K**-0.5, dtype), x=rand(rng, K), b=rand(rng, M), out=rand(rng, row_offset + M)
+    )
+    ops.matvec(
+        plan,
+        "test",
+        v["w"],
+        dtype,
+        v["x"],
+        v["out"],
+        M,
+        K,
+        row_major=row_major,
+        row_threads=row_threads,
+        act=act,
+        bias=v["b"] if bias else None,
+        accumulate=accumulate,
+        row_offset=row_offset,
+    )
     check(gpu_page, plan, initial, [v["out"]])
 
 
@@ -99,7 +118,13 @@ def test_norm_epsilon_matters_for_tiny_inputs(gpu_page):
     """Variance ~ eps: a kernel that ignored EPS, or used another, would miss by far more than RTOL."""
     rng = np.random.default_rng(0)
     plan = Plan()
-    v, initial = inputs(plan, x=rand(rng, 128, scale=3e-3), w=np.ones(128, np.float32), b=np.zeros(128, np.float32), out=np.zeros(128, np.float32))
+    v, initial = inputs(
+        plan,
+        x=rand(rng, 128, scale=3e-3),
+        w=np.ones(128, np.float32),
+        b=np.zeros(128, np.float32),
+        out=np.zeros(128, np.float32),
+    )
     ops.norm(plan, "test", v["x"], v["w"], v["b"], v["out"], 128, 1, 1e-5)
     check(gpu_page, plan, initial, [v["out"]])
 
@@ -109,7 +134,13 @@ def test_token_shift_mixes_and_remembers(gpu_page, n_mix):
     rng = np.random.default_rng(n_mix)
     C = 192
     plan = Plan()
-    v, initial = inputs(plan, x=rand(rng, C), prev=rand(rng, C), mix=rng.uniform(0, 1, n_mix * C).astype(np.float32), out=np.zeros(n_mix * C, np.float32))
+    v, initial = inputs(
+        plan,
+        x=rand(rng, C),
+        prev=rand(rng, C),
+        mix=rng.uniform(0, 1, n_mix * C).astype(np.float32),
+        out=np.zeros(n_mix * C, np.float32),
+    )
     ops.token_shift(plan, "test", v["x"], v["prev"], v["mix"], v["out"], C, n_mix)
     check(gpu_page, plan, initial, [v["out"], v["prev"]])
 
@@ -119,10 +150,17 @@ def test_wkv7_state_update_and_readout(gpu_page, C, head_size):
     rng = np.random.default_rng(C)
     r, k, v_, a = rand(rng, C), rand(rng, C), rand(rng, C), rng.uniform(0.05, 0.95, C).astype(np.float32)
     w = np.exp(-0.606531 * rng.uniform(0, 1, C)).astype(np.float32)
-    params = np.concatenate([rng.uniform(0.5, 1.5, C), rng.uniform(0.5, 1.5, C), rand(rng, C, scale=0.5)]).astype(np.float32)
+    params = np.concatenate([rng.uniform(0.5, 1.5, C), rng.uniform(0.5, 1.5, C), rand(rng, C, scale=0.5)]).astype(
+        np.float32
+    )
     plan = Plan()
-    v, initial = inputs(plan, vecs=np.concatenate([r, w, k, v_, a]), params=params, state=rand(rng, C * head_size),
-                        out=np.zeros(2 * C, np.float32))
+    v, initial = inputs(
+        plan,
+        vecs=np.concatenate([r, w, k, v_, a]),
+        params=params,
+        state=rand(rng, C * head_size),
+        out=np.zeros(2 * C, np.float32),
+    )
     ops.wkv7(plan, "test", v["vecs"], v["params"], v["state"], v["out"], C, head_size)
     check(gpu_page, plan, initial, [v["out"], v["state"]])
 
@@ -133,9 +171,18 @@ def test_norm_gated_epilogue(gpu_page):
     group, heads, tokens = 64, 2, 3
     n = group * heads
     plan = Plan()
-    v, initial = inputs(plan, x=rand(rng, tokens * n, scale=2), w=rand(rng, n), b=rand(rng, n), add=rand(rng, tokens * n),
-                        gate=rng.uniform(0, 1, tokens * n).astype(np.float32), out=np.zeros(tokens * n, np.float32))
-    ops.norm(plan, "test", v["x"], v["w"], v["b"], v["out"], group, heads, 64e-5, tokens=tokens, add=v["add"], gate=v["gate"])
+    v, initial = inputs(
+        plan,
+        x=rand(rng, tokens * n, scale=2),
+        w=rand(rng, n),
+        b=rand(rng, n),
+        add=rand(rng, tokens * n),
+        gate=rng.uniform(0, 1, tokens * n).astype(np.float32),
+        out=np.zeros(tokens * n, np.float32),
+    )
+    ops.norm(
+        plan, "test", v["x"], v["w"], v["b"], v["out"], group, heads, 64e-5, tokens=tokens, add=v["add"], gate=v["gate"]
+    )
     check(gpu_page, plan, initial, [v["out"]])
 
 
@@ -145,53 +192,103 @@ def test_matvec_moves_toward_a_target(gpu_page, tokens):
     rng = np.random.default_rng(tokens)
     M, K = 128, 32
     plan = Plan()
-    v, initial = inputs(plan, w=weights(rng, (K, M), K**-0.5, "f32"), x=rand(rng, tokens * K), b=rand(rng, M),
-                        out=rand(rng, tokens * M), toward=rand(rng, tokens * M))
-    ops.matvec(plan, "test", v["w"], "f32", v["x"], v["out"], M, K, row_major=False, act="sigmoid", bias=v["b"],
-               tokens=tokens, toward=v["toward"])
+    v, initial = inputs(
+        plan,
+        w=weights(rng, (K, M), K**-0.5, "f32"),
+        x=rand(rng, tokens * K),
+        b=rand(rng, M),
+        out=rand(rng, tokens * M),
+        toward=rand(rng, tokens * M),
+    )
+    ops.matvec(
+        plan,
+        "test",
+        v["w"],
+        "f32",
+        v["x"],
+        v["out"],
+        M,
+        K,
+        row_major=False,
+        act="sigmoid",
+        bias=v["b"],
+        tokens=tokens,
+        toward=v["toward"],
+    )
     check(gpu_page, plan, initial, [v["out"]])
 
 
 @pytest.mark.parametrize("dtype", ["f32", "f16", "int8", "nf4"])
-@pytest.mark.parametrize("token, row_start", [(0, 0), (49, 0), (60, 50), (10, 50)])  # the last: another part's row, no write
+@pytest.mark.parametrize(
+    "token, row_start", [(0, 0), (49, 0), (60, 50), (10, 50)]
+)  # the last: another part's row, no write
 def test_embed_gathers_one_row(gpu_page, dtype, token, row_start):
     rng = np.random.default_rng(token)
     rows, C = 50, 128
     plan = Plan()
-    v, initial = inputs(plan, table=weights(rng, (rows, C), 1.0, dtype),
-                        token=np.array([token], np.uint32), out=rand(rng, C))
+    v, initial = inputs(
+        plan, table=weights(rng, (rows, C), 1.0, dtype), token=np.array([token], np.uint32), out=rand(rng, C)
+    )
     ops.embed(plan, "test", v["table"], dtype, v["token"], v["out"], rows, C, row_start=row_start)
-    check(gpu_page, plan, initial, [v["out"]], rtol=0 if dtype in ("f32", "f16") else RTOL)  # a copy: exact unless dequantized
+    check(
+        gpu_page, plan, initial, [v["out"]], rtol=0 if dtype in ("f32", "f16") else RTOL
+    )  # a copy: exact unless dequantized
 
 
 def sampler_params(temperature=1.0, top_p=1.0, top_k=0, presence=0.0, frequency=0.0, repetition=1.0, seed=0) -> bytes:
     """The sampler's parameter bytes, packed by the engine's own Sampling (step 0)."""
     from rwkvweb.engine import Sampling
 
-    return Sampling(temperature=temperature, top_p=top_p, top_k=top_k, presence_penalty=presence,
-                    frequency_penalty=frequency, repetition_penalty=repetition, seed=seed).pack()
+    return Sampling(
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        presence_penalty=presence,
+        frequency_penalty=frequency,
+        repetition_penalty=repetition,
+        seed=seed,
+    ).pack()
 
 
 def sampler_plan(V: int, draws: int):
     """`draws` samples in one program, each copied out to results[i]."""
     plan = Plan()
-    views = {name: plan.buffer(name, size, "scratch") for name, size in
-             (("logits", V * 4), ("counts", V * 4), ("params", ops.SAMPLER_PARAMS), ("probs", V * 4), ("token", 4), ("results", draws * 4))}
+    views = {
+        name: plan.buffer(name, size, "scratch")
+        for name, size in (
+            ("logits", V * 4),
+            ("counts", V * 4),
+            ("params", ops.SAMPLER_PARAMS),
+            ("probs", V * 4),
+            ("token", 4),
+            ("results", draws * 4),
+        )
+    }
     for i in range(draws):
         ops.sample(plan, "test", views["logits"], views["counts"], views["params"], views["probs"], views["token"], V)
         plan.copy("test", views["token"], views["results"].slot(i, 4))
     return plan, views
 
 
-@pytest.mark.parametrize("settings", [dict(temperature=0.0), dict(temperature=1.0, top_k=1),
-                                      dict(temperature=0.0, presence=0.5, frequency=0.3, repetition=1.3)])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(temperature=0.0),
+        dict(temperature=1.0, top_k=1),
+        dict(temperature=0.0, presence=0.5, frequency=0.3, repetition=1.3),
+    ],
+)
 def test_greedy_sampling_is_the_penalised_argmax(gpu_page, settings):
     rng = np.random.default_rng(1)
     V = 1000
     logits = rand(rng, V, scale=3)
     counts = rng.integers(0, 3, V).astype(np.uint32)
     plan, v = sampler_plan(V, 4)
-    initial = {v["logits"].buffer: logits.tobytes(), v["counts"].buffer: counts.tobytes(), v["params"].buffer: sampler_params(**settings)}
+    initial = {
+        v["logits"].buffer: logits.tobytes(),
+        v["counts"].buffer: counts.tobytes(),
+        v["params"].buffer: sampler_params(**settings),
+    }
     reads = [(v["results"].buffer, 0, 16), (v["counts"].buffer, 0, V * 4)]
     gpu, _ = run_in_browser(gpu_page, plan.to_json(), initial, "test", [[]], reads)
     ref = run_in_numpy(plan.to_json(), initial, "test", [[]], reads)
@@ -200,12 +297,15 @@ def test_greedy_sampling_is_the_penalised_argmax(gpu_page, settings):
         assert np.frombuffer(gpu[0][f"{v['results'].buffer}:0"], np.uint32)[0] == np.argmax(logits)
 
 
-@pytest.mark.parametrize("settings, allowed", [
-    (dict(temperature=1.0), None),
-    (dict(temperature=0.7, top_k=5), "top_k"),
-    (dict(temperature=1.0, top_p=0.6), "top_p"),
-    (dict(temperature=1.2, top_k=20, top_p=0.9, seed=12345), "both"),
-])
+@pytest.mark.parametrize(
+    "settings, allowed",
+    [
+        (dict(temperature=1.0), None),
+        (dict(temperature=0.7, top_k=5), "top_k"),
+        (dict(temperature=1.0, top_p=0.6), "top_p"),
+        (dict(temperature=1.2, top_k=20, top_p=0.9, seed=12345), "both"),
+    ],
+)
 def test_sampling_draws_follow_the_distribution(gpu_page, settings, allowed):
     rng = np.random.default_rng(2)
     V, draws = 64, 600
@@ -213,8 +313,13 @@ def test_sampling_draws_follow_the_distribution(gpu_page, settings, allowed):
     plan, v = sampler_plan(V, draws)
     initial = {v["logits"].buffer: logits.tobytes(), v["params"].buffer: sampler_params(**settings)}
     reads = [(v["results"].buffer, 0, draws * 4)]
-    gpu = np.frombuffer(run_in_browser(gpu_page, plan.to_json(), initial, "test", [[]], reads)[0][0][f"{v['results'].buffer}:0"], np.uint32)
-    ref = np.frombuffer(run_in_numpy(plan.to_json(), initial, "test", [[]], reads)[0][f"{v['results'].buffer}:0"], np.uint32)
+    gpu = np.frombuffer(
+        run_in_browser(gpu_page, plan.to_json(), initial, "test", [[]], reads)[0][0][f"{v['results'].buffer}:0"],
+        np.uint32,
+    )
+    ref = np.frombuffer(
+        run_in_numpy(plan.to_json(), initial, "test", [[]], reads)[0][f"{v['results'].buffer}:0"], np.uint32
+    )
     # The same seeded stream on both sides: only a draw landing within float rounding of a
     # boundary between two tokens' mass may differ.
     assert (gpu == ref).mean() >= 0.98
@@ -247,6 +352,7 @@ def test_seeds_are_reproducible_and_distinct(gpu_page):
 
 # --- chunked kernels: T token rows per dispatch (prefill), `count` of them real ---------------------
 
+
 def count_buffer(plan: Plan, initial: dict, n: int):
     view = plan.buffer("count", 4, "io")
     initial[view.buffer] = np.array([n], np.uint32).tobytes()
@@ -254,22 +360,46 @@ def count_buffer(plan: Plan, initial: dict, n: int):
 
 
 @pytest.mark.parametrize("dtype", ["f32", "f16", "int8", "nf4"])
-@pytest.mark.parametrize("row_major, row_threads, tokens, real, M, K, out_stride", [
-    (False, 1, 32, 32, 100, 128, None),  # k-major, two tiles of 16, M padded to 100
-    (False, 1, 64, 19, 64, 256, None),   # a last chunk: 19 real of 64 (the rest of `out` untouched)
-    (True, 1, 7, 5, 96, 64, 128),        # row-major, a 7-token tile; rows of `out` 128 apart (a split head)
-    (True, 32, 16, 16, 40, 256, None),   # the workgroup reduction: one token per workgroup row
-])
+@pytest.mark.parametrize(
+    "row_major, row_threads, tokens, real, M, K, out_stride",
+    [
+        (False, 1, 32, 32, 100, 128, None),  # k-major, two tiles of 16, M padded to 100
+        (False, 1, 64, 19, 64, 256, None),  # a last chunk: 19 real of 64 (the rest of `out` untouched)
+        (True, 1, 7, 5, 96, 64, 128),  # row-major, a 7-token tile; rows of `out` 128 apart (a split head)
+        (True, 32, 16, 16, 40, 256, None),  # the workgroup reduction: one token per workgroup row
+    ],
+)
 def test_matvec_over_token_rows(gpu_page, dtype, row_major, row_threads, tokens, real, M, K, out_stride):
     rng = np.random.default_rng(tokens * M)
     plan = Plan()
     shape = (M, K) if row_major else (K, -(-M // 4) * 4)
     stride = out_stride or M
-    v, initial = inputs(plan, w=weights(rng, shape, K**-0.5, dtype), x=rand(rng, tokens * K), b=rand(rng, M),
-                        out=rand(rng, tokens * stride))
+    v, initial = inputs(
+        plan,
+        w=weights(rng, shape, K**-0.5, dtype),
+        x=rand(rng, tokens * K),
+        b=rand(rng, M),
+        out=rand(rng, tokens * stride),
+    )
     count = count_buffer(plan, initial, real)
-    ops.matvec(plan, "test", v["w"], dtype, v["x"], v["out"], M, K, row_major=row_major, row_threads=row_threads, act="tanh",
-               bias=v["b"], accumulate=True, out_stride=out_stride, tokens=tokens, count=count)
+    ops.matvec(
+        plan,
+        "test",
+        v["w"],
+        dtype,
+        v["x"],
+        v["out"],
+        M,
+        K,
+        row_major=row_major,
+        row_threads=row_threads,
+        act="tanh",
+        bias=v["b"],
+        accumulate=True,
+        out_stride=out_stride,
+        tokens=tokens,
+        count=count,
+    )
     check(gpu_page, plan, initial, [v["out"]])
 
 
@@ -278,7 +408,9 @@ def test_norm_over_token_rows_repeats_its_parameters(gpu_page):
     group, heads, tokens = 32, 4, 6  # GroupNorm of 4 heads for 6 tokens: weight/bias [4 * 32] used 6 times
     plan = Plan()
     n = group * heads
-    v, initial = inputs(plan, x=rand(rng, tokens * n, scale=2), w=rand(rng, n), b=rand(rng, n), out=np.zeros(tokens * n, np.float32))
+    v, initial = inputs(
+        plan, x=rand(rng, tokens * n, scale=2), w=rand(rng, n), b=rand(rng, n), out=np.zeros(tokens * n, np.float32)
+    )
     ops.norm(plan, "test", v["x"], v["w"], v["b"], v["out"], group, heads, 64e-5, tokens=tokens)
     check(gpu_page, plan, initial, [v["out"]])
 
@@ -288,8 +420,13 @@ def test_token_shift_over_a_chunk(gpu_page, n_mix, tokens, real):
     rng = np.random.default_rng(n_mix * tokens)
     C = 128
     plan = Plan()
-    v, initial = inputs(plan, x=rand(rng, tokens * C), prev=rand(rng, C), mix=rng.uniform(0, 1, n_mix * C).astype(np.float32),
-                        out=np.zeros(n_mix * tokens * C, np.float32))
+    v, initial = inputs(
+        plan,
+        x=rand(rng, tokens * C),
+        prev=rand(rng, C),
+        mix=rng.uniform(0, 1, n_mix * C).astype(np.float32),
+        out=np.zeros(n_mix * tokens * C, np.float32),
+    )
     count = count_buffer(plan, initial, real)
     ops.token_shift(plan, "test", v["x"], v["prev"], v["mix"], v["out"], C, n_mix, tokens=tokens, count=count)
     check(gpu_page, plan, initial, [v["out"], v["prev"]])  # prev: the last real token's x
@@ -302,10 +439,17 @@ def test_wkv7_walks_a_chunk_in_order(gpu_page, C, head_size, tokens, real):
     r, k, v_ = rand(rng, T * C), rand(rng, T * C), rand(rng, T * C)
     a = rng.uniform(0.05, 0.95, T * C).astype(np.float32)
     w = np.exp(-0.606531 * rng.uniform(0, 1, T * C)).astype(np.float32)
-    params = np.concatenate([rng.uniform(0.5, 1.5, C), rng.uniform(0.5, 1.5, C), rand(rng, C, scale=0.5)]).astype(np.float32)
+    params = np.concatenate([rng.uniform(0.5, 1.5, C), rng.uniform(0.5, 1.5, C), rand(rng, C, scale=0.5)]).astype(
+        np.float32
+    )
     plan = Plan()
-    v, initial = inputs(plan, vecs=np.concatenate([r, w, k, v_, a]), params=params, state=rand(rng, C * head_size),
-                        out=np.zeros(2 * T * C, np.float32))
+    v, initial = inputs(
+        plan,
+        vecs=np.concatenate([r, w, k, v_, a]),
+        params=params,
+        state=rand(rng, C * head_size),
+        out=np.zeros(2 * T * C, np.float32),
+    )
     count = count_buffer(plan, initial, real)
     ops.wkv7(plan, "test", v["vecs"], v["params"], v["state"], v["out"], C, head_size, tokens=T, count=count)
     check(gpu_page, plan, initial, [v["out"], v["state"]])

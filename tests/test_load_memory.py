@@ -33,7 +33,9 @@ async () => (await performance.measureUserAgentSpecificMemory()).bytes
 """
 
 
-@pytest.mark.parametrize("precision", ["int8", "auto"])  # the first fetches, quantizes and caches; the second reads the cache
+@pytest.mark.parametrize(
+    "precision", ["int8", "auto"]
+)  # the first fetches, quantizes and caches; the second reads the cache
 def test_loading_a_380_mb_model_keeps_the_page_small(page, server, model_dir, precision):
     name = "memory-0.1b-shape-fp16.st"
     if not (model_dir / name).exists():
@@ -53,8 +55,10 @@ def test_loading_a_380_mb_model_keeps_the_page_small(page, server, model_dir, pr
         assert len(samples) < 3000, "the load did not finish"
     expect(page.locator("#error")).to_be_hidden()
     grown = max(samples) - baseline
-    print(f"{precision}: {size / 2**20:.0f} MiB model; JS memory (page + worker) peaked {grown / 2**20:.1f} MiB above "
-          f"its {baseline / 2**20:.1f} MiB start over {len(samples)} samples")
+    print(
+        f"{precision}: {size / 2**20:.0f} MiB model; JS memory (page + worker) peaked {grown / 2**20:.1f} MiB above "
+        f"its {baseline / 2**20:.1f} MiB start over {len(samples)} samples"
+    )
     assert len(samples) >= 5  # the load was watched, not just its end
     assert grown < JS_BOUND
 

@@ -33,13 +33,16 @@ def greedy_reference(model: RWKV7, tokens: list[int], steps: int) -> tuple[np.nd
     return rows, chosen, state
 
 
-@pytest.mark.parametrize("layers, width, vocab, dtype, matvec", [
-    (2, 128, 301, "fp32", "cols"),
-    (3, 256, 1000, "fp16", "cols"),
-    (2, 128, 301, "fp16", "rows-wg"),
-    (2, 128, 300, "fp32", "rows"),
-    (1, 64, 256, "fp32", "cols"),  # one head, byte-level vocabulary
-])
+@pytest.mark.parametrize(
+    "layers, width, vocab, dtype, matvec",
+    [
+        (2, 128, 301, "fp32", "cols"),
+        (3, 256, 1000, "fp16", "cols"),
+        (2, 128, 301, "fp16", "rows-wg"),
+        (2, 128, 300, "fp32", "rows"),
+        (1, 64, 256, "fp32", "cols"),  # one head, byte-level vocabulary
+    ],
+)
 def test_generated_model_matches_the_reference(browser, server, model_dir, layers, width, vocab, dtype, matvec):
     name = f"m{layers}x{width}x{vocab}-{dtype}.st"
     cfg = ModelConfig.default_for(layers, width, vocab)
@@ -50,7 +53,9 @@ def test_generated_model_matches_the_reference(browser, server, model_dir, layer
     tokens = list(np.random.default_rng(0).integers(0, vocab, 32))
     page = blank_page(browser.new_page(), server)
     try:
-        got = run_model_in_browser(page, compiled, server.url + "test-models/" + name, [int(t) for t in tokens], greedy=16)
+        got = run_model_in_browser(
+            page, compiled, server.url + "test-models/" + name, [int(t) for t in tokens], greedy=16
+        )
     finally:
         page.close()
     expected, chosen, state = greedy_reference(RWKV7.load(str(model_dir / name)), [int(t) for t in tokens], 16)
@@ -58,7 +63,9 @@ def test_generated_model_matches_the_reference(browser, server, model_dir, layer
     assert np.abs(got["rows"] - expected).max() <= TOLERANCE * scale
     assert got["greedy"] == chosen
     gpu_state = np.frombuffer(got["state"], np.float32)
-    assert np.abs(gpu_state - np.frombuffer(state.to_bytes(), np.float32)).max() <= TOLERANCE * max(1.0, np.abs(gpu_state).max())
+    assert np.abs(gpu_state - np.frombuffer(state.to_bytes(), np.float32)).max() <= TOLERANCE * max(
+        1.0, np.abs(gpu_state).max()
+    )
 
 
 @pytest.mark.slow

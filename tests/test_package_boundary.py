@@ -34,6 +34,10 @@ def test_the_package_imports_nothing_from_build_or_serve():
 
 
 def test_the_browser_wheel_leaves_out_the_headless_driver(site_dir):
-    wheel = next(os.path.join(site_dir, "wheels", n) for n in os.listdir(os.path.join(site_dir, "wheels")) if n.startswith("rwkvweb-"))
+    wheel = next(
+        os.path.join(site_dir, "wheels", n)
+        for n in os.listdir(os.path.join(site_dir, "wheels"))
+        if n.startswith("rwkvweb-")
+    )
     names = zipfile.ZipFile(wheel).namelist()
     assert "rwkvweb/api.py" in names and "rwkvweb/headless.py" not in names

@@ -50,7 +50,9 @@ def test_load_generate_stream_and_stop(page, server, world_model):
     wait_ready(page, server)
     page.fill("#model-url", world_model)
     page.click("#load")
-    expect(page.locator("#model-info")).to_contain_text("world-2x64.st: 2 layers × 64 wide, 65536 tokens", timeout=60_000)
+    expect(page.locator("#model-info")).to_contain_text(
+        "world-2x64.st: 2 layers × 64 wide, 65536 tokens", timeout=60_000
+    )
     assert page.get_attribute("#load-progress", "data-done") == "true"  # the progress bar reached the end
     assert re.search(r"\d+/\d+ tensors, [\d.]+ MB/s", page.text_content("#load-detail"))
     page.click("#mode-completion")  # a World-vocabulary model opens in chat mode; this test is about completion
@@ -58,7 +60,9 @@ def test_load_generate_stream_and_stop(page, server, world_model):
     # the World tokenizer, in Pyodide, gives the ids CPython's gives
     page.fill("#prompt", TEXT)
     page.click("#tokenize")
-    expect(page.locator("#ids")).to_have_text(json.dumps(WorldTokenizer.from_file().encode(TEXT)).replace(", ", ","), timeout=10_000)
+    expect(page.locator("#ids")).to_have_text(
+        json.dumps(WorldTokenizer.from_file().encode(TEXT)).replace(", ", ","), timeout=10_000
+    )
 
     # a short generation runs to its length
     page.fill("#prompt", "<b>not bold</b> Once upon a time")
@@ -141,11 +145,14 @@ def test_a_local_file_loads_from_the_picker_and_by_drag_and_drop(page, server, m
     expect(page.locator("#model-info")).to_contain_text("local-1x64.st: 1 layers × 64 wide, 256 tokens", timeout=60_000)
 
     page.set_input_files("#model-file", [])
-    dropped = page.evaluate_handle("""async (url) => {
+    dropped = page.evaluate_handle(
+        """async (url) => {
       const data = new DataTransfer();
       data.items.add(new File([await (await fetch(url)).blob()], "dropped.st"));
       return data;
-    }""", "test-models/local-1x64.st")
+    }""",
+        "test-models/local-1x64.st",
+    )
     page.dispatch_event("#model-section", "drop", {"dataTransfer": dropped})
     expect(page.locator("#model-info")).to_contain_text("dropped.st: 1 layers × 64 wide", timeout=60_000)
     assert not page.is_visible("#error")

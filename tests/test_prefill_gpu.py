@@ -33,21 +33,28 @@ def gpu_page(browser, server):
     page.close()
 
 
-@pytest.mark.parametrize("width, head_size, precision, matvec, chunk", [
-    (256, 64, "fp32", "cols", 64),    # 4 heads; 70 tokens: a full chunk and a partial one
-    (256, 64, "fp16", "cols", 16),
-    (128, 32, "fp32", "rows", 7),     # 4 heads of 32; a chunk that is not a whole token tile
-    (192, 64, "int8", "cols", 16),    # 3 heads; quantized matrices are row-major whatever the variant
-    (128, 64, "nf4", "cols", 7),
-    (64, 64, "fp16", "rows-wg", 16),  # one head; the workgroup-reduction variant (one token per workgroup row)
-    (128, 64, "fp32", "cols", 1),     # 1 = token by token through the prefill kernels
-])
+@pytest.mark.parametrize(
+    "width, head_size, precision, matvec, chunk",
+    [
+        (256, 64, "fp32", "cols", 64),  # 4 heads; 70 tokens: a full chunk and a partial one
+        (256, 64, "fp16", "cols", 16),
+        (128, 32, "fp32", "rows", 7),  # 4 heads of 32; a chunk that is not a whole token tile
+        (192, 64, "int8", "cols", 16),  # 3 heads; quantized matrices are row-major whatever the variant
+        (128, 64, "nf4", "cols", 7),
+        (64, 64, "fp16", "rows-wg", 16),  # one head; the workgroup-reduction variant (one token per workgroup row)
+        (128, 64, "fp32", "cols", 1),  # 1 = token by token through the prefill kernels
+    ],
+)
 def test_prefill_equals_decode(gpu_page, server, model_dir, width, head_size, precision, matvec, chunk):
     name = f"prefill-{width}-{head_size}-{precision}.st"
     cfg = ModelConfig.default_for(2, width, 300, head_size=head_size)
-    write_test_model(str(model_dir / name), cfg, seed=width + head_size, dtype="fp32" if precision == "fp32" else "fp16")
+    write_test_model(
+        str(model_dir / name), cfg, seed=width + head_size, dtype="fp32" if precision == "fp32" else "fp16"
+    )
     tensors = SafetensorsFile(str(model_dir / name)).tensors
-    planned = plan_budget(cfg, tensors, parse_bytes("1GB"), precision, max_binding=64 * 1024, matvec=matvec, chunk=chunk)
+    planned = plan_budget(
+        cfg, tensors, parse_bytes("1GB"), precision, max_binding=64 * 1024, matvec=matvec, chunk=chunk
+    )
     assert planned.compiled.chunk == chunk
     tokens = [int(t) for t in np.random.default_rng(chunk).integers(0, 300, 70)]
     got = run_prefill_in_browser(gpu_page, planned.compiled, server.url + "test-models/" + name, tokens)
@@ -60,4 +67,6 @@ def test_prefill_equals_decode(gpu_page, server, model_dir, width, head_size, pr
     if precision in ("fp32", "fp16"):
         expected, state = RWKV7.load(str(model_dir / name)).logits(tokens)
         assert np.abs(got["prefill"] - expected).max() <= REFERENCE * (expected.max() - expected.min())
-        assert np.abs(got["prefillState"] - np.frombuffer(state.to_bytes(), np.float32)).max() <= REFERENCE * state_scale
+        assert (
+            np.abs(got["prefillState"] - np.frombuffer(state.to_bytes(), np.float32)).max() <= REFERENCE * state_scale
+        )

@@ -87,12 +87,18 @@ def rewrite(source, target, drop=(), metadata=None, params_of=None):
     write_safetensors(str(target), arrays, metadata or file.metadata)
 
 
-@pytest.mark.parametrize("damage, message", [
-    ({"drop": ["head.weight.qparams"]}, "'head.weight' is declared nf4 but the file lacks 'head.weight.qparams'"),
-    ({"params_of": "head.weight"}, "'head.weight.qparams': nf4 needs 602 F32 block parameters for [301, 128], got F32 [601]"),
-    ({"metadata": {QUANTIZED_KEY: json.dumps({"head.weight": "int3"})}}, "unknown quantization scheme 'int3'"),
-    ({"metadata": {QUANTIZED_KEY: "not json"}}, "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ({"drop": ["head.weight.qparams"]}, "'head.weight' is declared nf4 but the file lacks 'head.weight.qparams'"),
+        (
+            {"params_of": "head.weight"},
+            "'head.weight.qparams': nf4 needs 602 F32 block parameters for [301, 128], got F32 [601]",
+        ),
+        ({"metadata": {QUANTIZED_KEY: json.dumps({"head.weight": "int3"})}}, "unknown quantization scheme 'int3'"),
+        ({"metadata": {QUANTIZED_KEY: "not json"}}, "must be a JSON object"),
+    ],
+)
 def test_malformed_quantization_metadata_is_refused(original, tmp_path, damage, message):
     good, bad = tmp_path / "good.st", tmp_path / "bad.st"
     quantize_file(str(original), str(good), precision="nf4")

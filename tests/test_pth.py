@@ -81,7 +81,9 @@ def test_the_header_is_read_without_touching_a_weight(twins):
     assert len(tensors) == len(SafetensorsFile(twins["bf16"][1]).tensors)
     magic, tail, *rest = source.reads
     assert magic == (0, 8)  # the format is told by the first bytes
-    assert tail[1] == len(data) and tail[1] - tail[0] <= 22 + 65535 + 20  # the EOCD, its longest comment, the ZIP64 locator
+    assert (
+        tail[1] == len(data) and tail[1] - tail[0] <= 22 + 65535 + 20
+    )  # the EOCD, its longest comment, the ZIP64 locator
     # then the central directory, data.pkl, and the local headers (merged where close together):
     # never a tensor's bytes, beyond small vectors that lie between two headers read at once
     small = sum(info.nbytes for info in tensors.values() if info.nbytes <= COALESCE_GAP)
@@ -125,17 +127,20 @@ def _refused(data: bytes, message: str, max_read: int = 200_000) -> None:
     assert sum(end - start for start, end in source.reads) <= max_read
 
 
-@pytest.mark.parametrize("entry, message", [
-    (TensorEntry("t", "FloatStorage", "0", 0, (4, 3), (1, 4)), "is a strided view .* build.convert"),
-    (TensorEntry("t", "FloatStorage", "0", 20, (2, 3), (3, 1)), "reach past its 96-byte storage"),
-    (TensorEntry("t", "FloatStorage", "0", -1, (2,), (1,)), "storage offset -1"),
-    (TensorEntry("t", "FloatStorage", "0", 0, (2, 3), (-3, 1)), "strides must be >= 1"),
-    (TensorEntry("t", "FloatStorage", "0", 0, (2, -3), (3, 1)), "negative size"),
-    (TensorEntry("t", "FloatStorage", "0", 0, (2, 3), (3,)), "but 1 strides"),
-    (TensorEntry("t", "FloatStorage", "0", 10**30, (2,), (1,)), "reach past"),
-    (TensorEntry("t", "FloatStorage", "0", 0, (2**40, 2**40), (2**40, 1)), "reach past"),
-    (TensorEntry("t", "FloatStorage", "9", 0, (2,), (1,)), "storage '9' is not in the archive"),
-])
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        (TensorEntry("t", "FloatStorage", "0", 0, (4, 3), (1, 4)), "is a strided view .* build.convert"),
+        (TensorEntry("t", "FloatStorage", "0", 20, (2, 3), (3, 1)), "reach past its 96-byte storage"),
+        (TensorEntry("t", "FloatStorage", "0", -1, (2,), (1,)), "storage offset -1"),
+        (TensorEntry("t", "FloatStorage", "0", 0, (2, 3), (-3, 1)), "strides must be >= 1"),
+        (TensorEntry("t", "FloatStorage", "0", 0, (2, -3), (3, 1)), "negative size"),
+        (TensorEntry("t", "FloatStorage", "0", 0, (2, 3), (3,)), "but 1 strides"),
+        (TensorEntry("t", "FloatStorage", "0", 10**30, (2,), (1,)), "reach past"),
+        (TensorEntry("t", "FloatStorage", "0", 0, (2**40, 2**40), (2**40, 1)), "reach past"),
+        (TensorEntry("t", "FloatStorage", "9", 0, (2,), (1,)), "storage '9' is not in the archive"),
+    ],
+)
 def test_lying_tensors_are_refused_by_name(entry, message):
     storage = np.arange(24, dtype=np.float32).tobytes()
     checkpoint = Checkpoint([entry], {"0": storage})
@@ -145,8 +150,16 @@ def test_lying_tensors_are_refused_by_name(entry, message):
 def test_a_pickle_that_calls_anything_else_is_refused_and_runs_nothing(tmp_path):
     marker = tmp_path / "ran"
     text = f"touch {marker}".encode()
-    evil = (pickle.GLOBAL + b"os\nsystem\n" + pickle.BINUNICODE + struct.pack("<I", len(text)) + text
-            + pickle.TUPLE1 + pickle.REDUCE + pickle.POP)
+    evil = (
+        pickle.GLOBAL
+        + b"os\nsystem\n"
+        + pickle.BINUNICODE
+        + struct.pack("<I", len(text))
+        + text
+        + pickle.TUPLE1
+        + pickle.REDUCE
+        + pickle.POP
+    )
     checkpoint = Checkpoint([TensorEntry("t", "FloatStorage", "0", 0, (2,), (1,))], {"0": bytes(8)}, extra_pickle=evil)
     _refused(checkpoint.to_bytes(), "refused: the checkpoint's pickle asks for os.system")
     assert not marker.exists()
@@ -167,7 +180,7 @@ def test_lying_zip_records_are_refused_before_reading_what_they_claim():
     central = good.find(b"PK\x01\x02")
 
     def patched(at: int, value: bytes) -> bytes:
-        return bytes(good[:at] + value + good[at + len(value):])
+        return bytes(good[:at] + value + good[at + len(value) :])
 
     _refused(patched(record + 40, (1 << 40).to_bytes(8, "little")), "central directory claims 1,099,511,627,776 bytes")
     _refused(patched(record + 48, (1 << 40).to_bytes(8, "little")), "central directory claims bytes")
@@ -176,11 +189,13 @@ def test_lying_zip_records_are_refused_before_reading_what_they_claim():
     _refused(patched(record, b"XXXX"), "no ZIP64 end-of-central-directory record")
     _refused(patched(central + 10, struct.pack("<H", 8)), "compressed \\(method 8\\)")
     _refused(patched(central + 8, struct.pack("<H", 1)), "encrypted")
-    _refused(patched(central + 46 + len("archive/data.pkl") + 4, (MAX_PICKLE + 1).to_bytes(8, "little") * 2), "past the end")
+    _refused(
+        patched(central + 46 + len("archive/data.pkl") + 4, (MAX_PICKLE + 1).to_bytes(8, "little") * 2), "past the end"
+    )
     local = good.find(b"PK\x03\x04", 1)  # the second member's local header
     _refused(patched(local + 30, b"X"), "its local header names")
     _refused(patched(local, b"XXXX"), "no local file header")
-    _refused(bytes(good[:eocd]) + bytes(good[eocd:eocd + 20]), "no end-of-central-directory")  # the EOCD cut short
+    _refused(bytes(good[:eocd]) + bytes(good[eocd : eocd + 20]), "no end-of-central-directory")  # the EOCD cut short
     duplicated = zip_stored([("archive/data.pkl", tensor_pickle([])), ("archive/data.pkl", b"")])
     _refused(duplicated, "two members named")
 
@@ -214,7 +229,9 @@ def test_corrupted_and_truncated_files_give_format_errors_only(weights):
 
 def cli(*args):
     env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "py")}
-    return subprocess.run([sys.executable, "-m", "rwkvweb", *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "rwkvweb", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_the_cli_reads_a_pth_like_its_safetensors_twin(twins):
@@ -227,7 +244,9 @@ def test_the_cli_reads_a_pth_like_its_safetensors_twin(twins):
     assert plans[0]["gpu_bytes"] == plans[1]["gpu_bytes"]
     rows = [json.loads(cli("logits", path, "--tokens", "1,2,3").stdout)["logits"] for path in (pth, st)]
     assert rows[0] == rows[1]
-    ids = [cli("generate", path, "--tokens", "1,2", "--max-tokens", "5", "--temperature", "0").stdout for path in (pth, st)]
+    ids = [
+        cli("generate", path, "--tokens", "1,2", "--max-tokens", "5", "--temperature", "0").stdout for path in (pth, st)
+    ]
     assert ids[0] == ids[1] and len(json.loads(ids[0])) == 5
 
 
@@ -238,11 +257,14 @@ def test_the_cli_explains_a_bad_pth_in_one_line(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [
         "rwkvweb info: tensor 'emb.weight' is a strided view (shape [4, 3], stride [1, 4]) that is not one byte range; "
-        "convert the file with `python -m build.convert`, which copies such views"]
+        "convert the file with `python -m build.convert`, which copies such views"
+    ]
 
 
 def test_a_real_torch_save_file_reads_like_its_twin(tmp_path, weights):
-    torch = pytest.importorskip("torch", reason="torch is a dev-only extra (train); the hand-made checkpoints above cover the format")
+    torch = pytest.importorskip(
+        "torch", reason="torch is a dev-only extra (train); the hand-made checkpoints above cover the format"
+    )
     state = {n: torch.from_numpy(a.copy()) for n, a in weights.items()}
     state["emb.weight"] = state["emb.weight"].to(torch.bfloat16)
     torch.save(state, tmp_path / "real.pth")
@@ -272,9 +294,17 @@ def test_a_pile_sized_vocabulary_says_which_tokenizer_it_lacks(tmp_path):
 
 def test_the_reader_needs_no_numpy(twins):
     """It runs in Pyodide, whose offline core has no numpy: read a header with numpy made unimportable."""
-    code = ("import sys; sys.modules['numpy'] = None; import asyncio, rwkvweb.catalog; from rwkvweb.api import read_header; "
-            "from rwkvweb.source import FileSource; "
-            f"print(len(asyncio.run(read_header(FileSource({twins['bf16'][0]!r})))[0]))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "py")}, timeout=60)
+    code = (
+        "import sys; sys.modules['numpy'] = None; import asyncio, rwkvweb.catalog; "
+        "from rwkvweb.api import read_header; "
+        "from rwkvweb.source import FileSource; "
+        f"print(len(asyncio.run(read_header(FileSource({twins['bf16'][0]!r})))[0]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "py")},
+        timeout=60,
+    )
     assert done.stdout.strip() == str(len(SafetensorsFile(twins["bf16"][1]).tensors)), done.stderr

@@ -29,8 +29,14 @@ def convert(tmp_path, data: bytes):
     source, target = tmp_path / "in.pth", tmp_path / "out.st"
     source.write_bytes(data)
     env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "py")}
-    done = subprocess.run([sys.executable, "-m", "build.convert", str(source), str(target), "--dtype", "fp32"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "build.convert", str(source), str(target), "--dtype", "fp32"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return done, target
 
 
@@ -52,14 +58,17 @@ def assert_refused(tmp_path, data: bytes, message: str) -> None:
     assert not target.exists()
 
 
-@pytest.mark.parametrize("offset, stride, message", [
-    (-64, (64, 1), "offset -64"),                            # once: bytes from before the storage, converted "fine"
-    (0, (-64, 1), "strides must be >= 1"),                   # once: bytes from before the storage
-    (960, (-100000000, 1), "strides must be >= 1"),          # far outside: once SIGSEGV
-    (0, (0, 1), "strides must be >= 1"),                     # zero stride: a broadcast, no weight is one
-    (64, (64, 1), "reaches past its storage"),               # past the storage's end
-    (0, (64,), "but 1 strides"),
-])
+@pytest.mark.parametrize(
+    "offset, stride, message",
+    [
+        (-64, (64, 1), "offset -64"),  # once: bytes from before the storage, converted "fine"
+        (0, (-64, 1), "strides must be >= 1"),  # once: bytes from before the storage
+        (960, (-100000000, 1), "strides must be >= 1"),  # far outside: once SIGSEGV
+        (0, (0, 1), "strides must be >= 1"),  # zero stride: a broadcast, no weight is one
+        (64, (64, 1), "reaches past its storage"),  # past the storage's end
+        (0, (64,), "but 1 strides"),
+    ],
+)
 def test_hostile_views_are_refused(tmp_path, offset, stride, message):
     assert_refused(tmp_path, with_emb_view(offset, EMB.shape, stride), message)
 
@@ -80,8 +89,12 @@ def test_a_strided_view_inside_its_storage_still_converts(tmp_path):
 @pytest.fixture(scope="module")
 def small_checkpoint() -> bytes:
     rng = np.random.default_rng(0)
-    return checkpoint_of({"emb.weight": rng.standard_normal((16, 64), dtype=np.float32),
-                          "ln_out.weight": rng.standard_normal(64, dtype=np.float32)}).to_bytes()
+    return checkpoint_of(
+        {
+            "emb.weight": rng.standard_normal((16, 64), dtype=np.float32),
+            "ln_out.weight": rng.standard_normal(64, dtype=np.float32),
+        }
+    ).to_bytes()
 
 
 def test_a_truncated_or_corrupt_zip_is_explained(tmp_path, small_checkpoint):

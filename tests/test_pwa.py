@@ -44,8 +44,9 @@ def in_own_chromium(folder, scenario):
 
     def run():
         with sync_playwright() as playwright:
-            context = playwright.chromium.launch_persistent_context(str(folder / "profile"), executable_path=CHROMIUM,
-                                                                    headless=True, args=CHROMIUM_ARGS)
+            context = playwright.chromium.launch_persistent_context(
+                str(folder / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
             try:
                 scenario(context)
             finally:
@@ -72,7 +73,10 @@ def generate(page):
     return page.text_content("#output")
 
 
-NOTE = """async () => { const r = await fetch("build-note.txt"); return [await r.text(), r.headers.get("X-Rwkvweb-Build")]; }"""
+NOTE = """async () => {
+  const r = await fetch("build-note.txt");
+  return [await r.text(), r.headers.get("X-Rwkvweb-Build")];
+}"""
 CACHES = "async () => (await caches.keys()).sort()"
 
 
@@ -84,7 +88,9 @@ def test_installable_offline_and_updated_without_mixing_builds(pwa):
 def offline_and_update(context, server, root):
     manifest = json.load(open(os.path.join(root, "manifest.webmanifest")))
     assert manifest["display"] == "standalone" and manifest["start_url"] == "./"
-    assert {(i["sizes"], i["purpose"]) for i in manifest["icons"]} == {(s, p) for s in ("192x192", "512x512") for p in ("any", "maskable")}
+    assert {(i["sizes"], i["purpose"]) for i in manifest["icons"]} == {
+        (s, p) for s in ("192x192", "512x512") for p in ("any", "maskable")
+    }
     for icon in manifest["icons"]:
         with open(os.path.join(root, icon["src"]), "rb") as file:
             assert file.read(8) == b"\x89PNG\r\n\x1a\n"

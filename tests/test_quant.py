@@ -68,7 +68,11 @@ async ({values, scheme}) => {
   const { quantize } = await import("/gpu/quantize.js");
   const raw = Uint8Array.from(atob(values), (c) => c.charCodeAt(0));
   const { codes, params } = quantize(new Float32Array(raw.buffer), scheme);
-  const b64 = (u) => { let s = ""; for (let i = 0; i < u.length; i += 0x8000) s += String.fromCharCode(...u.subarray(i, i + 0x8000)); return btoa(s); };
+  const b64 = (u) => {
+    let s = "";
+    for (let i = 0; i < u.length; i += 0x8000) s += String.fromCharCode(...u.subarray(i, i + 0x8000));
+    return btoa(s);
+  };
   return [b64(codes), b64(new Uint8Array(params.buffer))];
 }
 """
@@ -83,14 +87,16 @@ def test_javascript_quantizer_matches_numpy_bit_for_bit(page, server, scheme):
 
     open_blank(page, server.url)
     rng = np.random.default_rng(7)
-    x = np.concatenate([
-        rng.standard_normal(64 * 300).astype(np.float16).astype(np.float32),  # what an f16 file widens to
-        np.full(128, 0.25, np.float32),  # a constant block
-        np.array(NF4_LEVELS * 8, np.float32) * 0.5 + 0.0,  # levels and, below, midpoints
-        (np.array([(a + b) / 2 for a, b in zip(NF4_LEVELS, NF4_LEVELS[1:])] * 4 + [1.0], np.float32)),
-        (np.arange(256 * 3, dtype=np.float32) / 7),  # evenly spaced: int8 codes land on .5 boundaries
-        rng.standard_normal(77).astype(np.float32),  # a partial last block
-    ])
+    x = np.concatenate(
+        [
+            rng.standard_normal(64 * 300).astype(np.float16).astype(np.float32),  # what an f16 file widens to
+            np.full(128, 0.25, np.float32),  # a constant block
+            np.array(NF4_LEVELS * 8, np.float32) * 0.5 + 0.0,  # levels and, below, midpoints
+            (np.array([(a + b) / 2 for a, b in zip(NF4_LEVELS, NF4_LEVELS[1:])] * 4 + [1.0], np.float32)),
+            (np.arange(256 * 3, dtype=np.float32) / 7),  # evenly spaced: int8 codes land on .5 boundaries
+            rng.standard_normal(77).astype(np.float32),  # a partial last block
+        ]
+    )
     codes, params = page.evaluate(JS_QUANTIZE, {"values": base64.b64encode(x.tobytes()).decode(), "scheme": scheme})
     expected_codes, expected_params = quantize(x, scheme)
     assert base64.b64decode(codes) == expected_codes

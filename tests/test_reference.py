@@ -47,15 +47,19 @@ def naive_logits(weights, cfg: ModelConfig, tokens, ln_eps=1e-5):
     for token in tokens:
         x = norm(W["emb.weight"][token], vec("blocks.0.ln0.weight"), vec("blocks.0.ln0.bias"), ln_eps)
         v_first = None
-        for l in range(cfg.n_layer):
-            p = lambda n: W[f"blocks.{l}.att.{n}"] if W[f"blocks.{l}.att.{n}"].ndim == 2 and n != "r_k" else vec(f"blocks.{l}.att.{n}")  # noqa: E731
-            xx = norm(x, vec(f"blocks.{l}.ln1.weight"), vec(f"blocks.{l}.ln1.bias"), ln_eps)
-            dx = att_shift[l] - xx
-            att_shift[l] = xx
+        for layer in range(cfg.n_layer):
+            p = lambda n: (  # noqa: E731
+                W[f"blocks.{layer}.att.{n}"]
+                if W[f"blocks.{layer}.att.{n}"].ndim == 2 and n != "r_k"
+                else vec(f"blocks.{layer}.att.{n}")
+            )
+            xx = norm(x, vec(f"blocks.{layer}.ln1.weight"), vec(f"blocks.{layer}.ln1.bias"), ln_eps)
+            dx = att_shift[layer] - xx
+            att_shift[layer] = xx
             mixed = {m: xx + dx * p("x_" + m) for m in "rwkvag"}
-            r = matvec(W[f"blocks.{l}.att.receptance.weight"], mixed["r"])
-            k = matvec(W[f"blocks.{l}.att.key.weight"], mixed["k"])
-            v = matvec(W[f"blocks.{l}.att.value.weight"], mixed["v"])
+            r = matvec(W[f"blocks.{layer}.att.receptance.weight"], mixed["r"])
+            k = matvec(W[f"blocks.{layer}.att.key.weight"], mixed["k"])
+            v = matvec(W[f"blocks.{layer}.att.value.weight"], mixed["v"])
             w = p("w0") + vecmat(np.tanh(vecmat(mixed["w"], p("w1"))), p("w2"))
             a = sig(p("a0") + vecmat(vecmat(mixed["a"], p("a1")), p("a2")))
             g = vecmat(sig(vecmat(mixed["g"], p("g1"))), p("g2"))
@@ -64,7 +68,7 @@ def naive_logits(weights, cfg: ModelConfig, tokens, ln_eps=1e-5):
                 block = kk[h * N : (h + 1) * N]
                 kk[h * N : (h + 1) * N] = block / max(math.sqrt(sum(t * t for t in block)), 1e-12)
             k = k * (1 + (a - 1) * p("k_a"))
-            if l == 0:
+            if layer == 0:
                 v_first = v
             else:
                 v = v + (v_first - v) * sig(p("v0") + vecmat(vecmat(mixed["v"], p("v1")), p("v2")))
@@ -72,23 +76,26 @@ def naive_logits(weights, cfg: ModelConfig, tokens, ln_eps=1e-5):
             y = np.zeros(C)
             for h in range(H):
                 o = h * N
-                Sh = S[l][h]
+                Sh = S[layer][h]
                 sa = [sum(Sh[i, j] * -kk[o + j] for j in range(N)) for i in range(N)]  # S·(−kk)
                 for i in range(N):  # value row
                     for j in range(N):  # key column
                         Sh[i, j] = Sh[i, j] * decay[o + j] + sa[i] * kk[o + j] * a[o + j] + v[o + i] * k[o + j]
                 y[o : o + N] = [sum(Sh[i, j] * r[o + j] for j in range(N)) for i in range(N)]
-            ln_w, ln_b = vec(f"blocks.{l}.att.ln_x.weight"), vec(f"blocks.{l}.att.ln_x.bias")
-            r_k = vec(f"blocks.{l}.att.r_k")
+            ln_w, ln_b = vec(f"blocks.{layer}.att.ln_x.weight"), vec(f"blocks.{layer}.att.ln_x.bias")
+            r_k = vec(f"blocks.{layer}.att.r_k")
             for h in range(H):
                 sl = slice(h * N, (h + 1) * N)
                 y[sl] = norm(y[sl], ln_w[sl], ln_b[sl], 64e-5) + sum(r[sl] * k[sl] * r_k[sl]) * v[sl]
-            x = x + matvec(W[f"blocks.{l}.att.output.weight"], y * g)
-            xx = norm(x, vec(f"blocks.{l}.ln2.weight"), vec(f"blocks.{l}.ln2.bias"), ln_eps)
-            dx = ffn_shift[l] - xx
-            ffn_shift[l] = xx
-            hidden = np.maximum(matvec(W[f"blocks.{l}.ffn.key.weight"], xx + dx * vec(f"blocks.{l}.ffn.x_k")), 0) ** 2
-            x = x + matvec(W[f"blocks.{l}.ffn.value.weight"], hidden)
+            x = x + matvec(W[f"blocks.{layer}.att.output.weight"], y * g)
+            xx = norm(x, vec(f"blocks.{layer}.ln2.weight"), vec(f"blocks.{layer}.ln2.bias"), ln_eps)
+            dx = ffn_shift[layer] - xx
+            ffn_shift[layer] = xx
+            hidden = (
+                np.maximum(matvec(W[f"blocks.{layer}.ffn.key.weight"], xx + dx * vec(f"blocks.{layer}.ffn.x_k")), 0)
+                ** 2
+            )
+            x = x + matvec(W[f"blocks.{layer}.ffn.value.weight"], hidden)
         out.append(matvec(W["head.weight"], norm(x, vec("ln_out.weight"), vec("ln_out.bias"), ln_eps)))
     return np.array(out)
 

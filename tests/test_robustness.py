@@ -22,7 +22,9 @@ COMMANDS = (["info"], ["plan"], ["logits", "--tokens", "1,2"], ["logits", "--tok
 
 def cli(*args, stdin: str = "", timeout: float = 60):
     env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "py")}
-    return subprocess.run([sys.executable, "-m", "rwkvweb", *args], input=stdin, capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "rwkvweb", *args], input=stdin, capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def write(tmp_path, name, tensors, metadata=None, dtypes=None) -> str:
@@ -53,15 +55,28 @@ def test_a_huge_layer_index_is_refused_at_once(tmp_path):
     assert time.perf_counter() - started < 0.5  # detection itself: no per-layer work before the check
 
 
-@pytest.mark.parametrize("name, dtype", [("emb.weight", np.int32), ("head.weight", np.int16), ("blocks.0.ln1.weight", np.int32),
-                                         ("blocks.0.ln1.weight", np.float64), ("blocks.1.att.x_k", np.float64)])
+@pytest.mark.parametrize(
+    "name, dtype",
+    [
+        ("emb.weight", np.int32),
+        ("head.weight", np.int16),
+        ("blocks.0.ln1.weight", np.int32),
+        ("blocks.0.ln1.weight", np.float64),
+        ("blocks.1.att.x_k", np.float64),
+    ],
+)
 def test_integer_and_f64_weights_are_refused_by_reference_and_engine(tmp_path, name, dtype):
     tensors = hostile.weights()
     tensors[name] = (tensors[name] * 100).astype(dtype)
-    refused_everywhere(write(tmp_path, "int.st", tensors), f"tensor {name!r} is {hostile.pack({name: tensors[name]})[0][name]['dtype']}")
+    refused_everywhere(
+        write(tmp_path, "int.st", tensors),
+        f"tensor {name!r} is {hostile.pack({name: tensors[name]})[0][name]['dtype']}",
+    )
 
 
-@pytest.mark.parametrize("name, value", [("head.weight", np.nan), ("blocks.0.att.key.weight", np.inf), ("ln_out.bias", -np.inf)])
+@pytest.mark.parametrize(
+    "name, value", [("head.weight", np.nan), ("blocks.0.att.key.weight", np.inf), ("ln_out.bias", -np.inf)]
+)
 def test_non_finite_weights_are_an_error_not_invalid_json(tmp_path, name, value):
     tensors = hostile.weights()
     tensors[name].reshape(-1)[0] = value
@@ -108,11 +123,17 @@ def test_a_header_length_over_the_limit_reads_nothing_more(tmp_path):
     assert run.returncode == 2 and "over the" in run.stderr
 
 
-@pytest.mark.parametrize("value, message", [
-    ('{"head.weight": ["nf4"]}', "unknown quantization scheme"), ('{"head.weight": 4}', "unknown quantization scheme"),
-    ("[" * 50_000 + "]" * 50_000, "must be a JSON object"), ('{"a": ' + "9" * 6000 + "}", "must be a JSON object"),
-    ('"nf4"', "must be a JSON object"), ('{"blocks.0.ln1.weight": "nf4"}', "'blocks.0.ln1.weight' is declared nf4"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ('{"head.weight": ["nf4"]}', "unknown quantization scheme"),
+        ('{"head.weight": 4}', "unknown quantization scheme"),
+        ("[" * 50_000 + "]" * 50_000, "must be a JSON object"),
+        ('{"a": ' + "9" * 6000 + "}", "must be a JSON object"),
+        ('"nf4"', "must be a JSON object"),
+        ('{"blocks.0.ln1.weight": "nf4"}', "'blocks.0.ln1.weight' is declared nf4"),
+    ],
+)
 def test_odd_quantized_metadata_is_refused_in_one_line(tmp_path, value, message):
     path = write(tmp_path, "meta.st", hostile.weights(), {"rwkvweb.quantized": value})
     refused_everywhere(path, message, COMMANDS[:2])
@@ -130,8 +151,18 @@ def test_quantized_codes_are_refused_for_a_lora_matrix():
         model_config(fold_quantized(tensors, metadata))
 
 
-@pytest.mark.parametrize("case", ["widths-width-96", "widths-width-72-head-8", "widths-ffn-130", "widths-lora-33",
-                                  "widths-width-0", "widths-head-size-0", "widths-vocab-0"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "widths-width-96",
+        "widths-width-72-head-8",
+        "widths-ffn-130",
+        "widths-lora-33",
+        "widths-width-0",
+        "widths-head-size-0",
+        "widths-vocab-0",
+    ],
+)
 def test_widths_the_kernels_cannot_lay_out_are_refused_by_every_command(tmp_path, case):
     """info and numpy logits accepted width 96 while plan/generate failed an assertion; width 0 divided by zero."""
     found = next(c for c in hostile.widths() if c.name == case)
@@ -171,7 +202,9 @@ def test_info_reads_an_nf4_file_written_by_build_quantize(tmp_path):
 @pytest.mark.parametrize("stdin", ["[1.0]", "[true]", "[1.5]", "null", "[[1]]", "[-1]", '["1"]', "{}", "[" * 100_000])
 def test_decode_refuses_ids_that_are_not_integers(stdin):
     run = cli("decode", stdin=stdin)
-    assert run.returncode == 2 and "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr[-1500:]
+    assert run.returncode == 2 and "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1, (
+        run.stderr[-1500:]
+    )
     assert run.stdout == ""
 
 

@@ -98,8 +98,14 @@ def test_missing_file_and_truncated_file_say_so(tmp_path):
         (BytesSource(struct.pack("<Q", 4) + b"{no}"), "not valid UTF-8 JSON"),
         (BytesSource(struct.pack("<Q", 2) + b"[]"), "must be an object"),
         (craft({"t": entry("F42")}, bytes(8)), "tensor 't': unknown dtype 'F42'"),
-        (craft({"t": entry(shape=(3,))}, bytes(8)), r"tensor 't': shape \[3\] x F32 is 12 bytes but data_offsets span 8"),
-        (craft({"t": entry(offsets=(0, 16))}, bytes(8)), r"tensor 't': data_offsets \[0, 16\] fall outside the 8-byte data section"),
+        (
+            craft({"t": entry(shape=(3,))}, bytes(8)),
+            r"tensor 't': shape \[3\] x F32 is 12 bytes but data_offsets span 8",
+        ),
+        (
+            craft({"t": entry(offsets=(0, 16))}, bytes(8)),
+            r"tensor 't': data_offsets \[0, 16\] fall outside the 8-byte data section",
+        ),
         (craft({"t": entry(offsets=(8, 0))}, bytes(8)), "tensor 't': data_offsets"),
         (craft({"t": entry(shape=(-2,))}, bytes(8)), "tensor 't': shape must be a list of non-negative integers"),
         (craft({"t": entry(shape=(True,), offsets=(0, 4))}, bytes(4)), "tensor 't': shape must be"),

@@ -25,7 +25,19 @@ def root(tmp_path_factory):
     (site / "index.html").write_text("<!doctype html><title>home</title>")
     (site / "embed.html").write_text("<!doctype html><title>embed</title>")
     (site / "sub" / "index.html").write_text("sub")
-    for name in ("a.wasm", "a.mjs", "a.js", "k.wgsl", "a.json", "m.webmanifest", "p.whl", "p.zip", "w.safetensors", "w.bin", "x.unknownext"):
+    for name in (
+        "a.wasm",
+        "a.mjs",
+        "a.js",
+        "k.wgsl",
+        "a.json",
+        "m.webmanifest",
+        "p.whl",
+        "p.zip",
+        "w.safetensors",
+        "w.bin",
+        "x.unknownext",
+    ):
         (site / name).write_bytes(b"x")
     (base / "secret.txt").write_text("outside the root")
     os.symlink(base / "secret.txt", site / "link-out.txt")
@@ -40,7 +52,9 @@ def httpd(root, tmp_path_factory):
     models.mkdir()
     (models / "m.st").write_bytes(b"mounted")
     os.symlink(root.parent / "secret.txt", models / "out.txt")
-    server = serve.serve_in_thread(str(root), embed_origins=["https://host.example"], log_file=str(log), mounts={"models": str(models)})
+    server = serve.serve_in_thread(
+        str(root), embed_origins=["https://host.example"], log_file=str(log), mounts={"models": str(models)}
+    )
     server.log_path = log
     yield server
     server.shutdown()
@@ -71,14 +85,23 @@ def test_full_get_with_validators_and_isolation_headers(httpd):
     assert h["Cross-Origin-Embedder-Policy"] == "require-corp"
     assert h["Cross-Origin-Resource-Policy"] == "same-origin"
     csp = h["Content-Security-Policy"]
-    assert "script-src 'self' 'wasm-unsafe-eval'" in csp and "'unsafe-eval'" not in csp.replace("'wasm-unsafe-eval'", "")
+    assert "script-src 'self' 'wasm-unsafe-eval'" in csp and "'unsafe-eval'" not in csp.replace(
+        "'wasm-unsafe-eval'", ""
+    )
     assert "frame-ancestors 'self'" in csp and "object-src 'none'" in csp
 
 
 @pytest.mark.parametrize(
     "spec, start, end",
-    [("bytes=0-99", 0, 100), ("bytes=100-", 100, 10240), ("bytes=-10", 10230, 10240), ("bytes=10000-99999", 10000, 10240),
-     ("bytes=-99999", 0, 10240), ("bytes=5-5", 5, 6), ("bytes= 7 - 9", 7, 10)],
+    [
+        ("bytes=0-99", 0, 100),
+        ("bytes=100-", 100, 10240),
+        ("bytes=-10", 10230, 10240),
+        ("bytes=10000-99999", 10000, 10240),
+        ("bytes=-99999", 0, 10240),
+        ("bytes=5-5", 5, 6),
+        ("bytes= 7 - 9", 7, 10),
+    ],
 )
 def test_single_ranges_answer_206(httpd, spec, start, end):
     response, body = request(httpd, "/model.st", headers={"Range": spec})
@@ -95,7 +118,9 @@ def test_unsatisfiable_ranges_answer_416_with_the_size(httpd, spec):
     assert response.headers["Content-Range"] == f"bytes */{len(BODY)}"
 
 
-@pytest.mark.parametrize("spec", ["bytes=abc", "bytes=5-2", "items=0-5", "bytes=0-1,5-6", "bytes=-", "bytes", "bytes=1-2-3", "bytes=0x10-"])
+@pytest.mark.parametrize(
+    "spec", ["bytes=abc", "bytes=5-2", "items=0-5", "bytes=0-1,5-6", "bytes=-", "bytes", "bytes=1-2-3", "bytes=0x10-"]
+)
 def test_malformed_or_multi_ranges_get_the_whole_file(httpd, spec):
     response, body = request(httpd, "/model.st", headers={"Range": spec})
     assert response.status == 200 and body == BODY
@@ -111,12 +136,21 @@ def test_head_sends_headers_only(httpd):
 def test_conditional_requests(httpd):
     first, _ = request(httpd, "/model.st")
     etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
-    for headers in ({"If-None-Match": etag}, {"If-None-Match": f'"other", W/{etag}'}, {"If-None-Match": "*"}, {"If-Modified-Since": modified}):
+    for headers in (
+        {"If-None-Match": etag},
+        {"If-None-Match": f'"other", W/{etag}'},
+        {"If-None-Match": "*"},
+        {"If-Modified-Since": modified},
+    ):
         response, body = request(httpd, "/model.st", headers=headers)
         assert response.status == 304 and body == b"", headers
         assert response.headers["ETag"] == etag
-    for headers in ({"If-None-Match": '"other"'}, {"If-Modified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"}, {"If-Modified-Since": "not a date"},
-                    {"If-None-Match": '"other"', "If-Modified-Since": modified}):
+    for headers in (
+        {"If-None-Match": '"other"'},
+        {"If-Modified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"},
+        {"If-Modified-Since": "not a date"},
+        {"If-None-Match": '"other"', "If-Modified-Since": modified},
+    ):
         response, body = request(httpd, "/model.st", headers=headers)
         assert response.status == 200 and body == BODY, headers
 
@@ -132,9 +166,20 @@ def test_if_range_honours_the_range_only_while_the_file_is_unchanged(httpd):
 
 @pytest.mark.parametrize(
     "path, status",
-    [("/../secret.txt", 403), ("/%2e%2e/secret.txt", 403), ("/sub/%2E%2E/%2e%2e/secret.txt", 403), ("/sub/..%2f..%2fsecret.txt", 403),
-     ("/link-out.txt", 403), ("/..%5csecret.txt", 403), ("/model.st%00.html", 403), ("//etc/passwd", 404), ("/etc/passwd", 404),
-     ("/%ff", 400), ("/nope.st", 404), ("/empty-dir/", 404)],
+    [
+        ("/../secret.txt", 403),
+        ("/%2e%2e/secret.txt", 403),
+        ("/sub/%2E%2E/%2e%2e/secret.txt", 403),
+        ("/sub/..%2f..%2fsecret.txt", 403),
+        ("/link-out.txt", 403),
+        ("/..%5csecret.txt", 403),
+        ("/model.st%00.html", 403),
+        ("//etc/passwd", 404),
+        ("/etc/passwd", 404),
+        ("/%ff", 400),
+        ("/nope.st", 404),
+        ("/empty-dir/", 404),
+    ],
 )
 def test_nothing_outside_the_root_is_served(httpd, path, status):
     response, body = request(httpd, path)
@@ -164,10 +209,20 @@ def test_symlinks_inside_the_root_and_directories(httpd):
 
 @pytest.mark.parametrize(
     "name, mime",
-    [("a.wasm", "application/wasm"), ("a.mjs", "text/javascript; charset=utf-8"), ("a.js", "text/javascript; charset=utf-8"),
-     ("k.wgsl", "text/wgsl; charset=utf-8"), ("a.json", "application/json"), ("m.webmanifest", "application/manifest+json"),
-     ("p.whl", "application/zip"), ("p.zip", "application/zip"), ("w.safetensors", "application/octet-stream"),
-     ("w.bin", "application/octet-stream"), ("x.unknownext", "application/octet-stream"), ("index.html", "text/html; charset=utf-8")],
+    [
+        ("a.wasm", "application/wasm"),
+        ("a.mjs", "text/javascript; charset=utf-8"),
+        ("a.js", "text/javascript; charset=utf-8"),
+        ("k.wgsl", "text/wgsl; charset=utf-8"),
+        ("a.json", "application/json"),
+        ("m.webmanifest", "application/manifest+json"),
+        ("p.whl", "application/zip"),
+        ("p.zip", "application/zip"),
+        ("w.safetensors", "application/octet-stream"),
+        ("w.bin", "application/octet-stream"),
+        ("x.unknownext", "application/octet-stream"),
+        ("index.html", "text/html; charset=utf-8"),
+    ],
 )
 def test_mime_types(httpd, name, mime):
     response, _ = request(httpd, "/" + name)
@@ -214,15 +269,28 @@ def test_many_concurrent_range_requests(httpd):
 def test_request_log_records_path_range_and_status(httpd):
     request(httpd, "/model.st", headers={"Range": "bytes=1-2"})
     last = httpd.requests[-1]
-    assert (last.method, last.path, last.range, last.status, last.bytes_sent) == ("GET", "/model.st", "bytes=1-2", 206, 2)
+    assert (last.method, last.path, last.range, last.status, last.bytes_sent) == (
+        "GET",
+        "/model.st",
+        "bytes=1-2",
+        206,
+        2,
+    )
     lines = [json.loads(line) for line in httpd.log_path.read_text().splitlines()]
     assert lines[-1]["path"] == "/model.st" and lines[-1]["status"] == 206 and lines[-1]["range"] == "bytes=1-2"
 
 
 @pytest.mark.parametrize(
     "header, size, expected",
-    [(None, 10, None), ("bytes=0-0", 10, (0, 1)), ("bytes=-3", 10, (7, 10)), ("bytes=9-", 10, (9, 10)), ("bytes=0-", 0, "416"),
-     ("bytes=-1", 0, "416"), ("bytes=3-1", 10, None)],
+    [
+        (None, 10, None),
+        ("bytes=0-0", 10, (0, 1)),
+        ("bytes=-3", 10, (7, 10)),
+        ("bytes=9-", 10, (9, 10)),
+        ("bytes=0-", 0, "416"),
+        ("bytes=-1", 0, "416"),
+        ("bytes=3-1", 10, None),
+    ],
 )
 def test_parse_range(header, size, expected):
     if expected == "416":

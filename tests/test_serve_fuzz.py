@@ -16,8 +16,14 @@ import pytest
 import serve
 
 BODY = bytes(range(256)) * 40  # 10240 bytes
-SECURITY_HEADERS = ("cross-origin-opener-policy", "cross-origin-embedder-policy", "cross-origin-resource-policy",
-                    "content-security-policy", "x-content-type-options", "referrer-policy")
+SECURITY_HEADERS = (
+    "cross-origin-opener-policy",
+    "cross-origin-embedder-policy",
+    "cross-origin-resource-policy",
+    "content-security-policy",
+    "x-content-type-options",
+    "referrer-policy",
+)
 FUZZ_REQUESTS = 400  # ~10 s on a loaded 2-core machine
 FUZZ_SECONDS = 120  # the whole run's bound
 READ_SECONDS = 5  # per request: the server's header timeout (1 s here) plus slack
@@ -54,7 +60,9 @@ def exchange(server, raw: bytes, seconds: float = READ_SECONDS, hang_up: bool = 
         try:
             connection.sendall(raw)
             if hang_up:
-                connection.shutdown(socket.SHUT_WR)  # the server sees the end at once instead of waiting out its timeouts
+                connection.shutdown(
+                    socket.SHUT_WR
+                )  # the server sees the end at once instead of waiting out its timeouts
         except OSError:
             pass  # the server may close before taking all of a hostile request
         chunks = []
@@ -87,10 +95,14 @@ def check_answer(response: bytes) -> int | None:
     status, headers = head_of(response)
     missing = [h for h in SECURITY_HEADERS if h not in headers]
     assert not missing, (status, missing)
-    body = response.split(b"\r\n\r\n", 1)[1][: int(headers.get("content-length", 0))]  # (junk sent after a request is a 2nd one)
+    body = response.split(b"\r\n\r\n", 1)[1][
+        : int(headers.get("content-length", 0))
+    ]  # (junk sent after a request is a 2nd one)
     if status >= 400 and body:  # (a 416 has no body)
         assert headers.get("content-type") == "text/plain; charset=utf-8", (status, headers)
-        assert body.startswith(str(status).encode() + b" ") and len(body) < 300, response[:300]  # "404 not found", not an HTML page
+        assert body.startswith(str(status).encode() + b" ") and len(body) < 300, response[
+            :300
+        ]  # "404 not found", not an HTML page
     return status
 
 
@@ -101,31 +113,108 @@ def get(path: str = "/model.st", *headers: str, method: str = "GET") -> bytes:
 
 # --- the fuzz run ---------------------------------------------------------------------------------
 
+
 def fuzz_request(rng: random.Random) -> bytes:
     """A request from a grammar of valid and hostile parts, sometimes cut short or followed by junk."""
-    method = rng.choice(["GET", "HEAD", "GET", "GET", "HEAD", "POST", "DELETE", "get", "G\x00T", "OPTIONS", "X" * rng.randint(1, 300), ""])
-    target = rng.choice(["/model.st", "/", "/sub", "/sub/", "//sub", "/model.st/", "/../etc/passwd", "/%2e%2e/x", "/%ff", "*",
-                         "http://localhost//sub", "http://evil.example/sub", "/" + "a" * rng.randint(1, 70_000),
-                         "/\x1b[31mred", "/model.st?" + "q" * 100, "/%00", "/sub/%2e%2e/%2e%2e/"])
-    version = rng.choice(["HTTP/1.1", "HTTP/1.1", "HTTP/1.1", "HTTP/1.1", "HTTP/1.0", "", "HTTP/2.0", "HTTP/1.1.1", "HTTP/9", "http/1.1", "HTTP/01.1"])
+    method = rng.choice(
+        [
+            "GET",
+            "HEAD",
+            "GET",
+            "GET",
+            "HEAD",
+            "POST",
+            "DELETE",
+            "get",
+            "G\x00T",
+            "OPTIONS",
+            "X" * rng.randint(1, 300),
+            "",
+        ]
+    )
+    target = rng.choice(
+        [
+            "/model.st",
+            "/",
+            "/sub",
+            "/sub/",
+            "//sub",
+            "/model.st/",
+            "/../etc/passwd",
+            "/%2e%2e/x",
+            "/%ff",
+            "*",
+            "http://localhost//sub",
+            "http://evil.example/sub",
+            "/" + "a" * rng.randint(1, 70_000),
+            "/\x1b[31mred",
+            "/model.st?" + "q" * 100,
+            "/%00",
+            "/sub/%2e%2e/%2e%2e/",
+        ]
+    )
+    version = rng.choice(
+        [
+            "HTTP/1.1",
+            "HTTP/1.1",
+            "HTTP/1.1",
+            "HTTP/1.1",
+            "HTTP/1.0",
+            "",
+            "HTTP/2.0",
+            "HTTP/1.1.1",
+            "HTTP/9",
+            "http/1.1",
+            "HTTP/01.1",
+        ]
+    )
     headers = [f"Host: {rng.choice(['localhost', 'evil.example', ''])}"]
     for _ in range(rng.randint(0, 6)):
-        headers.append(rng.choice([
-            "Range: bytes=" + rng.choice(["0-99", "-5", "5-", "\xb2-", "\xb9-\xb3", "9" * rng.randint(1, 6000) + "-", "-" + "9" * 5000,
-                                          "0-" + "9" * 5000, "0-1,2-3", "x", "", "1-0", "0x1-"]),
-            "If-Modified-Since: " + rng.choice(["Thu, 01 Jan 99999999999 00:00:00 GMT", "Thu, 01 Jan 1970 00:00:00 GMT", "garbage",
-                                                "Mon, 31 Feb 2020 25:61:61 GMT", "x" * 5000]),
-            "If-Unmodified-Since: " + rng.choice(["Thu, 01 Jan 1970 00:00:00 GMT", "Thu, 01 Jan 99999 00:00:00 GMT", ""]),
-            "If-Match: " + rng.choice(['"nope"', "*", 'W/"x"', ",,,", "\x7f"]),
-            "If-None-Match: " + rng.choice(['"nope"', "*", "", 'W/"a", "b"']),
-            "If-Range: " + rng.choice(['"nope"', "Thu, 01 Jan 1970 00:00:00 GMT", "\x01"]),
-            "Content-Length: " + rng.choice(["0", "5", "-1", "99999999999999999999", "abc"]),
-            "Transfer-Encoding: chunked",
-            "X-" + "h" * rng.randint(1, 70_000) + ": 1",
-            "Bad Header Without Colon",
-            " folded continuation",
-            "\x1b]0;title\x07: escape",
-        ]))
+        headers.append(
+            rng.choice(
+                [
+                    "Range: bytes="
+                    + rng.choice(
+                        [
+                            "0-99",
+                            "-5",
+                            "5-",
+                            "\xb2-",
+                            "\xb9-\xb3",
+                            "9" * rng.randint(1, 6000) + "-",
+                            "-" + "9" * 5000,
+                            "0-" + "9" * 5000,
+                            "0-1,2-3",
+                            "x",
+                            "",
+                            "1-0",
+                            "0x1-",
+                        ]
+                    ),
+                    "If-Modified-Since: "
+                    + rng.choice(
+                        [
+                            "Thu, 01 Jan 99999999999 00:00:00 GMT",
+                            "Thu, 01 Jan 1970 00:00:00 GMT",
+                            "garbage",
+                            "Mon, 31 Feb 2020 25:61:61 GMT",
+                            "x" * 5000,
+                        ]
+                    ),
+                    "If-Unmodified-Since: "
+                    + rng.choice(["Thu, 01 Jan 1970 00:00:00 GMT", "Thu, 01 Jan 99999 00:00:00 GMT", ""]),
+                    "If-Match: " + rng.choice(['"nope"', "*", 'W/"x"', ",,,", "\x7f"]),
+                    "If-None-Match: " + rng.choice(['"nope"', "*", "", 'W/"a", "b"']),
+                    "If-Range: " + rng.choice(['"nope"', "Thu, 01 Jan 1970 00:00:00 GMT", "\x01"]),
+                    "Content-Length: " + rng.choice(["0", "5", "-1", "99999999999999999999", "abc"]),
+                    "Transfer-Encoding: chunked",
+                    "X-" + "h" * rng.randint(1, 70_000) + ": 1",
+                    "Bad Header Without Colon",
+                    " folded continuation",
+                    "\x1b]0;title\x07: escape",
+                ]
+            )
+        )
     if rng.random() < 0.05:
         headers += [f"X-{i}: {i}" for i in range(rng.randint(90, 120))]
     raw = "\r\n".join([f"{method} {target} {version}".strip(), *headers, "", ""]).encode("latin-1", "replace")
@@ -166,18 +255,28 @@ def test_fuzz_every_request_gets_an_answer_or_a_closed_connection(root):
 
 # --- one test per defect --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("spec, status, body", ids=lambda v: str(v)[:20], argvalues=[
-    ("bytes=\xb2-", 200, BODY), ("bytes=\xb9-\xb3", 200, BODY),  # '²' and '³': str.isdigit() says yes, int() says no
-    ("bytes=5-" + "9" * 5000, 206, BODY[5:]), ("bytes=" + "9" * 5000 + "-", 416, b""), ("bytes=-" + "9" * 5000, 206, BODY),
-    ("bytes=" + "0" * 5000 + "7-9", 206, BODY[7:10]),
-])
+
+@pytest.mark.parametrize(
+    "spec, status, body",
+    ids=lambda v: str(v)[:20],
+    argvalues=[
+        ("bytes=\xb2-", 200, BODY),
+        ("bytes=\xb9-\xb3", 200, BODY),  # '²' and '³': str.isdigit() says yes, int() says no
+        ("bytes=5-" + "9" * 5000, 206, BODY[5:]),
+        ("bytes=" + "9" * 5000 + "-", 416, b""),
+        ("bytes=-" + "9" * 5000, 206, BODY),
+        ("bytes=" + "0" * 5000 + "7-9", 206, BODY[7:10]),
+    ],
+)
 def test_ranges_with_odd_digits_are_answered(httpd, spec, status, body):
     response, _ = exchange(httpd, get("/model.st", f"Range: {spec}"))
     assert check_answer(response) == status
     assert response.split(b"\r\n\r\n", 1)[1] == body
 
 
-@pytest.mark.parametrize("date", ["Thu, 01 Jan 99999999999 00:00:00 GMT", "Fri, 31 Dec 9999 23:59:59 GMT", "Thu, 01 Jan 0000 00:00:00 GMT"])
+@pytest.mark.parametrize(
+    "date", ["Thu, 01 Jan 99999999999 00:00:00 GMT", "Fri, 31 Dec 9999 23:59:59 GMT", "Thu, 01 Jan 0000 00:00:00 GMT"]
+)
 def test_if_modified_since_with_an_extreme_year_is_ignored_or_honoured(httpd, date):
     response, _ = exchange(httpd, get("/model.st", f"If-Modified-Since: {date}"))
     assert check_answer(response) in (200, 304)
@@ -187,25 +286,43 @@ def test_if_modified_since_with_an_extreme_year_is_ignored_or_honoured(httpd, da
 def test_if_match_and_if_unmodified_since_answer_412(httpd):
     first, _ = exchange(httpd, get())
     etag = head_of(first)[1]["etag"]
-    cases = [(f"If-Match: {etag}", 200), ("If-Match: *", 200), ('If-Match: "other"', 412), (f"If-Match: W/{etag}", 412),
-             (f'If-Match: "other", {etag}', 200), ("If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT", 412),
-             ("If-Unmodified-Since: Fri, 31 Dec 9999 23:59:59 GMT", 200), ("If-Unmodified-Since: garbage", 200)]
+    cases = [
+        (f"If-Match: {etag}", 200),
+        ("If-Match: *", 200),
+        ('If-Match: "other"', 412),
+        (f"If-Match: W/{etag}", 412),
+        (f'If-Match: "other", {etag}', 200),
+        ("If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT", 412),
+        ("If-Unmodified-Since: Fri, 31 Dec 9999 23:59:59 GMT", 200),
+        ("If-Unmodified-Since: garbage", 200),
+    ]
     for header, status in cases:
         response, _ = exchange(httpd, get("/model.st", header))
         assert check_answer(response) == status, header
     # If-Match is evaluated first; when it holds, If-Unmodified-Since is not looked at (RFC 9110 13.2.2)
-    response, _ = exchange(httpd, get("/model.st", f"If-Match: {etag}", "If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT"))
+    response, _ = exchange(
+        httpd, get("/model.st", f"If-Match: {etag}", "If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT")
+    )
     assert check_answer(response) == 200
 
 
-@pytest.mark.parametrize("raw, status", ids=lambda v: str(v)[:24], argvalues=[
-    (b"GARBAGE\r\n\r\n", 400), (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),
-    (b"GET / HTTP/1.1\r\nX: " + b"h" * 70_000 + b"\r\n\r\n", 431),
-    (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(120)) + b"\r\n", 431),
-    (b"DELETE / HTTP/1.1\r\n\r\n", 501), (b"GET / HTTP/2.0\r\n\r\n", 505), (b"GET /\r\n\r\n", 505),
-    (b"GET /nope HTTP/1.1\r\n\r\n", 404), (b"GET /sub HTTP/1.1\r\n\r\n", 301), (b"GET /../x HTTP/1.1\r\n\r\n", 403),
-    (b"GET /model.st HTTP/1.1\r\nRange: bytes=99999-\r\n\r\n", 416),
-])
+@pytest.mark.parametrize(
+    "raw, status",
+    ids=lambda v: str(v)[:24],
+    argvalues=[
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\nX: " + b"h" * 70_000 + b"\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(120)) + b"\r\n", 431),
+        (b"DELETE / HTTP/1.1\r\n\r\n", 501),
+        (b"GET / HTTP/2.0\r\n\r\n", 505),
+        (b"GET /\r\n\r\n", 505),
+        (b"GET /nope HTTP/1.1\r\n\r\n", 404),
+        (b"GET /sub HTTP/1.1\r\n\r\n", 301),
+        (b"GET /../x HTTP/1.1\r\n\r\n", 403),
+        (b"GET /model.st HTTP/1.1\r\nRange: bytes=99999-\r\n\r\n", 416),
+    ],
+)
 def test_every_answer_has_security_headers_and_errors_are_plain_text(httpd, raw, status):
     response, _ = exchange(httpd, raw)
     assert check_answer(response) == status

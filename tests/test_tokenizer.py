@@ -120,11 +120,17 @@ def test_byte_tokenizer_round_trips_any_text():
         tokenizer.decode([300])
 
 
-@pytest.mark.parametrize("vocab, metadata, expected", [
-    (65536, {}, "world"), (256, {}, None), (300, {}, None),
-    (256, {"rwkvweb.tokenizer": "bytes"}, "ByteTokenizer"), (65536, {"rwkvweb.tokenizer": "none"}, None),
-    (65536, {"rwkvweb.tokenizer": "world"}, "world"),
-])
+@pytest.mark.parametrize(
+    "vocab, metadata, expected",
+    [
+        (65536, {}, "world"),
+        (256, {}, None),
+        (300, {}, None),
+        (256, {"rwkvweb.tokenizer": "bytes"}, "ByteTokenizer"),
+        (65536, {"rwkvweb.tokenizer": "none"}, None),
+        (65536, {"rwkvweb.tokenizer": "world"}, "world"),
+    ],
+)
 def test_the_model_metadata_chooses_the_tokenizer(vocab, metadata, expected):
     from rwkvweb.tokenizer import tokenizer_for
 
@@ -132,10 +138,13 @@ def test_the_model_metadata_chooses_the_tokenizer(vocab, metadata, expected):
     assert (type(chosen).__name__ if chosen not in (None, "world") else chosen) == expected
 
 
-@pytest.mark.parametrize("vocab, metadata, message", [
-    (300, {"rwkvweb.tokenizer": "bytes"}, "declares the bytes tokenizer \\(256 ids\\) but has 300"),
-    (256, {"rwkvweb.tokenizer": "gpt2"}, "asks for tokenizer 'gpt2'; known: world, bytes, bpe, gpt-neox, none"),
-])
+@pytest.mark.parametrize(
+    "vocab, metadata, message",
+    [
+        (300, {"rwkvweb.tokenizer": "bytes"}, "declares the bytes tokenizer \\(256 ids\\) but has 300"),
+        (256, {"rwkvweb.tokenizer": "gpt2"}, "asks for tokenizer 'gpt2'; known: world, bytes, bpe, gpt-neox, none"),
+    ],
+)
 def test_inconsistent_tokenizer_metadata_is_refused(vocab, metadata, message):
     from rwkvweb.tokenizer import tokenizer_for
 

@@ -16,7 +16,7 @@ from test_bpe import SAMPLES, random_texts  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
-SOURCE = '''
+SOURCE = """
 from __future__ import annotations
 
 def tokenize_everything(vocab_text, bpe_json, texts, bench_texts):
@@ -30,7 +30,7 @@ def tokenize_everything(vocab_text, bpe_json, texts, bench_texts):
         streamed.append("".join(decoder.push(i) for i in world.encode(text)) + decoder.flush())
     return {"world": [world.encode(t) for t in texts], "bpe": [bpe.encode(t) for t in texts], "streamed": streamed,
             "bench": measure(vocab_text, bpe_json, bench_texts, 1)}
-'''
+"""
 
 
 def test_pyodide_gives_the_same_ids_and_runs_the_benchmark(page, server):

@@ -60,8 +60,7 @@ def test_random_byte_streams_never_emit_broken_text():
         assert "".join(pieces) == tokenizer.decode(ids)
 
 
-@pytest.mark.parametrize("text", ["你好，世界", "emoji 🌍🚀👩‍👩‍👧‍👦 🇫🇷", "Ελληνικά é ü ß",
-                                  "\U0010ffff\u0800\x7f"])
+@pytest.mark.parametrize("text", ["你好，世界", "emoji 🌍🚀👩‍👩‍👧‍👦 🇫🇷", "Ελληνικά é ü ß", "\U0010ffff\u0800\x7f"])
 def test_valid_text_split_into_single_bytes_streams_without_replacement_chars(text):
     # Byte tokens cut every multi-byte character; the partial bytes are held until complete.
     pieces = stream(ByteTokenizer(), list(text.encode("utf-8")))

@@ -66,7 +66,9 @@ class NativeGpu:
             results = []
             for writes in steps:
                 await b.run([program], writes)
-                results.append({f"{buffer}:{offset}": await b.read(buffer, offset, size) for buffer, offset, size in reads})
+                results.append(
+                    {f"{buffer}:{offset}": await b.read(buffer, offset, size) for buffer, offset, size in reads}
+                )
             return results, b.info()
         finally:
             b.destroy()
@@ -88,6 +90,7 @@ globals().update({name: test for name, test in vars(test_kernels).items() if nam
 
 
 # --- the backend itself --------------------------------------------------------------------------
+
 
 def test_the_adapter_and_its_variant_are_reported(native):
     info = native.info()
@@ -137,6 +140,7 @@ def test_the_budget_is_enforced_and_host_buffers_stay_in_cpu_memory(native):
 
 # --- whole models ------------------------------------------------------------------------------
 
+
 async def _load_pair(path, backend, precision, chunk, matvec):
     """The same plan on the native backend and on numpy (so quantized codes are the same on both)."""
     options = dict(precision=precision, chunk=chunk, matvec=matvec, tokenizer_for=lambda config, metadata: None)
@@ -149,15 +153,18 @@ async def _logits(model, tokens):
     return np.stack([np.frombuffer(row, np.float32) for row in await model.logits(tokens)])
 
 
-@pytest.mark.parametrize("width, head_size, precision, chunk, matvec", [
-    (256, 64, "fp32", 64, None),     # 4 heads; 40 tokens in one partial chunk
-    (256, 64, "fp16", 16, None),
-    (128, 32, "fp32", 7, None),      # 4 heads of 32; chunks that are not whole token tiles
-    (192, 64, "int8", 16, None),     # 3 heads
-    (128, 64, "nf4", 7, None),
-    (64, 64, "fp16", 1, None),       # one head; token by token through the prefill kernels
-    (128, 64, "fp16", 16, "rows-wg"),  # the variant a real GPU gets, checked on this adapter too
-])
+@pytest.mark.parametrize(
+    "width, head_size, precision, chunk, matvec",
+    [
+        (256, 64, "fp32", 64, None),  # 4 heads; 40 tokens in one partial chunk
+        (256, 64, "fp16", 16, None),
+        (128, 32, "fp32", 7, None),  # 4 heads of 32; chunks that are not whole token tiles
+        (192, 64, "int8", 16, None),  # 3 heads
+        (128, 64, "nf4", 7, None),
+        (64, 64, "fp16", 1, None),  # one head; token by token through the prefill kernels
+        (128, 64, "fp16", 16, "rows-wg"),  # the variant a real GPU gets, checked on this adapter too
+    ],
+)
 def test_model_equals_numpy_on_the_same_plan(native, tmp_path, width, head_size, precision, chunk, matvec):
     path = str(tmp_path / "m.st")
     config = ModelConfig.default_for(2, width, 300, head_size=head_size)
@@ -185,21 +192,39 @@ def test_model_equals_numpy_on_the_same_plan(native, tmp_path, width, head_size,
 
 # --- the command line ----------------------------------------------------------------------------
 
+
 def test_cli_backend_wgpu_prints_the_same_json_as_numpy(native, tmp_path):
     from test_cli import cli
 
     path = str(tmp_path / "m.st")
     cli("testmodel", path, "--layers", "2", "--width", "128", "--vocab", "256", "--seed", "4", "--dtype", "fp16")
     tokens = "1,7,255,0,42"
-    rows = {b: np.array(json.loads(cli("logits", path, "--tokens", tokens, "--backend", b).stdout)["logits"]) for b in ("numpy", "wgpu")}
+    rows = {
+        b: np.array(json.loads(cli("logits", path, "--tokens", tokens, "--backend", b).stdout)["logits"])
+        for b in ("numpy", "wgpu")
+    }
     assert rows["wgpu"].shape == rows["numpy"].shape == (5, 256)
     assert np.abs(rows["wgpu"] - rows["numpy"]).max() <= REFERENCE * np.ptp(rows["numpy"])  # test_cli.py's bound
-    quantized = {b: np.array(json.loads(cli("logits", path, "--tokens", tokens, "--precision", "int8", "--chunk", "2",
-                                            "--backend", b).stdout)["logits"]) for b in ("numpy", "wgpu")}
+    quantized = {
+        b: np.array(
+            json.loads(
+                cli("logits", path, "--tokens", tokens, "--precision", "int8", "--chunk", "2", "--backend", b).stdout
+            )["logits"]
+        )
+        for b in ("numpy", "wgpu")
+    }
     assert np.abs(quantized["wgpu"] - quantized["numpy"]).max() <= SAME_PLAN * np.ptp(quantized["numpy"])  # one plan
-    generated = [cli("generate", path, "--tokens", "3,4,5", "--max-tokens", "8", "--temperature", "0", "--backend", b).stdout
-                 for b in ("numpy", "wgpu")]
+    generated = [
+        cli("generate", path, "--tokens", "3,4,5", "--max-tokens", "8", "--temperature", "0", "--backend", b).stdout
+        for b in ("numpy", "wgpu")
+    ]
     assert generated[0] == generated[1] and len(json.loads(generated[0])) == 8
-    embedded = [np.array(json.loads(cli("embed", path, "--tokens", "3,9,27", "--pooling", "mean", "--backend", b).stdout)["embedding"])
-                for b in ("numpy", "wgpu")]
+    embedded = [
+        np.array(
+            json.loads(cli("embed", path, "--tokens", "3,9,27", "--pooling", "mean", "--backend", b).stdout)[
+                "embedding"
+            ]
+        )
+        for b in ("numpy", "wgpu")
+    ]
     assert embedded[0].shape == (128,) and np.abs(embedded[0] - embedded[1]).max() <= 1e-5  # test_cli.py's embed bound

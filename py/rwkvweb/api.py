@@ -25,6 +25,7 @@ from .quant import fold_quantized
 from .safetensors import header_length, parse_header
 from .tokenizer import StreamDecoder
 
+
 async def read_bytes(source, start: int, end: int) -> bytes:
     """Bytes from a sync CPython source or an async JS reader alike."""
     data = source.read(start, end)
@@ -60,7 +61,14 @@ class Generation:
 
 
 class Model:
-    def __init__(self, engine: Engine, tokenizer, metadata: dict[str, str], budget_plan: BudgetPlan, saved_state: bytes | None = None):
+    def __init__(
+        self,
+        engine: Engine,
+        tokenizer,
+        metadata: dict[str, str],
+        budget_plan: BudgetPlan,
+        saved_state: bytes | None = None,
+    ):
         """A handle on a loaded engine; with `saved_state` (a fork) it waits its turn on the GPU."""
         self.engine, self.tokenizer, self.metadata, self.budget_plan = engine, tokenizer, metadata, budget_plan
         self.config = engine.config
@@ -69,9 +77,20 @@ class Model:
             engine.owner = self
 
     @classmethod
-    async def load(cls, source, *, backend=None, tokenizer_for=None, max_binding: int = DEFAULT_MAX_BINDING, header=None,
-                   matvec: str = "cols", budget: int | str = DEFAULT_BUDGET, precision: str = "auto", planned: BudgetPlan | None = None,
-                   chunk: int = DEFAULT_CHUNK) -> "Model":
+    async def load(
+        cls,
+        source,
+        *,
+        backend=None,
+        tokenizer_for=None,
+        max_binding: int = DEFAULT_MAX_BINDING,
+        header=None,
+        matvec: str = "cols",
+        budget: int | str = DEFAULT_BUDGET,
+        precision: str = "auto",
+        planned: BudgetPlan | None = None,
+        chunk: int = DEFAULT_CHUNK,
+    ) -> "Model":
         """Read the header, plan the GPU buffers within `budget` bytes, stream the weights in.
         Nothing else is fetched; a model that cannot fit is refused before any weight is.
 
@@ -113,9 +132,18 @@ class Model:
 
     # --- running ---------------------------------------------------------------
 
-    async def generate(self, prompt: str | list[int], max_tokens: int = 100, *, on_text=None, on_token=None,
-                       should_stop=lambda: False, keep_state: bool = False, stop: str | list[str] | None = None,
-                       **sampling) -> Generation:
+    async def generate(
+        self,
+        prompt: str | list[int],
+        max_tokens: int = 100,
+        *,
+        on_text=None,
+        on_token=None,
+        should_stop=lambda: False,
+        keep_state: bool = False,
+        stop: str | list[str] | None = None,
+        **sampling,
+    ) -> Generation:
         """Continue the prompt. on_text(piece) streams text as soon as it is whole UTF-8 (and cannot be
         the start of a stop string); `stop`: text that ends the generation where it appears (it is not
         part of the result); should_stop() is polled between tokens (abort); sampling: see engine.Sampling."""
@@ -147,8 +175,9 @@ class Model:
             await emit(piece)
             return stopped
 
-        tokens, stats = await self.engine.generate(ids, max_tokens, Sampling(**sampling), on_token=stream,
-                                                   should_stop=should_stop, keep_state=keep_state)
+        tokens, stats = await self.engine.generate(
+            ids, max_tokens, Sampling(**sampling), on_token=stream, should_stop=should_stop, keep_state=keep_state
+        )
         if text_stream is not None and stats.stopped_by != "stop":
             await emit(stops.push(text_stream.flush())[0] + stops.flush())
         return Generation("".join(pieces), tokens, stats)
@@ -173,7 +202,10 @@ class Model:
         if pooling not in ("last", "mean"):
             raise ValueError(f"pooling must be 'last' or 'mean', not {pooling!r}")
         batch = isinstance(inputs, (list, tuple)) and bool(inputs) and not isinstance(inputs[0], int)
-        items = [self.encode(item) if isinstance(item, str) else [int(t) for t in item] for item in (inputs if batch else [inputs])]
+        items = [
+            self.encode(item) if isinstance(item, str) else [int(t) for t in item]
+            for item in (inputs if batch else [inputs])
+        ]
         await self._activate()
         saved = await self.engine.export_state()
         try:
@@ -186,7 +218,11 @@ class Model:
         await self.engine.reset()
         total, last = await self.engine.pool(ids)
         n = self.config.n_embd
-        vector = struct.unpack(f"<{n}f", last[: 4 * n]) if pooling == "last" else [v / len(ids) for v in struct.unpack(f"<{n}f", total[: 4 * n])]
+        vector = (
+            struct.unpack(f"<{n}f", last[: 4 * n])
+            if pooling == "last"
+            else [v / len(ids) for v in struct.unpack(f"<{n}f", total[: 4 * n])]
+        )
         if normalize:
             length = math.sqrt(sum(v * v for v in vector)) or 1.0
             vector = [v / length for v in vector]
@@ -215,10 +251,19 @@ class Model:
     def info(self) -> dict:
         plan = self.engine.compiled.plan
         budget = self.budget_plan.to_json()
-        return {"config": asdict(self.config), "metadata": self.metadata, "buffers": plan.bytes_by_role(),
-                "matvec": self.engine.compiled.matvec, "kernels": len(plan.kernels), "steps_per_token": len(plan.programs["decode"]) + len(plan.programs["sample"]),
-                "budget": budget["budget"], "gpu_bytes_planned": budget["gpu_bytes"], "precision": budget["precision"],
-                "matrices_by_precision": budget["matrices_by_precision"], "host_bytes": budget["host_bytes"]}
+        return {
+            "config": asdict(self.config),
+            "metadata": self.metadata,
+            "buffers": plan.bytes_by_role(),
+            "matvec": self.engine.compiled.matvec,
+            "kernels": len(plan.kernels),
+            "steps_per_token": len(plan.programs["decode"]) + len(plan.programs["sample"]),
+            "budget": budget["budget"],
+            "gpu_bytes_planned": budget["gpu_bytes"],
+            "precision": budget["precision"],
+            "matrices_by_precision": budget["matrices_by_precision"],
+            "host_bytes": budget["host_bytes"],
+        }
 
 
 class StopStrings:
@@ -235,7 +280,9 @@ class StopStrings:
         if found:
             self.held = ""
             return text[: min(found)], True
-        keep = max((k for s in self.stops for k in range(1, min(len(s), len(text) + 1)) if text.endswith(s[:k])), default=0)
+        keep = max(
+            (k for s in self.stops for k in range(1, min(len(s), len(text) + 1)) if text.endswith(s[:k])), default=0
+        )
         self.held = text[len(text) - keep :]
         return text[: len(text) - keep], False
 
@@ -258,8 +305,10 @@ def check_finite(row: bytes, position: int) -> None:
     and JSON cannot spell them. One C-speed sum finds both: NaN and ±inf survive any sum of
     floats, and 65536 float32 maxima stay far inside a double's range."""
     if not math.isfinite(sum(array("f", bytes(row)))):
-        raise ModelError(f"the logits after token {position} are not finite (NaN or infinity): the model's weights hold "
-                         f"NaN/Inf values or overflow float32; the file is damaged")
+        raise ModelError(
+            f"the logits after token {position} are not finite (NaN or infinity): the model's weights hold "
+            f"NaN/Inf values or overflow float32; the file is damaged"
+        )
 
 
 async def _maybe_await(value) -> None:

@@ -52,8 +52,9 @@ class BPETokenizer:
     def __init__(self, spec: dict):
         model = spec.get("model") or {}
         if model.get("type", "BPE") != "BPE":
-            raise ValueError(f"tokenizer.json: model type {model.get('type')!r} is not supported; "
-                             "only byte-level BPE is")
+            raise ValueError(
+                f"tokenizer.json: model type {model.get('type')!r} is not supported; only byte-level BPE is"
+            )
         _refuse_unsupported(model)
         self.vocab: dict[str, int] = dict(model.get("vocab") or {})
         self.merges = _merge_table(model.get("merges") or [], self.vocab)
@@ -219,8 +220,9 @@ def _merge_table(merges: list, vocab: dict[str, int]) -> dict[tuple[int, int], t
         left, right = parts
         missing = [t for t in (left, right, left + right) if t not in vocab]
         if missing:
-            raise ValueError(f"tokenizer.json: merge {rank} {merge!r} uses {missing[0]!r}, "
-                             "which is not in the vocabulary")
+            raise ValueError(
+                f"tokenizer.json: merge {rank} {merge!r} uses {missing[0]!r}, which is not in the vocabulary"
+            )
         table[vocab[left], vocab[right]] = (rank, vocab[left + right])
     return table
 
@@ -228,13 +230,15 @@ def _merge_table(merges: list, vocab: dict[str, int]) -> dict[tuple[int, int], t
 def _refuse_unsupported(model: dict) -> None:
     for key in ("continuing_subword_prefix", "end_of_word_suffix"):
         if model.get(key):
-            raise ValueError(f"tokenizer.json: BPE with {key} {model[key]!r} is not supported "
-                             "(byte-level BPE has none)")
+            raise ValueError(
+                f"tokenizer.json: BPE with {key} {model[key]!r} is not supported (byte-level BPE has none)"
+            )
     if model.get("dropout"):
         raise ValueError("tokenizer.json: BPE dropout makes encoding random; set it to null for inference")
     if model.get("byte_fallback"):
-        raise ValueError("tokenizer.json: byte_fallback BPE (SentencePiece style) is not supported; "
-                         "only byte-level BPE")
+        raise ValueError(
+            "tokenizer.json: byte_fallback BPE (SentencePiece style) is not supported; only byte-level BPE"
+        )
 
 
 NORMALIZERS = {"NFC", "NFD", "NFKC", "NFKD", "Lowercase", "Sequence"}
@@ -246,8 +250,9 @@ def _normalizer(spec):
         return None
     kind = spec.get("type")
     if kind not in NORMALIZERS:
-        raise ValueError(f"tokenizer.json: normalizer {kind!r} is not supported; "
-                         f"supported: {sorted(NORMALIZERS)} or null")
+        raise ValueError(
+            f"tokenizer.json: normalizer {kind!r} is not supported; supported: {sorted(NORMALIZERS)} or null"
+        )
     if kind == "Sequence":
         steps = [step for step in (_normalizer(s) for s in spec.get("normalizers", [])) if step]
         return (lambda text: _apply_all(steps, text)) if steps else None
@@ -265,8 +270,9 @@ def _apply_all(steps, text: str) -> str:
 def _require_byte_level_decoder(spec) -> None:
     if not spec or spec.get("type") != "ByteLevel":
         kind = spec.get("type") if spec else None
-        raise ValueError(f"tokenizer.json: decoder {kind!r} is not supported; "
-                         "byte-level BPE needs the ByteLevel decoder")
+        raise ValueError(
+            f"tokenizer.json: decoder {kind!r} is not supported; byte-level BPE needs the ByteLevel decoder"
+        )
 
 
 class AddedToken:

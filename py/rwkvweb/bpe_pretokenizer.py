@@ -21,8 +21,10 @@ from functools import cache
 # GPT-2's pattern, which the ByteLevel pre-tokenizer uses (as written in `tokenizers`).
 GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 # Unicode White_Space: what Oniguruma's \s matches (and Rust regex's, for added tokens' lstrip/rstrip).
-WHITE_SPACE_CHARS = ("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
-                     "\u2028\u2029\u202f\u205f\u3000")
+WHITE_SPACE_CHARS = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"
+)
 WHITE_SPACE = "".join(f"\\u{ord(char):04x}" for char in WHITE_SPACE_CHARS)  # as a regex class body
 # Code points above this are unassigned (planes 4-13), tags/variation selectors (plane 14) or
 # private use (planes 15-16): none is a letter or a number, so the class scan stops here.
@@ -79,9 +81,11 @@ def translate(pattern: str) -> re.Pattern:
             if pattern.startswith(r"\S", i) and not in_class:
                 out.append(f"[^{WHITE_SPACE}]")
             elif pattern[i + 1 : i + 2] in UNSUPPORTED_ESCAPES or pattern[i + 1 : i + 2] == "S":
-                raise ValueError(f"tokenizer.json: the pre-tokenizer regex uses {pattern[i:i + 2]}, which is not "
-                                 "supported (Python's re would not match it as Oniguruma does); "
-                                 "supported: \\p{L} \\p{N} \\s \\S \\d")
+                raise ValueError(
+                    f"tokenizer.json: the pre-tokenizer regex uses {pattern[i : i + 2]}, which is not "
+                    "supported (Python's re would not match it as Oniguruma does); "
+                    "supported: \\p{L} \\p{N} \\s \\S \\d"
+                )
             else:
                 out.append(pattern[i : i + 2])
             i += 2
@@ -95,8 +99,9 @@ def translate(pattern: str) -> re.Pattern:
     try:
         return re.compile("".join(out))
     except re.error as error:
-        raise ValueError(f"tokenizer.json: the pre-tokenizer regex {pattern!r} does not translate "
-                         f"to Python: {error}") from None
+        raise ValueError(
+            f"tokenizer.json: the pre-tokenizer regex {pattern!r} does not translate to Python: {error}"
+        ) from None
 
 
 def gpt2_pattern() -> re.Pattern:
@@ -110,8 +115,10 @@ class PreTokenizer:
         steps = spec.get("pretokenizers", []) if spec and spec.get("type") == "Sequence" else [spec]
         kinds = [step.get("type") if step else None for step in steps]
         if not kinds or kinds[-1] != "ByteLevel" or any(kind != "Split" for kind in kinds[:-1]):
-            raise ValueError(f"tokenizer.json: pre-tokenizer {kinds} is not supported; byte-level BPE needs ByteLevel, "
-                             "optionally after Split steps")
+            raise ValueError(
+                f"tokenizer.json: pre-tokenizer {kinds} is not supported; byte-level BPE needs ByteLevel, "
+                "optionally after Split steps"
+            )
         self.splits = [_split_pattern(step) for step in steps[:-1]]
         self.add_prefix_space = bool(steps[-1].get("add_prefix_space", True))
         self.byte_level = gpt2_pattern() if steps[-1].get("use_regex", True) else None
@@ -129,8 +136,10 @@ class PreTokenizer:
 
 def _split_pattern(step: dict) -> re.Pattern:
     if step.get("behavior") != "Isolated" or step.get("invert"):
-        raise ValueError(f"tokenizer.json: Split with behavior {step.get('behavior')!r}"
-                         f"{' inverted' if step.get('invert') else ''} is not supported; only 'Isolated'")
+        raise ValueError(
+            f"tokenizer.json: Split with behavior {step.get('behavior')!r}"
+            f"{' inverted' if step.get('invert') else ''} is not supported; only 'Isolated'"
+        )
     pattern = step.get("pattern") or {}
     if "Regex" in pattern:
         return translate(pattern["Regex"])

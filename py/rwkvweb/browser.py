@@ -35,7 +35,12 @@ def package_versions() -> dict[str, str]:
 
     from . import __version__
 
-    return {"rwkvweb": __version__, "micropip": micropip.__version__, "jinja2": jinja2.__version__, "markupsafe": markupsafe.__version__}
+    return {
+        "rwkvweb": __version__,
+        "micropip": micropip.__version__,
+        "jinja2": jinja2.__version__,
+        "markupsafe": markupsafe.__version__,
+    }
 
 
 def init_tokenizer(vocab_text: str) -> int:
@@ -74,7 +79,9 @@ def _require_model() -> Model:
     return _model
 
 
-async def load(js_bridge, reader, max_binding: int, adapter=None, budget=None, precision: str = "auto", chunk=None) -> dict:
+async def load(
+    js_bridge, reader, max_binding: int, adapter=None, budget=None, precision: str = "auto", chunk=None
+) -> dict:
     """Load a model from a JS reader (URL or file) onto the bridge's device, within `budget` bytes.
 
     The header is read and checked first, and the budget planned: a malformed or unsupported
@@ -86,11 +93,19 @@ async def load(js_bridge, reader, max_binding: int, adapter=None, budget=None, p
     budget = DEFAULT_BUDGET if budget is None else parse_bytes(_py(budget))
     matvec = choose_matvec(_py(adapter))
     chunk = DEFAULT_CHUNK if chunk is None else int(chunk)
-    planned = plan_budget(config, header[0], budget, precision, int(max_binding), matvec, chunk)  # refuses before anything is unloaded
+    planned = plan_budget(
+        config, header[0], budget, precision, int(max_binding), matvec, chunk
+    )  # refuses before anything is unloaded
     await unload(js_bridge)
     world = lambda config, metadata: tokenizer_for(config.vocab_size, metadata, _require_tokenizer)  # noqa: E731
-    _model = await Model.load(reader, backend=WebGPUBackend(js_bridge), tokenizer_for=world, max_binding=int(max_binding),
-                              header=header, planned=planned)
+    _model = await Model.load(
+        reader,
+        backend=WebGPUBackend(js_bridge),
+        tokenizer_for=world,
+        max_binding=int(max_binding),
+        header=header,
+        planned=planned,
+    )
     _set_identity(str(getattr(reader, "name", "model")), int(reader.size))
     info = _model.info()
     info["chat_template"] = default_template(_model.metadata)
@@ -125,15 +140,23 @@ async def generate(prompt, options, on_text) -> dict:
     options = dict(_py(options) or {})
     max_tokens = int(options.pop("max_tokens", 100))
     prompt = _py(prompt)
-    result = await _require_model().generate(prompt, max_tokens, on_text=on_text, should_stop=lambda: _abort_requested, **options)
+    result = await _require_model().generate(
+        prompt, max_tokens, on_text=on_text, should_stop=lambda: _abort_requested, **options
+    )
     if _conversation is not None:
         _conversation.fed_text = ""  # the engine's state is no longer the conversation's
     return {"text": result.text, "tokens": result.tokens, **_stats(result.stats)}
 
 
 def _stats(stats) -> dict:
-    return {"stopped_by": stats.stopped_by, "prompt_tokens": stats.prompt_tokens, "generated": stats.generated,
-            "prefill_seconds": stats.prefill_seconds, "decode_seconds": stats.decode_seconds, "tokens_per_second": stats.tokens_per_second}
+    return {
+        "stopped_by": stats.stopped_by,
+        "prompt_tokens": stats.prompt_tokens,
+        "generated": stats.generated,
+        "prefill_seconds": stats.prefill_seconds,
+        "decode_seconds": stats.decode_seconds,
+        "tokens_per_second": stats.tokens_per_second,
+    }
 
 
 def abort() -> None:
@@ -215,8 +238,9 @@ async def _answer(conversation: Conversation, options, on_text) -> dict:
     options = dict(_py(options) or {})
     max_tokens = int(options.pop("max_tokens", 200))
     model = _require_model()
-    reply, result = await conversation.answer(model, max_tokens, on_text=on_text, should_stop=lambda: _abort_requested,
-                                              metadata=model.metadata, **options)
+    reply, result = await conversation.answer(
+        model, max_tokens, on_text=on_text, should_stop=lambda: _abort_requested, metadata=model.metadata, **options
+    )
     return {"reply": reply, "text": result.text, **_stats(result.stats)}
 
 
@@ -253,4 +277,3 @@ async def _run(tree, namespace: dict, mode: str):
     code = compile(tree, "<cell>", mode, flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
     result = eval(code, namespace)  # noqa: S307 - the user's own code, in their own page's sandboxed worker
     return await result if hasattr(result, "__await__") else result
-

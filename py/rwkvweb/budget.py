@@ -17,7 +17,16 @@ import re
 from dataclasses import dataclass
 
 from .config import LARGE_MATRIX, ModelConfig, ModelError
-from .model import DEFAULT_CHUNK, DEFAULT_MAX_BINDING, HOST, CompiledModel, allowed_precisions, compile_model, file_precision, fit_chunk
+from .model import (
+    DEFAULT_CHUNK,
+    DEFAULT_MAX_BINDING,
+    HOST,
+    CompiledModel,
+    allowed_precisions,
+    compile_model,
+    file_precision,
+    fit_chunk,
+)
 from .safetensors import TensorInfo
 
 DEFAULT_BUDGET = 2_000_000_000  # bytes (2 GB): what a mid-range laptop's browser gives one tab
@@ -61,13 +70,16 @@ class BudgetPlan:
         return self.compiled.plan.gpu_bytes() + self.reserve
 
     def to_json(self) -> dict:
-        weights = self.compiled.weight_bytes
         counts: dict[str, int] = {}
         for precision in self.precisions.values():
             counts[precision] = counts.get(precision, 0) + 1
         return {
-            "budget": self.budget, "precision": self.precision, "gpu_bytes": self.gpu_bytes, "fits": self.gpu_bytes <= self.budget,
-            "bytes_by_role": {**self.compiled.plan.bytes_by_role(), "reserve": self.reserve}, "matrices_by_precision": counts,
+            "budget": self.budget,
+            "precision": self.precision,
+            "gpu_bytes": self.gpu_bytes,
+            "fits": self.gpu_bytes <= self.budget,
+            "bytes_by_role": {**self.compiled.plan.bytes_by_role(), "reserve": self.reserve},
+            "matrices_by_precision": counts,
             "host_bytes": self.compiled.plan.bytes_by_role().get("host", 0),
             "tensors": [self._tensor(name, info) for name, info in self.header.items()],
         }
@@ -83,8 +95,15 @@ class BudgetPlan:
         return {"name": name, "precision": precision, "bytes": self.compiled.weight_bytes[name], "where": "gpu"}
 
 
-def plan_budget(config: ModelConfig, tensors: dict[str, TensorInfo], budget: int = DEFAULT_BUDGET, precision: str = "auto",
-                max_binding: int = DEFAULT_MAX_BINDING, matvec: str = "cols", chunk: int = DEFAULT_CHUNK) -> BudgetPlan:
+def plan_budget(
+    config: ModelConfig,
+    tensors: dict[str, TensorInfo],
+    budget: int = DEFAULT_BUDGET,
+    precision: str = "auto",
+    max_binding: int = DEFAULT_MAX_BINDING,
+    matvec: str = "cols",
+    chunk: int = DEFAULT_CHUNK,
+) -> BudgetPlan:
     """Choose each large matrix's precision so the model fits `budget` GPU bytes, or refuse. The prefill
     chunk is at most `chunk` tokens: smaller where its activations would crowd a tight budget
     (model.fit_chunk), and halved down to 1 token before the model is refused (the refusal's numbers
@@ -101,8 +120,15 @@ def plan_budget(config: ModelConfig, tensors: dict[str, TensorInfo], budget: int
             chunk //= 2
 
 
-def _plan(config: ModelConfig, tensors: dict[str, TensorInfo], budget: int, precision: str, max_binding: int, matvec: str,
-          chunk: int) -> BudgetPlan:
+def _plan(
+    config: ModelConfig,
+    tensors: dict[str, TensorInfo],
+    budget: int,
+    precision: str,
+    max_binding: int,
+    matvec: str,
+    chunk: int,
+) -> BudgetPlan:
     names = quantizable(tensors)
     compile_with = lambda chosen: compile_model(config, tensors, max_binding, matvec, chosen, chunk)  # noqa: E731
     reserve = max(config.vocab_size * 4, config.n_layer * (2 * config.n_embd + config.n_head * config.head_size**2) * 4)
@@ -111,25 +137,38 @@ def _plan(config: ModelConfig, tensors: dict[str, TensorInfo], budget: int, prec
         level = "f" + precision[2:] if precision.startswith("fp") else precision
         refused = [n for n in names if level not in allowed_precisions(tensors[n])]
         if refused:
-            raise BudgetError(f"{refused[0]} is {tensors[refused[0]].dtype} in the file and cannot be stored as {precision}; "
-                              f"use precision auto, fp32, int8 or nf4")
-        plan = BudgetPlan(budget, precision, {n: level for n in names}, compile_with({n: level for n in names}), reserve, tensors)
+            raise BudgetError(
+                f"{refused[0]} is {tensors[refused[0]].dtype} in the file and cannot be stored as {precision}; "
+                f"use precision auto, fp32, int8 or nf4"
+            )
+        plan = BudgetPlan(
+            budget, precision, {n: level for n in names}, compile_with({n: level for n in names}), reserve, tensors
+        )
         if plan.gpu_bytes > budget:
-            raise BudgetError(f"at {precision} this model needs {_mb(plan.gpu_bytes)} of GPU memory, over the {_mb(budget)} budget; "
-                              f"raise the budget or choose a smaller precision (auto picks one that fits)")
+            raise BudgetError(
+                f"at {precision} this model needs {_mb(plan.gpu_bytes)} of GPU memory, over the {_mb(budget)} budget; "
+                f"raise the budget or choose a smaller precision (auto picks one that fits)"
+            )
         return plan
 
     # What each matrix costs at each level, from one real compilation per level; the rest is fixed.
-    cost = {level: compile_with({n: level for n in names if level in allowed_precisions(tensors[n])}).weight_bytes for level in LEVELS}
+    cost = {
+        level: compile_with({n: level for n in names if level in allowed_precisions(tensors[n])}).weight_bytes
+        for level in LEVELS
+    }
     widest = compile_with({})
     fixed = widest.plan.gpu_bytes() + reserve - sum(widest.weight_bytes[n] for n in names)
     chosen = _fit({n: file_precision(tensors[n]) for n in names}, tensors, cost, fixed, budget)
     plan = BudgetPlan(budget, "auto", chosen, compile_with(chosen), reserve, tensors)
-    assert plan.gpu_bytes == fixed + sum(cost[p].get(n, 0) for n, p in chosen.items()), "planner arithmetic differs from the compiled plan"
+    assert plan.gpu_bytes == fixed + sum(cost[p].get(n, 0) for n, p in chosen.items()), (
+        "planner arithmetic differs from the compiled plan"
+    )
     return plan
 
 
-def _fit(chosen: dict[str, str], tensors: dict[str, TensorInfo], cost: dict[str, dict[str, int]], fixed: int, budget: int) -> dict[str, str]:
+def _fit(
+    chosen: dict[str, str], tensors: dict[str, TensorInfo], cost: dict[str, dict[str, int]], fixed: int, budget: int
+) -> dict[str, str]:
     """Lower matrices a level at a time until they fit beside the `fixed` bytes, the widest and then the
     biggest first (quality is lost where it buys the most bytes); then widen back, narrowest and
     smallest first, whatever still fits (the last step down may have freed more than needed)."""
@@ -139,14 +178,20 @@ def _fit(chosen: dict[str, str], tensors: dict[str, TensorInfo], cost: dict[str,
     while total > budget:
         lowerable = [n for n in chosen if chosen[n] != levels[n][-1]]
         if not lowerable:
-            raise BudgetError(f"this model needs at least {_mb(total)} of GPU memory even with every large matrix in NF4 and the embedding "
-                              f"off the GPU, over the {_mb(budget)} budget: raise the budget to {_mb(total)} or more, or choose a smaller model")
+            raise BudgetError(
+                f"this model needs at least {_mb(total)} of GPU memory even with every large matrix in NF4 and "
+                f"the embedding off the GPU, over the {_mb(budget)} budget: raise the budget to {_mb(total)} or more, "
+                f"or choose a smaller model"
+            )
         name = min(lowerable, key=lambda n: (LEVELS.index(chosen[n]), -bytes_of(n, chosen[n])))
         lower = levels[name][levels[name].index(chosen[name]) + 1]
         total += bytes_of(name, lower) - bytes_of(name, chosen[name])
         chosen[name] = lower
     for name in sorted(chosen, key=lambda n: (-LEVELS.index(chosen[n]), bytes_of(n, chosen[n]))):
-        while chosen[name] not in (HOST, file_precision(tensors[name])):  # host rows are the file's own, already full width
+        while chosen[name] not in (
+            HOST,
+            file_precision(tensors[name]),
+        ):  # host rows are the file's own, already full width
             wider = levels[name][levels[name].index(chosen[name]) - 1]
             if total + bytes_of(name, wider) - bytes_of(name, chosen[name]) > budget:
                 break

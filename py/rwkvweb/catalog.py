@@ -60,12 +60,48 @@ MODELS: tuple[CatalogModel, ...] = (
     _v7("rwkv7-g1-0.4b", "RWKV-7 G1 0.4B", "rwkv7-g1", "rwkv7-g1-0.4b-20250324-ctx4096.pth", 24, 1024),
     _v7("rwkv7-g1-1.5b", "RWKV-7 G1 1.5B", "rwkv7-g1", "rwkv7-g1-1.5b-20250429-ctx4096.pth", 24, 2048),
     _v7("rwkv7-g1-2.9b", "RWKV-7 G1 2.9B", "rwkv7-g1", "rwkv7-g1-2.9b-20250519-ctx4096.pth", 32, 2560),
-    _v7("rwkv7-world-0.1b", "RWKV-7 World 0.1B (v2.8)", "rwkv-7-world", "RWKV-x070-World-0.1B-v2.8-20241210-ctx4096.pth", 12, 768),
-    _v7("rwkv7-world-0.4b", "RWKV-7 World 0.4B (v2.9)", "rwkv-7-world", "RWKV-x070-World-0.4B-v2.9-20250107-ctx4096.pth", 24, 1024),
-    _v7("rwkv7-world-1.5b", "RWKV-7 World 1.5B (v3)", "rwkv-7-world", "RWKV-x070-World-1.5B-v3-20250127-ctx4096.pth", 24, 2048),
-    _v7("rwkv7-world-2.9b", "RWKV-7 World 2.9B (v3)", "rwkv-7-world", "RWKV-x070-World-2.9B-v3-20250211-ctx4096.pth", 32, 2560),
-    CatalogModel("rwkv6-world-1.6b", "RWKV-6 Finch World 1.6B (v2.1)", 6, 24, 2048, 65536,
-                 f"{HUB}/rwkv-6-world/resolve/main/RWKV-x060-World-1B6-v2.1-20240328-ctx4096.pth", APACHE),
+    _v7(
+        "rwkv7-world-0.1b",
+        "RWKV-7 World 0.1B (v2.8)",
+        "rwkv-7-world",
+        "RWKV-x070-World-0.1B-v2.8-20241210-ctx4096.pth",
+        12,
+        768,
+    ),
+    _v7(
+        "rwkv7-world-0.4b",
+        "RWKV-7 World 0.4B (v2.9)",
+        "rwkv-7-world",
+        "RWKV-x070-World-0.4B-v2.9-20250107-ctx4096.pth",
+        24,
+        1024,
+    ),
+    _v7(
+        "rwkv7-world-1.5b",
+        "RWKV-7 World 1.5B (v3)",
+        "rwkv-7-world",
+        "RWKV-x070-World-1.5B-v3-20250127-ctx4096.pth",
+        24,
+        2048,
+    ),
+    _v7(
+        "rwkv7-world-2.9b",
+        "RWKV-7 World 2.9B (v3)",
+        "rwkv-7-world",
+        "RWKV-x070-World-2.9B-v3-20250211-ctx4096.pth",
+        32,
+        2560,
+    ),
+    CatalogModel(
+        "rwkv6-world-1.6b",
+        "RWKV-6 Finch World 1.6B (v2.1)",
+        6,
+        24,
+        2048,
+        65536,
+        f"{HUB}/rwkv-6-world/resolve/main/RWKV-x060-World-1B6-v2.1-20240328-ctx4096.pth",
+        APACHE,
+    ),
 )
 
 
@@ -81,25 +117,43 @@ def official_header(model: CatalogModel) -> dict[str, TensorInfo]:
     return tensors
 
 
-def fit_verdict(tensors: dict[str, TensorInfo], budget: int = DEFAULT_BUDGET, max_binding: int = DEFAULT_MAX_BINDING,
-                matvec: str = "cols") -> dict:
+def fit_verdict(
+    tensors: dict[str, TensorInfo],
+    budget: int = DEFAULT_BUDGET,
+    max_binding: int = DEFAULT_MAX_BINDING,
+    matvec: str = "cols",
+) -> dict:
     """What the planner would do with this header on this device (precision auto):
     {"supported", "fits", "gpu_bytes", "matrices_by_precision", "message"} - plain values for the page."""
     try:
         config = model_config(tensors)
     except ModelError as error:
-        return {"supported": False, "fits": False, "gpu_bytes": None, "matrices_by_precision": {}, "message": str(error)}
+        return {
+            "supported": False,
+            "fits": False,
+            "gpu_bytes": None,
+            "matrices_by_precision": {},
+            "message": str(error),
+        }
     try:
         plan = plan_budget(config, tensors, budget, "auto", max_binding, matvec).to_json()
     except BudgetError as error:
         return {"supported": True, "fits": False, "gpu_bytes": None, "matrices_by_precision": {}, "message": str(error)}
     by_precision = plan["matrices_by_precision"]
     summary = ", ".join(f"{count} {precision}" for precision, count in sorted(by_precision.items()))
-    return {"supported": True, "fits": True, "gpu_bytes": plan["gpu_bytes"], "matrices_by_precision": by_precision,
-            "message": f"fits in {plan['gpu_bytes'] / 1e6:.0f} MB of the {budget / 1e6:.0f} MB budget ({summary} large matrices)"}
+    return {
+        "supported": True,
+        "fits": True,
+        "gpu_bytes": plan["gpu_bytes"],
+        "matrices_by_precision": by_precision,
+        "message": f"fits in {plan['gpu_bytes'] / 1e6:.0f} MB of the {budget / 1e6:.0f} MB budget "
+        f"({summary} large matrices)",
+    }
 
 
-async def verdict_for_source(source, budget: int = DEFAULT_BUDGET, max_binding: int = DEFAULT_MAX_BINDING, matvec: str = "cols") -> dict:
+async def verdict_for_source(
+    source, budget: int = DEFAULT_BUDGET, max_binding: int = DEFAULT_MAX_BINDING, matvec: str = "cols"
+) -> dict:
     """fit_verdict from a source's header alone (a path, URL or the page's reader): nothing else is read."""
     from .api import read_header
 

@@ -83,7 +83,9 @@ def template_source(name: str, metadata: dict[str, str] | None = None) -> str:
     if name == "model":
         source = (metadata or {}).get(METADATA_KEY)
         if not source:
-            raise ChatError(f"this model has no chat template of its own (metadata key {METADATA_KEY}); pick world or g1")
+            raise ChatError(
+                f"this model has no chat template of its own (metadata key {METADATA_KEY}); pick world or g1"
+            )
         return source
     if name not in BUILT_IN:
         raise ChatError(f"unknown chat template {name!r}; known: world, g1, model (the model's own)")
@@ -94,7 +96,9 @@ def default_template(metadata: dict[str, str] | None) -> str:
     return "model" if (metadata or {}).get(METADATA_KEY) else "world"
 
 
-def render(name: str, messages: list[dict], metadata: dict[str, str] | None = None, add_generation_prompt: bool = True) -> str:
+def render(
+    name: str, messages: list[dict], metadata: dict[str, str] | None = None, add_generation_prompt: bool = True
+) -> str:
     """The prompt text for `messages` under the template `name`."""
     from jinja2 import TemplateError
 
@@ -123,12 +127,14 @@ class Conversation:
     messages: list[dict] = field(default_factory=list)
     fed_text: str = ""  # "" : the engine's state is not this conversation's
     fed_messages: int = 0  # how many messages fed_text covers
-    checkpoint: tuple[str, int, bytes] | None = None  # (fed_text, fed_messages, state) before the last answer: regenerate
+    checkpoint: tuple[str, int, bytes] | None = (
+        None  # (fed_text, fed_messages, state) before the last answer: regenerate
+    )
 
     def prompt_suffix(self, prompt: str) -> tuple[str, bool]:
         """(text to feed, keep_state): only the new text when the state holds a prefix of `prompt`."""
         if self.fed_text and prompt.startswith(self.fed_text) and len(prompt) > len(self.fed_text):
-            return prompt[len(self.fed_text):], True
+            return prompt[len(self.fed_text) :], True
         return prompt, False
 
     def next_prompt(self, metadata=None) -> tuple[str, str, bool]:
@@ -138,7 +144,7 @@ class Conversation:
         if keep or not self.fed_text or self.template not in BUILT_IN or not 0 < self.fed_messages < len(self.messages):
             return full, suffix, keep
         closing = "" if self.fed_text.endswith(TURN_END) else TURN_END
-        new = closing + render(self.template, self.messages[self.fed_messages:], metadata)
+        new = closing + render(self.template, self.messages[self.fed_messages :], metadata)
         return self.fed_text + new, new, True
 
     async def answer(self, model, max_tokens: int, on_text=None, should_stop=lambda: False, metadata=None, **sampling):
@@ -156,11 +162,17 @@ class Conversation:
         def on_piece(piece: str):
             raw[0] += piece
             visible = raw[0].split(TURN_END, 1)[0]  # nothing from the blank line that ends the turn on
-            new, shown[0] = visible[shown[0]:], len(visible)
+            new, shown[0] = visible[shown[0] :], len(visible)
             return on_text(new) if new and on_text is not None else None
 
-        result = await model.generate(suffix, max_tokens, on_text=on_piece, should_stop=lambda: ended() or should_stop(),
-                                      keep_state=keep, **sampling)
+        result = await model.generate(
+            suffix,
+            max_tokens,
+            on_text=on_piece,
+            should_stop=lambda: ended() or should_stop(),
+            keep_state=keep,
+            **sampling,
+        )
         self.fed_text = prompt + result.text
         reply = reply_text(result.text)
         self.messages.append({"role": "assistant", "content": reply})
@@ -180,8 +192,16 @@ class Conversation:
     async def save(self, model, identity: dict) -> bytes:
         """One file: the transcript, the state the engine holds, and which model it belongs to."""
         state = await model.state() if self.fed_text else b""
-        document = {"format": FILE_FORMAT, "version": 1, "model": identity, "template": self.template,
-                    "messages": self.messages, "fed_text": self.fed_text, "fed_messages": self.fed_messages, "state": base64.b64encode(state).decode()}
+        document = {
+            "format": FILE_FORMAT,
+            "version": 1,
+            "model": identity,
+            "template": self.template,
+            "messages": self.messages,
+            "fed_text": self.fed_text,
+            "fed_messages": self.fed_messages,
+            "state": base64.b64encode(state).decode(),
+        }
         return json.dumps(document, ensure_ascii=False).encode()
 
     @classmethod
@@ -195,9 +215,16 @@ class Conversation:
             raise ChatError(f"not a saved conversation: expected a {FILE_FORMAT} file")
         saved = document.get("model") or {}
         if saved != identity:
-            raise ChatError(f"this conversation was saved with {_describe(saved)}, but {_describe(identity)} is loaded: load that model first")
-        conversation = cls(template=document["template"], messages=list(document["messages"]), fed_text=document["fed_text"],
-                           fed_messages=int(document.get("fed_messages", 0)))
+            raise ChatError(
+                f"this conversation was saved with {_describe(saved)}, but {_describe(identity)} is loaded: "
+                f"load that model first"
+            )
+        conversation = cls(
+            template=document["template"],
+            messages=list(document["messages"]),
+            fed_text=document["fed_text"],
+            fed_messages=int(document.get("fed_messages", 0)),
+        )
         state = base64.b64decode(document["state"])
         if conversation.fed_text:
             await model.state(state)
@@ -206,4 +233,5 @@ class Conversation:
 
 def _describe(identity: dict) -> str:
     config = identity.get("config") or {}
-    return f"{identity.get('name', '?')} ({config.get('n_layer', '?')} layers × {config.get('n_embd', '?')}, {identity.get('bytes', '?')} bytes)"
+    shape = f"{config.get('n_layer', '?')} layers × {config.get('n_embd', '?')}"
+    return f"{identity.get('name', '?')} ({shape}, {identity.get('bytes', '?')} bytes)"

@@ -38,37 +38,53 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("model", help="safetensors or .pth file path, or http(s) URL")
     info.set_defaults(run=cmd_info)
 
-    plan = commands.add_parser("plan", help="print the memory plan as JSON: per matrix precision and bytes (reads only the header)")
+    plan = commands.add_parser(
+        "plan", help="print the memory plan as JSON: per matrix precision and bytes (reads only the header)"
+    )
     plan.add_argument("model")
     _budget_options(plan)
-    plan.add_argument("--max-binding", type=int, default=DEFAULT_MAX_BINDING, help="the GPU's maxStorageBufferBindingSize")
-    plan.add_argument("--matvec", choices=sorted(MATVEC_VARIANTS), default="cols", help="the weight layout (cols: SwiftShader)")
+    plan.add_argument(
+        "--max-binding", type=int, default=DEFAULT_MAX_BINDING, help="the GPU's maxStorageBufferBindingSize"
+    )
+    plan.add_argument(
+        "--matvec", choices=sorted(MATVEC_VARIANTS), default="cols", help="the weight layout (cols: SwiftShader)"
+    )
     plan.set_defaults(run=cmd_plan)
 
     logits = commands.add_parser("logits", help='print {"logits": [[...], ...]}, one row per input token')
     logits.add_argument("model")
     logits.add_argument("--tokens", required=True, help="comma-separated token ids, e.g. 1,2,3")
-    logits.add_argument("--backend", choices=["numpy", "webgpu", "wgpu"], default="numpy",
-                        help="webgpu: the browser engine in headless Chromium (needs a source checkout); "
-                             "numpy: the float32 reference, or the planned engine on numpy when --budget/--precision is given; "
-                             "wgpu: the planned engine natively on wgpu-py (Vulkan; needs a source checkout)")
+    logits.add_argument(
+        "--backend",
+        choices=["numpy", "webgpu", "wgpu"],
+        default="numpy",
+        help="webgpu: the browser engine in headless Chromium (needs a source checkout); "
+        "numpy: the float32 reference, or the planned engine on numpy when --budget/--precision is given; "
+        "wgpu: the planned engine natively on wgpu-py (Vulkan; needs a source checkout)",
+    )
     _budget_options(logits, default=None)
     _chunk_option(logits)
     logits.set_defaults(run=cmd_logits)
 
-    embed = commands.add_parser("embed", help='print {"embedding": [...]}: the hidden state after ln_out (the head is not run)')
+    embed = commands.add_parser(
+        "embed", help='print {"embedding": [...]}: the hidden state after ln_out (the head is not run)'
+    )
     embed.add_argument("model")
     embed_input = embed.add_mutually_exclusive_group(required=True)
     embed_input.add_argument("--tokens", help="comma-separated token ids")
     embed_input.add_argument("--text", help="text (models with a tokenizer)")
-    embed.add_argument("--pooling", choices=["last", "mean"], default="last", help="the last token's vector, or the mean over all")
+    embed.add_argument(
+        "--pooling", choices=["last", "mean"], default="last", help="the last token's vector, or the mean over all"
+    )
     embed.add_argument("--normalize", action="store_true", help="scale to unit length")
     embed.add_argument("--backend", choices=["numpy", "webgpu", "wgpu"], default="numpy")
     _budget_options(embed)
     _chunk_option(embed)
     embed.set_defaults(run=cmd_embed)
 
-    generate = commands.add_parser("generate", help="continue a prompt; prints the text (or ids for models without a tokenizer)")
+    generate = commands.add_parser(
+        "generate", help="continue a prompt; prints the text (or ids for models without a tokenizer)"
+    )
     generate.add_argument("model")
     prompt = generate.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--prompt", help="prompt text (World-vocabulary models)")
@@ -76,8 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     prompt.add_argument("--prompt-tokens", type=int, help="a synthetic prompt of N token ids (benchmarks)")
     generate.add_argument("--max-tokens", type=int, default=100)
     generate.add_argument("--backend", choices=["numpy", "webgpu", "wgpu"], default="numpy")
-    generate.add_argument("--stats", action="store_true",
-                          help='print one more JSON line: {"prompt_tokens", "prefill_seconds", "generated", "decode_seconds"}')
+    generate.add_argument(
+        "--stats",
+        action="store_true",
+        help='print one more JSON line: {"prompt_tokens", "prefill_seconds", "generated", "decode_seconds"}',
+    )
     _budget_options(generate)
     _chunk_option(generate)
     generate.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
@@ -108,13 +127,21 @@ def _parser() -> argparse.ArgumentParser:
 
 def _budget_options(parser, default: str | None = "2GB") -> None:
     parser.add_argument("--budget", default=default, help="GPU memory budget, e.g. 700MB, 1GB, 2GiB (default 2GB)")
-    parser.add_argument("--precision", choices=PRECISIONS, default=None if default is None else "auto",
-                        help="large matrices: auto (widest that fits) or one precision for all")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None if default is None else "auto",
+        help="large matrices: auto (widest that fits) or one precision for all",
+    )
 
 
 def _chunk_option(parser) -> None:
-    parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
-                        help=f"prompt tokens per prefill submission (1: token by token; default {DEFAULT_CHUNK})")
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=DEFAULT_CHUNK,
+        help=f"prompt tokens per prefill submission (1: token by token; default {DEFAULT_CHUNK})",
+    )
 
 
 def _load_options(args) -> dict:
@@ -196,7 +223,9 @@ def cmd_generate(args) -> None:
     if args.prompt_tokens is not None:
         if args.prompt_tokens < 1:
             raise ValueError(f"--prompt-tokens must be at least 1, got {args.prompt_tokens}")
-        prompt = [(7919 * i) % 255 + 1 for i in range(args.prompt_tokens)]  # fixed ids 1..255: valid in any vocabulary of 256+
+        prompt = [
+            (7919 * i) % 255 + 1 for i in range(args.prompt_tokens)
+        ]  # fixed ids 1..255: valid in any vocabulary of 256+
     else:
         prompt = args.prompt if args.prompt is not None else _parse_ids(args.tokens)
     sampling = {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k, "seed": args.seed}
@@ -215,7 +244,9 @@ def cmd_generate(args) -> None:
         text, tokens, stats = generation.text, generation.tokens, asdict(generation.stats)
     print(text if text or args.prompt is not None else json.dumps(tokens))
     if args.stats:
-        print(json.dumps({key: stats[key] for key in ("prompt_tokens", "prefill_seconds", "generated", "decode_seconds")}))
+        print(
+            json.dumps({key: stats[key] for key in ("prompt_tokens", "prefill_seconds", "generated", "decode_seconds")})
+        )
 
 
 def cmd_embed(args) -> None:
@@ -225,8 +256,14 @@ def cmd_embed(args) -> None:
 
         with headless_engine(args.model) as engine:
             engine.load(args.model, **_load_options(args))
-            vector = engine.call("embed", {"text" if args.text is not None else "ids": inputs, "pooling": args.pooling,
-                                           "normalize": args.normalize})
+            vector = engine.call(
+                "embed",
+                {
+                    "text" if args.text is not None else "ids": inputs,
+                    "pooling": args.pooling,
+                    "normalize": args.normalize,
+                },
+            )
             vector = [vector[str(i)] for i in range(len(vector))] if isinstance(vector, dict) else list(vector)
     else:
         import asyncio
@@ -241,8 +278,10 @@ def _check_finite(rows: list[list[float]]) -> None:
     """NaN or infinity has no JSON spelling, and no sampler can use it: an error, not output."""
     for position, row in enumerate(rows):
         if not all(math.isfinite(value) for value in row):
-            raise ModelError(f"the logits after token {position} are not finite (NaN or infinity): the model's weights "
-                             f"hold NaN/Inf values or overflow float32; the file is damaged")
+            raise ModelError(
+                f"the logits after token {position} are not finite (NaN or infinity): the model's weights "
+                f"hold NaN/Inf values or overflow float32; the file is damaged"
+            )
 
 
 def _parse_ids(text: str) -> list[int]:
@@ -273,7 +312,9 @@ def _json_ids(text: str) -> list[int]:
 
     ids = parse_json(text, "standard input")
     if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
-        raise ValueError(f"decode wants a JSON list of non-negative integer token ids, e.g. [33, 44], got {text.strip()[:60]!r}")
+        raise ValueError(
+            f"decode wants a JSON list of non-negative integer token ids, e.g. [33, 44], got {text.strip()[:60]!r}"
+        )
     return ids
 
 

@@ -93,7 +93,9 @@ OPTIONAL = {"blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2"}
 
 # The large matrices: projections, FFN, the embedding and the head (not LoRA, not vectors).
 # Only these may be stored quantized (budget.py lowers them; build/quantize.py writes them).
-LARGE_MATRIX = re.compile(r"(emb|head)\.weight|blocks\.\d+\.(att\.(receptance|key|value|output)|ffn\.(key|value))\.weight")
+LARGE_MATRIX = re.compile(
+    r"(emb|head)\.weight|blocks\.\d+\.(att\.(receptance|key|value|output)|ffn\.(key|value))\.weight"
+)
 # What every loader reads: float weights it widens (reference.py, web/gpu) and, for the large
 # matrices, pre-quantized codes (quant.fold_quantized names their dtype after the scheme).
 FLOAT_DTYPES = ("F32", "F16", "BF16")
@@ -113,9 +115,11 @@ def model_config(tensors: dict) -> ModelConfig:
         if info.dtype in FLOAT_DTYPES or (info.dtype in QUANTIZED_DTYPES and LARGE_MATRIX.fullmatch(name)):
             continue
         what = "quantized" if info.dtype in QUANTIZED_DTYPES else info.dtype
-        raise ModelError(f"tensor {name!r} is {what}: rwkvweb reads {', '.join(FLOAT_DTYPES)} weights"
-                         f"{' (quantized codes only for the large matrices)' if what == 'quantized' else ''}; "
-                         f"convert the file to float16 or float32")
+        raise ModelError(
+            f"tensor {name!r} is {what}: rwkvweb reads {', '.join(FLOAT_DTYPES)} weights"
+            f"{' (quantized codes only for the large matrices)' if what == 'quantized' else ''}; "
+            f"convert the file to float16 or float32"
+        )
     return detect_config({name: info.shape for name, info in tensors.items()})
 
 
@@ -129,7 +133,9 @@ def detect_config(shapes: dict[str, tuple[int, ...]]) -> ModelConfig:
             raise ModelError(f"not an RWKV-7 checkpoint: tensor {required!r} is missing")
     empty = next((name for name, shape in shapes.items() if 0 in shape), None)
     if empty is not None:
-        raise ModelError(f"tensor {empty!r} has shape {tuple(shapes[empty])}: an empty dimension (a corrupt or truncated export)")
+        raise ModelError(
+            f"tensor {empty!r} has shape {tuple(shapes[empty])}: an empty dimension (a corrupt or truncated export)"
+        )
     config = _infer(shapes)
     _check_units(config)
     _check_against(shapes, config)
@@ -163,20 +169,32 @@ def _layers(shapes: dict[str, tuple[int, ...]]) -> set[int]:
     layers = {int(m.group(1)) for name in shapes if (m := re.match(r"blocks\.(\d{1,9})\.", name))}
     if max(layers) != len(layers) - 1:
         gap = min(set(range(len(layers))) - layers)
-        raise ModelError(f"blocks are numbered 0..{max(layers)} but block {gap} is missing ({len(layers)} blocks in the file)")
+        raise ModelError(
+            f"blocks are numbered 0..{max(layers)} but block {gap} is missing ({len(layers)} blocks in the file)"
+        )
     return layers
 
 
 def _check_units(config: ModelConfig) -> None:
     """Widths the GPU kernels can lay out; refused here so that info, the reference and the engine agree."""
     if config.n_embd % WIDTH_UNIT:
-        raise ModelError(f"width (n_embd) {config.n_embd} is not a multiple of {WIDTH_UNIT}: rwkvweb's GPU buffers hold whole "
-                         f"{WIDTH_UNIT}-float rows (every released RWKV-7 model has such a width)")
-    inner = {"dim_ffn": config.dim_ffn, "d_decay_lora": config.d_decay_lora, "d_aaa_lora": config.d_aaa_lora,
-             "d_mv_lora": config.d_mv_lora, "d_gate_lora": config.d_gate_lora}
+        raise ModelError(
+            f"width (n_embd) {config.n_embd} is not a multiple of {WIDTH_UNIT}: rwkvweb's GPU buffers hold whole "
+            f"{WIDTH_UNIT}-float rows (every released RWKV-7 model has such a width)"
+        )
+    inner = {
+        "dim_ffn": config.dim_ffn,
+        "d_decay_lora": config.d_decay_lora,
+        "d_aaa_lora": config.d_aaa_lora,
+        "d_mv_lora": config.d_mv_lora,
+        "d_gate_lora": config.d_gate_lora,
+    }
     for name, size in inner.items():
         if size % INNER_UNIT:
-            raise ModelError(f"{name} {size} is not a multiple of {INNER_UNIT}: rwkvweb's matvec kernels read rows in groups of {INNER_UNIT}")
+            raise ModelError(
+                f"{name} {size} is not a multiple of {INNER_UNIT}: "
+                f"rwkvweb's matvec kernels read rows in groups of {INNER_UNIT}"
+            )
 
 
 def _dims(shapes: dict[str, tuple[int, ...]], name: str, rank: int) -> tuple[int, ...]:
@@ -194,7 +212,9 @@ def _check_against(shapes: dict[str, tuple[int, ...]], config: ModelConfig) -> N
         raise ModelError(f"{len(missing)} tensors missing, e.g. {', '.join(missing[:5])}")
     unknown = [name for name in shapes if name not in expected]
     if unknown:
-        raise ModelError(f"tensors this runtime does not know (not RWKV-7 x070?): {', '.join(repr(n[:100]) for n in unknown[:5])}")
+        raise ModelError(
+            f"tensors this runtime does not know (not RWKV-7 x070?): {', '.join(repr(n[:100]) for n in unknown[:5])}"
+        )
     for name, shape in shapes.items():
         if not same_layout(name, shape, expected[name]):
             raise ModelError(f"tensor {name!r} has shape {tuple(shape)}, expected {expected[name]} for {config}")

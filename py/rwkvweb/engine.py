@@ -35,16 +35,29 @@ class Sampling:
     seed: int = 0
 
     def __post_init__(self):
-        checks = [(self.temperature >= 0, "temperature must be >= 0"), (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
-                  (self.top_k >= 0, "top_k must be >= 0"), (self.repetition_penalty > 0, "repetition_penalty must be > 0"),
-                  (0 <= self.seed < 2**32, "seed must fit in 32 bits")]
+        checks = [
+            (self.temperature >= 0, "temperature must be >= 0"),
+            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (self.top_k >= 0, "top_k must be >= 0"),
+            (self.repetition_penalty > 0, "repetition_penalty must be > 0"),
+            (0 <= self.seed < 2**32, "seed must fit in 32 bits"),
+        ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"sampling: {message}")
 
     def pack(self) -> bytes:
-        return struct.pack(SAMPLER_FORMAT, self.temperature, self.top_p, self.top_k, self.presence_penalty,
-                           self.frequency_penalty, self.repetition_penalty, self.seed, 0)
+        return struct.pack(
+            SAMPLER_FORMAT,
+            self.temperature,
+            self.top_p,
+            self.top_k,
+            self.presence_penalty,
+            self.frequency_penalty,
+            self.repetition_penalty,
+            self.seed,
+            0,
+        )
 
 
 @dataclass
@@ -105,7 +118,10 @@ class Engine:
         """One prefill submission: the chunk's ids and count written, the layers run, then `then`."""
         c = self.compiled
         ids = struct.pack(f"<{len(chunk)}I", *(self._check_token(t) for t in chunk))
-        writes = [(c.tokens.buffer, c.tokens.offset, ids), (c.count.buffer, c.count.offset, struct.pack("<I", len(chunk)))]
+        writes = [
+            (c.tokens.buffer, c.tokens.offset, ids),
+            (c.count.buffer, c.count.offset, struct.pack("<I", len(chunk))),
+        ]
         await self.backend.run([PREFILL, *then], writes + await self._embedding(chunk, c.chunk_input))
 
     async def _embedding(self, tokens: list[int], target) -> list[tuple[int, int, bytes]]:
@@ -115,7 +131,9 @@ class Engine:
         if host is None:
             return []
         row_bytes = self.config.n_embd * (4 if host.dtype == "F32" else 2)
-        rows = [await self.backend.read(host.table.buffer, host.table.offset + t * row_bytes, row_bytes) for t in tokens]
+        rows = [
+            await self.backend.read(host.table.buffer, host.table.offset + t * row_bytes, row_bytes) for t in tokens
+        ]
         return [(target.buffer, target.offset, b"".join(_widen(raw, host.dtype) for raw in rows))]
 
     async def _decode_input(self) -> list[tuple[int, int, bytes]]:
@@ -162,14 +180,24 @@ class Engine:
 
     async def import_state(self, data: bytes) -> None:
         if len(data) != self.compiled.state.size:
-            raise ValueError(f"state is {len(data)} bytes; this model's state is {self.compiled.state.size} bytes (another model's state?)")
+            raise ValueError(
+                f"state is {len(data)} bytes; this model's state is {self.compiled.state.size} bytes "
+                f"(another model's state?)"
+            )
         await self._write(self.compiled.state, data)
         self.pending = None
 
-    async def generate(self, prompt: list[int], max_tokens: int, sampling: Sampling = Sampling(), *,
-                       on_token: Callable[[int], Awaitable[bool | None]] | None = None,
-                       should_stop: Callable[[], bool] = lambda: False, keep_state: bool = False,
-                       stop_tokens: tuple[int, ...] = (END_OF_TEXT,)) -> tuple[list[int], GenerationStats]:
+    async def generate(
+        self,
+        prompt: list[int],
+        max_tokens: int,
+        sampling: Sampling = Sampling(),
+        *,
+        on_token: Callable[[int], Awaitable[bool | None]] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+        keep_state: bool = False,
+        stop_tokens: tuple[int, ...] = (END_OF_TEXT,),
+    ) -> tuple[list[int], GenerationStats]:
         """Sample up to max_tokens after the prompt; `await on_token(id)` sees each id as it arrives and
         may return True to stop after it (a stop string; api.Model.generate adapts the user's callbacks).
 
@@ -205,7 +233,15 @@ class Engine:
                 out.append(token)
                 self.pending = token  # the sampler also copied it into `token`: the next decode step's input
                 stop = await on_token(token) if on_token is not None else None
-                reason = "end_of_text" if token in stop_tokens else "stop" if stop else "length" if len(out) == max_tokens else ""
+                reason = (
+                    "end_of_text"
+                    if token in stop_tokens
+                    else "stop"
+                    if stop
+                    else "length"
+                    if len(out) == max_tokens
+                    else ""
+                )
                 if reason:
                     if step < len(ids) - 1:  # the batch ran on past this token: undo it, redo it up to here
                         await self.backend.run([RESTORE, *self._decode_steps(step + 1)], [])
@@ -236,8 +272,10 @@ class Engine:
         history = self.compiled.history
         ids = list(struct.unpack(f"<{n}I", await self.backend.read(history.buffer, history.offset, 4 * n)))
         if NOT_FINITE in ids:
-            raise ModelError("the logits are not finite (NaN or infinity), so nothing can be sampled: the model's weights "
-                             "hold NaN/Inf values or overflow float32; the file is damaged")
+            raise ModelError(
+                "the logits are not finite (NaN or infinity), so nothing can be sampled: the model's weights "
+                "hold NaN/Inf values or overflow float32; the file is damaged"
+            )
         return ids
 
 

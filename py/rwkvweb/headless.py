@@ -19,9 +19,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CHROMIUM = os.environ.get("RWKVWEB_CHROMIUM", "/usr/bin/chromium")
 # SwiftShader gives Chromium a WebGPU adapter without a GPU; the rest keep it off the network.
 CHROMIUM_ARGS = [
-    "--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader", "--enable-unsafe-swiftshader",
-    "--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--enable-unsafe-webgpu",
+    "--use-webgpu-adapter=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--no-sandbox",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 BLANK = "__headless__.html"
 
@@ -30,7 +36,9 @@ async ([method, params]) => {
   if (!window.__engine) {
     const { EngineClient } = await import("/client.js");
     window.__engine = await new Promise((resolve, reject) => {
-      const engine = new EngineClient("/worker.js", { onReady: () => resolve(engine), onFailed: (e) => reject(new Error(e)) });
+      const engine = new EngineClient("/worker.js", {
+        onReady: () => resolve(engine), onFailed: (e) => reject(new Error(e)),
+      });
     });
   }
   return window.__engine.call(method, params);
@@ -89,7 +97,14 @@ def site_server(mounts: dict[str, str]):
     script = os.path.join(REPO, "serve.py")
     if not os.path.exists(script):
         raise RuntimeError("--backend webgpu needs a source checkout of rwkvweb (serve.py and build/ beside py/)")
-    command = [sys.executable, script, "--port", "0", "--quiet", *(f"--mount={prefix}={folder}" for prefix, folder in mounts.items())]
+    command = [
+        sys.executable,
+        script,
+        "--port",
+        "0",
+        "--quiet",
+        *(f"--mount={prefix}={folder}" for prefix, folder in mounts.items()),
+    ]
     errors = tempfile.TemporaryFile("w+")  # not a pipe: a chatty server must never block on a full one
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True, cwd=REPO)
     try:

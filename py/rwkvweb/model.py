@@ -23,14 +23,20 @@ SAMPLE = "sample"  # logits -> sampled token, which also becomes the next decode
 PREFILL = "prefill"  # a chunk of tokens -> state advanced (no head)
 HEAD_LAST = "head_last"  # after a prefill: the logits of its last real token
 POOL = "pool"  # after a prefill: ln_out of its rows, summed and last (embed())
-DEFAULT_CHUNK = 64  # tokens per prefill submission: matvec.wgsl tiles 16 tokens; `python -m build.bench --only prefill` compares 16 and 64
+# Tokens per prefill submission: matvec.wgsl tiles 16 tokens; `python -m build.bench --only prefill` compares 16 and 64.
+DEFAULT_CHUNK = 64
 BATCH = 16  # the most decode + sample steps one submission chains (engine.generate): ids come back once per batch
-SNAPSHOT, RESTORE = "snapshot", "restore"  # the generation state copied aside before a batch, and back (a stop inside it)
+SNAPSHOT, RESTORE = (
+    "snapshot",
+    "restore",
+)  # the generation state copied aside before a batch, and back (a stop inside it)
 
 
 def keep(step: int) -> str:
     """The program that records a batch's step-th sampled id in `history`."""
     return f"keep{step}"
+
+
 DEFAULT_MAX_BINDING = 128 << 20  # WebGPU's default maxStorageBufferBindingSize
 ATT_MIX = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g")  # slot order of the token-shift outputs
 R, W, K, V, A, G = range(6)  # slots of `mixed` and of `vecs`
@@ -103,7 +109,14 @@ CHUNK_BYTES = 4 << 20  # file bytes per fill: what the loader holds of one weigh
 
 
 class _Builder:
-    def __init__(self, config: ModelConfig, tensors: dict[str, TensorInfo], max_binding: int, matvec: str, precisions: dict[str, str]):
+    def __init__(
+        self,
+        config: ModelConfig,
+        tensors: dict[str, TensorInfo],
+        max_binding: int,
+        matvec: str,
+        precisions: dict[str, str],
+    ):
         self.cfg, self.tensors, self.max_binding = config, tensors, max_binding
         self.variant = MATVEC_VARIANTS[matvec]
         self.precisions = precisions
@@ -115,7 +128,10 @@ class _Builder:
         info = self.tensors[name]
         precision = self.precisions.get(name, file_precision(info))
         if precision not in allowed_precisions(info):
-            raise ValueError(f"{name} is {info.dtype} in the file and cannot be stored as {precision}; choose one of {allowed_precisions(info)}")
+            raise ValueError(
+                f"{name} is {info.dtype} in the file and cannot be stored as {precision}; "
+                f"choose one of {allowed_precisions(info)}"
+            )
         return precision
 
     def layout(self, name: str) -> dict:
@@ -131,7 +147,9 @@ class _Builder:
         return self.stored[key]
 
     def _store(self, name: str, first: int, rows: int, transpose: bool) -> tuple[View, str]:
-        return self._once(("matrix", name, first, rows, transpose), lambda: self._store_new(name, first, rows, transpose))
+        return self._once(
+            ("matrix", name, first, rows, transpose), lambda: self._store_new(name, first, rows, transpose)
+        )
 
     def _store_new(self, name: str, first: int, rows: int, transpose: bool) -> tuple[View, str]:
         """Rows [first, first + rows) of a [R, K] weight in one buffer (k-major if `transpose`),
@@ -139,8 +157,11 @@ class _Builder:
         info, dtype = self.tensors[name], self.precision(name)
         K = info.shape[1]
         stored_rows = -(-rows // 4) * 4 if transpose else rows
-        view = self.plan.buffer(f"{name}[{first}:{first + rows}]" if rows < info.shape[0] else name,
-                                ops.weight_bytes(dtype, stored_rows * K), "weight")
+        view = self.plan.buffer(
+            f"{name}[{first}:{first + rows}]" if rows < info.shape[0] else name,
+            ops.weight_bytes(dtype, stored_rows * K),
+            "weight",
+        )
         self.weight_bytes[name] = self.weight_bytes.get(name, 0) + view.size
         per_row = info.nbytes // info.shape[0]
         chunk = max(128, CHUNK_BYTES // per_row // 128 * 128)  # whole quantization blocks per chunk
@@ -152,7 +173,9 @@ class _Builder:
             if dtype in SCHEMES:  # codes in element order, then every block's parameters
                 scheme = SCHEMES[dtype]
                 at = view.offset + scheme.code_bytes(r0 * K)
-                params_at = view.offset + scheme.param_offset(stored_rows * K) + r0 * K // scheme.block * scheme.param_bytes
+                params_at = (
+                    view.offset + scheme.param_offset(stored_rows * K) + r0 * K // scheme.block * scheme.param_bytes
+                )
                 if info.dtype in SCHEMES:  # quantized ahead of time: the parameters are copied as they are too
                     params = info.params_start + (first + r0) * K // scheme.block * scheme.param_bytes
                     self._fill(view, params_at, params, params + -(-n * K // scheme.block) * scheme.param_bytes)
@@ -187,8 +210,10 @@ class _Builder:
         dtype = self.precision(name)
         unit = 128 if dtype in SCHEMES else 4  # quantized parts hold whole blocks
         per_part = max(unit, self.max_binding // ops.weight_bytes(dtype, unit * C) * unit)
-        return [(*self._store(name, first, min(per_part, rows - first), transpose), first, min(per_part, rows - first))
-                for first in range(0, rows, per_part)]
+        return [
+            (*self._store(name, first, min(per_part, rows - first), transpose), first, min(per_part, rows - first))
+            for first in range(0, rows, per_part)
+        ]
 
     def host_table(self, name: str, row: View) -> HostEmbedding:
         """The table in host memory as the file has it, filled in chunks like any weight; `row` is
@@ -245,8 +270,17 @@ class Activations:
     @staticmethod
     def floats_per_token(cfg: ModelConfig) -> dict[str, int]:
         C, lora = cfg.n_embd, max(cfg.d_decay_lora, cfg.d_aaa_lora, cfg.d_mv_lora, cfg.d_gate_lora)
-        return {"x": C, "xx": C, "mixed": 6 * C, "vecs": 6 * C, "hidden": lora, "v_first": C,
-                "wkv_out": 2 * C, "y_gated": C, "ffn_hidden": cfg.dim_ffn}
+        return {
+            "x": C,
+            "xx": C,
+            "mixed": 6 * C,
+            "vecs": 6 * C,
+            "hidden": lora,
+            "v_first": C,
+            "wkv_out": 2 * C,
+            "y_gated": C,
+            "ffn_hidden": cfg.dim_ffn,
+        }
 
     @classmethod
     def make(cls, b: "_Builder", tokens: int, count: View | None, suffix: str = "") -> "Activations":
@@ -268,8 +302,14 @@ def fit_chunk(config: ModelConfig, budget: int, wanted: int = DEFAULT_CHUNK) -> 
     return wanted
 
 
-def compile_model(config: ModelConfig, tensors: dict[str, TensorInfo], max_binding: int = DEFAULT_MAX_BINDING,
-                  matvec: str = "cols", precisions: dict[str, str] | None = None, chunk: int = DEFAULT_CHUNK) -> CompiledModel:
+def compile_model(
+    config: ModelConfig,
+    tensors: dict[str, TensorInfo],
+    max_binding: int = DEFAULT_MAX_BINDING,
+    matvec: str = "cols",
+    precisions: dict[str, str] | None = None,
+    chunk: int = DEFAULT_CHUNK,
+) -> CompiledModel:
     """The plan for this model; `precisions` maps matrix names to f32 | f16 | int8 | nf4
     (budget.py chooses them; unnamed matrices keep file_precision). Programs (one weight table for all):
       decode     the token in `token` -> logits; the state advances one token
@@ -300,11 +340,16 @@ def compile_model(config: ModelConfig, tensors: dict[str, TensorInfo], max_bindi
     _embedding(b, PREFILL, chunked, tokens)
     for acts, program in ((step, DECODE), (chunked, PREFILL)):
         ln0 = b.vectors("blocks.0.ln0", ["blocks.0.ln0.weight", "blocks.0.ln0.bias"])
-        ops.norm(plan, program, acts.xx, ln0.slot(0, C * F32), ln0.slot(1, C * F32), acts.x, C, 1, LN_EPS, tokens=acts.tokens)
+        ops.norm(
+            plan, program, acts.xx, ln0.slot(0, C * F32), ln0.slot(1, C * F32), acts.x, C, 1, LN_EPS, tokens=acts.tokens
+        )
         for i in range(cfg.n_layer):
             base = i * layer_state
-            layer = (View(state.buffer, base, C * F32), View(state.buffer, base + C * F32, H * N * N * F32),
-                     View(state.buffer, base + (C + H * N * N) * F32, C * F32))  # att_shift, wkv, ffn_shift
+            layer = (
+                View(state.buffer, base, C * F32),
+                View(state.buffer, base + C * F32, H * N * N * F32),
+                View(state.buffer, base + (C + H * N * N) * F32, C * F32),
+            )  # att_shift, wkv, ffn_shift
             _block(b, program, acts, i, *layer)
 
     last = b.scratch("last_x", C)
@@ -314,7 +359,9 @@ def compile_model(config: ModelConfig, tensors: dict[str, TensorInfo], max_bindi
 
     pooled, pooled_last = b.scratch("pooled", C), b.scratch("pooled_last", C)
     ln_out = b.vectors("ln_out", ["ln_out.weight", "ln_out.bias"])
-    ops.norm(plan, POOL, chunked.x, ln_out.slot(0, C * F32), ln_out.slot(1, C * F32), chunked.xx, C, 1, LN_EPS, tokens=t_pad)
+    ops.norm(
+        plan, POOL, chunked.x, ln_out.slot(0, C * F32), ln_out.slot(1, C * F32), chunked.xx, C, 1, LN_EPS, tokens=t_pad
+    )
     ops.rows(plan, POOL, "sum", chunked.xx, count, pooled, C, t_pad)
     ops.rows(plan, POOL, "last", chunked.xx, count, pooled_last, C, t_pad)
 
@@ -329,8 +376,26 @@ def compile_model(config: ModelConfig, tensors: dict[str, TensorInfo], max_bindi
         copy = plan.buffer(f"snapshot of {plan.buffers[view.buffer]['name']}", view.size, "state")
         plan.copy(SNAPSHOT, view, copy)
         plan.copy(RESTORE, copy, view)
-    return CompiledModel(cfg, plan, token, logits, state, sampled, sampler, counts, matvec, b.weight_bytes, host_embedding,
-                         chunk, tokens, count, chunked.xx, pooled, pooled_last, history)
+    return CompiledModel(
+        cfg,
+        plan,
+        token,
+        logits,
+        state,
+        sampled,
+        sampler,
+        counts,
+        matvec,
+        b.weight_bytes,
+        host_embedding,
+        chunk,
+        tokens,
+        count,
+        chunked.xx,
+        pooled,
+        pooled_last,
+        history,
+    )
 
 
 def _embedding(b: _Builder, program: str, acts: Activations, ids: View) -> "HostEmbedding | None":
@@ -355,24 +420,53 @@ def _block(b: _Builder, p: str, a: Activations, i: int, att_shift: View, wkv_sta
     # time mixing
     ln1 = b.vectors(ln + "ln1", [ln + "ln1.weight", ln + "ln1.bias"])
     ops.norm(plan, p, a.x, ln1.slot(0, C * F32), ln1.slot(1, C * F32), a.xx, C, 1, LN_EPS, tokens=T)
-    ops.token_shift(plan, p, a.xx, att_shift, b.vectors(att + "mix", [att + m for m in ATT_MIX]), a.mixed, C, 6, **chunk)
+    ops.token_shift(
+        plan, p, a.xx, att_shift, b.vectors(att + "mix", [att + m for m in ATT_MIX]), a.mixed, C, 6, **chunk
+    )
     for s, proj in ((R, "receptance"), (K, "key"), (V, "value")):
         b.linear(p, att + proj + ".weight", mixed(s), vecs(s), **chunk)
     biases = b.vectors(att + "lora_bias", [att + "w0", att + "a0"] + ([att + "v0"] if i else []))
-    _lora(b, p, att + "w", mixed(W), a.hidden, vecs(W), cfg.d_decay_lora, "tanh", biases.slot(0, C * F32), "decay", chunk)
-    _lora(b, p, att + "a", mixed(A), a.hidden, vecs(A), cfg.d_aaa_lora, "none", biases.slot(1, C * F32), "sigmoid", chunk)
+    _lora(
+        b, p, att + "w", mixed(W), a.hidden, vecs(W), cfg.d_decay_lora, "tanh", biases.slot(0, C * F32), "decay", chunk
+    )
+    _lora(
+        b, p, att + "a", mixed(A), a.hidden, vecs(A), cfg.d_aaa_lora, "none", biases.slot(1, C * F32), "sigmoid", chunk
+    )
     _lora(b, p, att + "g", mixed(G), a.hidden, vecs(G), cfg.d_gate_lora, "sigmoid", None, "none", chunk)
     if i == 0:
         plan.copy(p, vecs(V), a.v_first)
     else:  # v += (v_first − v)·sigmoid(v0 + (xv·v1)·v2), in the LoRA's epilogue
-        _lora(b, p, att + "v", mixed(V), a.hidden, vecs(V), cfg.d_mv_lora, "none", biases.slot(2, C * F32), "sigmoid",
-              {**chunk, "toward": a.v_first})
+        _lora(
+            b,
+            p,
+            att + "v",
+            mixed(V),
+            a.hidden,
+            vecs(V),
+            cfg.d_mv_lora,
+            "none",
+            biases.slot(2, C * F32),
+            "sigmoid",
+            {**chunk, "toward": a.v_first},
+        )
     params = b.vectors(att + "wkv_params", [att + "k_k", att + "k_a", att + "r_k"])
     ops.wkv7(plan, p, a.vecs, params, wkv_state, a.wkv_out, C, N, **chunk)
     ln_x = b.vectors(att + "ln_x", [att + "ln_x.weight", att + "ln_x.bias"])
     y, bonus = a.wkv_out.slot(0, T * C * F32), a.wkv_out.slot(1, T * C * F32)
-    ops.norm(plan, p, y, ln_x.slot(0, C * F32), ln_x.slot(1, C * F32), a.y_gated, N, cfg.n_head, GN_EPS, tokens=T,
-             add=bonus, gate=vecs(G))  # (GroupNorm(y) + bonus) ⊙ g
+    ops.norm(
+        plan,
+        p,
+        y,
+        ln_x.slot(0, C * F32),
+        ln_x.slot(1, C * F32),
+        a.y_gated,
+        N,
+        cfg.n_head,
+        GN_EPS,
+        tokens=T,
+        add=bonus,
+        gate=vecs(G),
+    )  # (GroupNorm(y) + bonus) ⊙ g
     b.linear(p, att + "output.weight", a.y_gated, a.x, accumulate=True, **chunk)
 
     # channel mixing
@@ -393,10 +487,23 @@ def _head(b: _Builder, program: str, x: View, xx: View, logits: View) -> None:
         ops.matvec(b.plan, program, head, dtype, xx, logits, rows, C, row_offset=first, **variant)
 
 
-def _lora(b: _Builder, program: str, prefix: str, x: View, hidden: View, out: View, rank: int, inner: str, bias: View | None,
-          outer: str, chunk: dict) -> None:
+def _lora(
+    b: _Builder,
+    program: str,
+    prefix: str,
+    x: View,
+    hidden: View,
+    out: View,
+    rank: int,
+    inner: str,
+    bias: View | None,
+    outer: str,
+    chunk: dict,
+) -> None:
     """out = outer(bias + inner(x @ w1) @ w2): the low-rank paths of w, a, v and g."""
     C = b.cfg.n_embd
     down = {k: v for k, v in chunk.items() if k != "toward"}
     ops.matvec(b.plan, program, *b.lora(prefix + "1"), x, hidden, rank, C, row_major=False, act=inner, **down)
-    ops.matvec(b.plan, program, *b.lora(prefix + "2"), hidden, out, C, rank, row_major=False, act=outer, bias=bias, **chunk)
+    ops.matvec(
+        b.plan, program, *b.lora(prefix + "2"), hidden, out, C, rank, row_major=False, act=outer, bias=bias, **chunk
+    )

@@ -141,7 +141,9 @@ def pcg(value: int) -> int:
 
 
 SAMPLER_NAMES = ("temperature", "top_p", "top_k", "presence", "frequency", "repetition", "seed", "step")
-SAMPLER_FIELDS = np.dtype([(name, "<" + code) for name, code in zip(SAMPLER_NAMES, SAMPLER_FORMAT[1:])])  # f4/u4 as in the struct
+SAMPLER_FIELDS = np.dtype(
+    [(name, "<" + code) for name, code in zip(SAMPLER_NAMES, SAMPLER_FORMAT[1:])]
+)  # f4/u4 as in the struct
 
 
 def sample(c, include, logits, counts, params, probs, token):
@@ -149,17 +151,17 @@ def sample(c, include, logits, counts, params, probs, token):
     V = c["V"]
     p = params.view(SAMPLER_FIELDS)[0]
     seen = counts.view(np.uint32)
-    l = _f32(logits, V).copy()
-    if not np.isfinite(l).all():  # sample.wgsl's NOT_FINITE: no draw, no count
+    adjusted = _f32(logits, V).copy()
+    if not np.isfinite(adjusted).all():  # sample.wgsl's NOT_FINITE: no draw, no count
         token.view(np.uint32)[0] = NOT_FINITE
         params.view(SAMPLER_FIELDS)["step"][0] = p["step"] + 1
         return
     hit = seen > 0
-    l[hit] = np.where(l[hit] > 0, l[hit] / p["repetition"], l[hit] * p["repetition"])
-    l[hit] -= p["presence"] + p["frequency"] * seen[hit].astype(np.float32)
-    choice = int(np.argmax(l))
+    adjusted[hit] = np.where(adjusted[hit] > 0, adjusted[hit] / p["repetition"], adjusted[hit] * p["repetition"])
+    adjusted[hit] -= p["presence"] + p["frequency"] * seen[hit].astype(np.float32)
+    choice = int(np.argmax(adjusted))
     if p["temperature"] > 0 and p["top_k"] != 1:
-        probs_ = np.exp((l - l[choice]) / p["temperature"])
+        probs_ = np.exp((adjusted - adjusted[choice]) / p["temperature"])
         order = np.argsort(-probs_, kind="stable")
         keep = np.ones(V, bool)
         if 1 < p["top_k"] < V:

@@ -30,6 +30,8 @@ def _weight_kernel(plan: Plan, shader: str, constants: dict, dtype: str, element
     if dtype in SCHEMES:
         constants = {**constants, "WEIGHT_ELEMENTS": elements}
     return plan.kernel(shader, constants, include=(f"lib/weights_{dtype}.wgsl",))
+
+
 ACTIVATIONS = {"none": 0, "tanh": 1, "sigmoid": 2, "relu2": 3, "decay": 4}
 
 
@@ -61,10 +63,27 @@ def token_tile(tokens: int) -> int:
     return min(MAX_TILE, tokens)
 
 
-def matvec(plan: Plan, program: str, weight: View, dtype: str, x: View, out: View, M: int, K: int, *,
-           row_major: bool = True, row_threads: int = 1, act: str = "none", bias: View | None = None,
-           accumulate: bool = False, row_offset: int = 0, out_stride: int | None = None, tokens: int = 1,
-           count: View | None = None, toward: View | None = None) -> None:
+def matvec(
+    plan: Plan,
+    program: str,
+    weight: View,
+    dtype: str,
+    x: View,
+    out: View,
+    M: int,
+    K: int,
+    *,
+    row_major: bool = True,
+    row_threads: int = 1,
+    act: str = "none",
+    bias: View | None = None,
+    accumulate: bool = False,
+    row_offset: int = 0,
+    out_stride: int | None = None,
+    tokens: int = 1,
+    count: View | None = None,
+    toward: View | None = None,
+) -> None:
     """out[t, row_offset + m] (+)= act(W·x[t] + bias) for the `tokens` rows of x (1: a decode step).
 
     row_major: W is [M, K], read by `row_threads` invocations per row (1, or a power of two up to
@@ -86,12 +105,24 @@ def matvec(plan: Plan, program: str, weight: View, dtype: str, x: View, out: Vie
     count, counted = _counted(count, x)
     assert toward is None or not accumulate, "a matvec either accumulates or moves toward a target"
     toward = x if toward is None else _expect(toward, out.size, "matvec toward")
-    constants = {"M": M, "K": K, "ROW_MAJOR": row_major, **({"LERP": True} if toward is not x else {}), "ROW_THREADS": row_threads if row_major else 1,
-                 "ACT": ACTIVATIONS[act], "HAS_BIAS": bias is not None, "ACCUMULATE": accumulate, "ROW_OFFSET": row_offset,
-                 "WG": WG, **_chunk(tokens, counted, OUT_STRIDE=stride, TILE_T=tile)}
+    constants = {
+        "M": M,
+        "K": K,
+        "ROW_MAJOR": row_major,
+        **({"LERP": True} if toward is not x else {}),
+        "ROW_THREADS": row_threads if row_major else 1,
+        "ACT": ACTIVATIONS[act],
+        "HAS_BIAS": bias is not None,
+        "ACCUMULATE": accumulate,
+        "ROW_OFFSET": row_offset,
+        "WG": WG,
+        **_chunk(tokens, counted, OUT_STRIDE=stride, TILE_T=tile),
+    }
     kernel = _weight_kernel(plan, "matvec.wgsl", constants, dtype, m_pad * K)
     rows = _groups(m_pad // 4) if not row_major else _groups(M, WG // row_threads)
-    plan.dispatch(program, kernel, [weight, x, bias or x, out, count, toward], (rows[0], tokens // tile, 1))  # x: unread stand-ins
+    plan.dispatch(
+        program, kernel, [weight, x, bias or x, out, count, toward], (rows[0], tokens // tile, 1)
+    )  # x: unread stand-ins
 
 
 def _chunk(tokens: int, counted: dict, **more) -> dict:
@@ -102,8 +133,20 @@ def _chunk(tokens: int, counted: dict, **more) -> dict:
     return {"T_PAD": tokens, **counted, **more}
 
 
-def norm(plan: Plan, program: str, x: View, weight: View, bias: View, out: View, group: int, n_groups: int, eps: float,
-         tokens: int = 1, add: View | None = None, gate: View | None = None) -> None:
+def norm(
+    plan: Plan,
+    program: str,
+    x: View,
+    weight: View,
+    bias: View,
+    out: View,
+    group: int,
+    n_groups: int,
+    eps: float,
+    tokens: int = 1,
+    add: View | None = None,
+    gate: View | None = None,
+) -> None:
     """LayerNorm (n_groups 1) or GroupNorm (one group per head) with affine weight and bias, for
     each of `tokens` rows; with `add` and `gate`: out = (norm + add) · gate (RWKV-7's (GN(y) + bonus) ⊙ g)."""
     size = group * n_groups * F32
@@ -111,13 +154,33 @@ def norm(plan: Plan, program: str, x: View, weight: View, bias: View, out: View,
     weight, bias = (_expect(v, size, f"norm {what}") for v, what in ((weight, "weight"), (bias, "bias")))
     assert (add is None) == (gate is None), "the gated epilogue needs both add and gate"
     gated = add is not None
-    add, gate = (_expect(v, tokens * size, f"norm {what}") if gated else x for v, what in ((add, "add"), (gate, "gate")))
-    constants = {"GROUP": group, "EPS": eps, "WG": WG, **({"PARAM_GROUPS": n_groups} if n_groups > 1 else {}), **({"GATED": True} if gated else {})}
-    plan.dispatch(program, plan.kernel("norm.wgsl", constants), [x, weight, bias, out, add, gate], (n_groups * tokens, 1, 1))
+    add, gate = (
+        _expect(v, tokens * size, f"norm {what}") if gated else x for v, what in ((add, "add"), (gate, "gate"))
+    )
+    constants = {
+        "GROUP": group,
+        "EPS": eps,
+        "WG": WG,
+        **({"PARAM_GROUPS": n_groups} if n_groups > 1 else {}),
+        **({"GATED": True} if gated else {}),
+    }
+    plan.dispatch(
+        program, plan.kernel("norm.wgsl", constants), [x, weight, bias, out, add, gate], (n_groups * tokens, 1, 1)
+    )
 
 
-def token_shift(plan: Plan, program: str, x: View, prev: View, mix: View, out: View, C: int, n_mix: int,
-                tokens: int = 1, count: View | None = None) -> None:
+def token_shift(
+    plan: Plan,
+    program: str,
+    x: View,
+    prev: View,
+    mix: View,
+    out: View,
+    C: int,
+    n_mix: int,
+    tokens: int = 1,
+    count: View | None = None,
+) -> None:
     """out[j, t] = x[t] + (x[t−1] − x[t])·mix[j] for each of n_mix coefficient vectors, x[−1] = prev;
     then prev = the last real token's x."""
     x = _expect(x, tokens * C * F32, "token_shift x")
@@ -129,8 +192,18 @@ def token_shift(plan: Plan, program: str, x: View, prev: View, mix: View, out: V
     plan.dispatch(program, kernel, [x, prev, mix, out, count], _groups(C))
 
 
-def wkv7(plan: Plan, program: str, vecs: View, params: View, state: View, out: View, C: int, head_size: int,
-         tokens: int = 1, count: View | None = None) -> None:
+def wkv7(
+    plan: Plan,
+    program: str,
+    vecs: View,
+    params: View,
+    state: View,
+    out: View,
+    C: int,
+    head_size: int,
+    tokens: int = 1,
+    count: View | None = None,
+) -> None:
     """The WKV-7 recurrence over a chunk: vecs r|w|k|v|a [5, T, C], params k_k|k_a|r_k -> out y|bonus [2, T, C]."""
     assert C % head_size == 0
     vecs = _expect(vecs, 5 * tokens * C * F32, "wkv7 vecs (r|w|k|v|a)")
@@ -142,8 +215,18 @@ def wkv7(plan: Plan, program: str, vecs: View, params: View, state: View, out: V
     plan.dispatch(program, kernel, [vecs, params, state, out, count], (C // head_size, 1, 1))
 
 
-def embed(plan: Plan, program: str, table: View, dtype: str, token: View, out: View, rows: int, C: int, row_start: int = 0,
-          tokens: int = 1) -> None:
+def embed(
+    plan: Plan,
+    program: str,
+    table: View,
+    dtype: str,
+    token: View,
+    out: View,
+    rows: int,
+    C: int,
+    row_start: int = 0,
+    tokens: int = 1,
+) -> None:
     """out[t] = table[token[t]] when row_start <= token[t] < row_start + rows (the table may come in parts)."""
     assert C % 4 == 0
     table = _expect(table, weight_bytes(dtype, rows * C), f"embedding table [{rows}x{C}] {dtype}")
@@ -157,8 +240,14 @@ def embed(plan: Plan, program: str, table: View, dtype: str, token: View, out: V
 def rows(plan: Plan, program: str, entry: str, x: View, count: View, out: View, C: int, tokens: int) -> None:
     """entry "last": out = x[count − 1];  "sum": out += Σ_{t < count} x[t]  (rows.wgsl)."""
     assert entry in ("last", "sum"), entry
-    views = [_expect(x, tokens * C * F32, f"rows.{entry} x"), _expect(count, 4, "token count"), _expect(out, C * F32, f"rows.{entry} out")]
-    plan.dispatch(program, plan.kernel("rows.wgsl", {"C": C, "T_PAD": tokens, "WG": WG}, entry=entry), views, _groups(C))
+    views = [
+        _expect(x, tokens * C * F32, f"rows.{entry} x"),
+        _expect(count, 4, "token count"),
+        _expect(out, C * F32, f"rows.{entry} out"),
+    ]
+    plan.dispatch(
+        program, plan.kernel("rows.wgsl", {"C": C, "T_PAD": tokens, "WG": WG}, entry=entry), views, _groups(C)
+    )
 
 
 # sample.wgsl's Params struct: temperature, top_p, top_k, presence, frequency, repetition, seed, step
@@ -167,7 +256,9 @@ SAMPLER_PARAMS = struct.calcsize(SAMPLER_FORMAT)  # 32 bytes
 NOT_FINITE = 0xFFFFFFFF  # what sample.wgsl writes instead of a token when a logit is NaN or infinite
 
 
-def sample(plan: Plan, program: str, logits: View, counts: View, params: View, probs: View, token: View, V: int) -> None:
+def sample(
+    plan: Plan, program: str, logits: View, counts: View, params: View, probs: View, token: View, V: int
+) -> None:
     """token = a draw from softmax(penalised logits / T) restricted by top-k / top-p (greedy at T = 0)."""
     logits = _expect(logits, V * F32, "sample logits")
     counts = _expect(counts, V * 4, "sample counts")

@@ -47,36 +47,67 @@ class Plan:
         self.buffers.append({"id": len(self.buffers), "name": name, "bytes": padded, "role": role})
         return View(len(self.buffers) - 1, 0, padded)
 
-    def fill(self, view: View, start: int, end: int, convert: str | None = None, transpose: tuple[int, int, int] | None = None,
-             quantize: str | None = None, params_offset: int | None = None) -> None:
+    def fill(
+        self,
+        view: View,
+        start: int,
+        end: int,
+        convert: str | None = None,
+        transpose: tuple[int, int, int] | None = None,
+        quantize: str | None = None,
+        params_offset: int | None = None,
+    ) -> None:
         """Copy file bytes [start, end) into the buffer at view.offset, on the way:
-          convert    widen f16/bf16 to f32;
-          transpose  (rows, cols, padded_rows): the bytes are `rows` rows of a row-major matrix with
-                     `cols` columns, stored k-major: column k goes to view.offset + k·padded_rows elements;
-          quantize   int8 | nf4 (quant.py): codes at view.offset, block parameters at params_offset."""
+        convert    widen f16/bf16 to f32;
+        transpose  (rows, cols, padded_rows): the bytes are `rows` rows of a row-major matrix with
+                   `cols` columns, stored k-major: column k goes to view.offset + k·padded_rows elements;
+        quantize   int8 | nf4 (quant.py): codes at view.offset, block parameters at params_offset."""
         assert convert in (None, "f16-f32", "bf16-f32"), convert
-        assert quantize in (None, "int8", "nf4") and (quantize is None) == (params_offset is None), (quantize, params_offset)
+        assert quantize in (None, "int8", "nf4") and (quantize is None) == (params_offset is None), (
+            quantize,
+            params_offset,
+        )
         assert view.offset + view.size <= self.buffers[view.buffer]["bytes"], f"fill of {view} overruns its buffer"
-        self.fills.append({"buffer": view.buffer, "offset": view.offset, "start": start, "end": end, "convert": convert,
-                           "transpose": list(transpose) if transpose else None, "quantize": quantize, "params_offset": params_offset})
+        self.fills.append(
+            {
+                "buffer": view.buffer,
+                "offset": view.offset,
+                "start": start,
+                "end": end,
+                "convert": convert,
+                "transpose": list(transpose) if transpose else None,
+                "quantize": quantize,
+                "params_offset": params_offset,
+            }
+        )
 
     def kernel(self, shader: str, constants: dict, entry: str = "main", include: tuple[str, ...] = ()) -> int:
         key = (shader, entry, include, tuple(sorted(constants.items())))
         if key not in self._kernel_ids:
             self._kernel_ids[key] = len(self.kernels)
-            self.kernels.append({"shader": shader, "entry": entry, "include": list(include), "constants": dict(constants)})
+            self.kernels.append(
+                {"shader": shader, "entry": entry, "include": list(include), "constants": dict(constants)}
+            )
         return self._kernel_ids[key]
 
     def dispatch(self, program: str, kernel: int, bindings: list[View], workgroups: tuple[int, int, int]) -> None:
         for view in bindings:
             assert view.offset % ALIGN == 0, f"binding offset {view.offset} is not a multiple of {ALIGN}"
-            assert self.buffers[view.buffer]["role"] != "host", f"{self.buffers[view.buffer]['name']} is host memory: a kernel cannot bind it"
-        step = {"kernel": kernel, "bindings": [[v.buffer, v.offset, v.size] for v in bindings], "workgroups": list(workgroups)}
+            assert self.buffers[view.buffer]["role"] != "host", (
+                f"{self.buffers[view.buffer]['name']} is host memory: a kernel cannot bind it"
+            )
+        step = {
+            "kernel": kernel,
+            "bindings": [[v.buffer, v.offset, v.size] for v in bindings],
+            "workgroups": list(workgroups),
+        }
         self.programs.setdefault(program, []).append(step)
 
     def copy(self, program: str, source: View, target: View) -> None:
         assert source.size == target.size, (source, target)
-        self.programs.setdefault(program, []).append({"copy": [source.buffer, source.offset, target.buffer, target.offset, source.size]})
+        self.programs.setdefault(program, []).append(
+            {"copy": [source.buffer, source.offset, target.buffer, target.offset, source.size]}
+        )
 
     def gpu_bytes(self) -> int:
         """What the buffers take on the GPU (host buffers live in the bridge's CPU memory)."""
@@ -89,4 +120,10 @@ class Plan:
         return totals
 
     def to_json(self) -> dict:
-        return {"buffers": self.buffers, "fills": self.fills, "kernels": self.kernels, "programs": self.programs, "budget": self.budget}
+        return {
+            "buffers": self.buffers,
+            "fills": self.fills,
+            "kernels": self.kernels,
+            "programs": self.programs,
+            "budget": self.budget,
+        }

@@ -51,9 +51,16 @@ PARALLEL_READS = 16
 
 # torch storage class -> safetensors dtype name
 STORAGE_DTYPES = {
-    "FloatStorage": "F32", "HalfStorage": "F16", "BFloat16Storage": "BF16", "DoubleStorage": "F64",
-    "LongStorage": "I64", "IntStorage": "I32", "ShortStorage": "I16", "CharStorage": "I8",
-    "ByteStorage": "U8", "BoolStorage": "BOOL",
+    "FloatStorage": "F32",
+    "HalfStorage": "F16",
+    "BFloat16Storage": "BF16",
+    "DoubleStorage": "F64",
+    "LongStorage": "I64",
+    "IntStorage": "I32",
+    "ShortStorage": "I16",
+    "CharStorage": "I8",
+    "ByteStorage": "U8",
+    "BoolStorage": "BOOL",
 }
 
 
@@ -107,8 +114,10 @@ def _check(name: str, ref: TensorRef) -> TensorRef:
     if any(n < 0 for n in shape):
         raise CheckpointError(f"tensor {name!r} has a negative size in shape {list(shape)}")
     if any(s <= 0 for n, s in zip(shape, stride) if n > 1):
-        raise CheckpointError(f"tensor {name!r} of shape {list(shape)} has stride {list(stride)}: strides must be >= 1 "
-                              "(negative or zero strides are views no weight needs; save the tensor .contiguous())")
+        raise CheckpointError(
+            f"tensor {name!r} of shape {list(shape)} has stride {list(stride)}: strides must be >= 1 "
+            "(negative or zero strides are views no weight needs; save the tensor .contiguous())"
+        )
     return TensorRef(ref.storage, ref.offset, shape, stride)
 
 
@@ -152,11 +161,18 @@ class RestrictedUnpickler(pickle._Unpickler):
             return self.ALLOWED[(module, name)]
         if module == "torch" and name in STORAGE_DTYPES:
             return _StorageType(name)
-        raise CheckpointError(f"refused: the checkpoint's pickle asks for {module}.{name}; only tensors are rebuilt, nothing else runs")
+        raise CheckpointError(
+            f"refused: the checkpoint's pickle asks for {module}.{name}; only tensors are rebuilt, nothing else runs"
+        )
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)
-                and isinstance(pid[2], str)):
+        if not (
+            isinstance(pid, tuple)
+            and len(pid) == 5
+            and pid[0] == "storage"
+            and isinstance(pid[1], _StorageType)
+            and isinstance(pid[2], str)
+        ):
             raise CheckpointError(f"refused: unexpected persistent id {pid!r:.80}")
         return StorageRef(pid[2], pid[1].dtype)
 
@@ -167,11 +183,29 @@ def load_tensor_refs(data: bytes) -> dict[str, TensorRef]:
         value = RestrictedUnpickler(io.BytesIO(data)).load()
     except CheckpointError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
-            struct.error, UnicodeDecodeError, OverflowError, MemoryError, RecursionError) as error:
-        raise CheckpointError(f"data.pkl is corrupt or truncated ({type(error).__name__}: {str(error)[:120]})") from None
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, TensorRef) for k, v in value.items()):
-        raise CheckpointError("the checkpoint is not a flat dict of named tensors (a state_dict); save model.state_dict()")
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        struct.error,
+        UnicodeDecodeError,
+        OverflowError,
+        MemoryError,
+        RecursionError,
+    ) as error:
+        raise CheckpointError(
+            f"data.pkl is corrupt or truncated ({type(error).__name__}: {str(error)[:120]})"
+        ) from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, TensorRef) for k, v in value.items()
+    ):
+        raise CheckpointError(
+            "the checkpoint is not a flat dict of named tensors (a state_dict); save model.state_dict()"
+        )
     return {name: _check(name, ref) for name, ref in value.items()}
 
 
@@ -201,8 +235,10 @@ def _find_eocd(tail: bytes) -> int:
         if at + EOCD_SIZE <= len(tail) and at + EOCD_SIZE + _u(tail, at + 20, "H") == len(tail):
             return at
         at = tail.rfind(EOCD, 0, at)
-    raise CheckpointError("not a zip archive: no end-of-central-directory record (truncated download? "
-                          "legacy pre-1.6 torch.save files are not supported)")
+    raise CheckpointError(
+        "not a zip archive: no end-of-central-directory record (truncated download? "
+        "legacy pre-1.6 torch.save files are not supported)"
+    )
 
 
 def _central_directory_location(tail: bytes, tail_start: int):
@@ -221,12 +257,19 @@ def _central_directory_location(tail: bytes, tail_start: int):
         entries, cd_size, cd_offset = _u(record_bytes, 32, "Q"), _u(record_bytes, 40, "Q"), _u(record_bytes, 48, "Q")
         cd_limit = record
     if cd_size > MAX_CENTRAL_DIRECTORY:
-        raise CheckpointError(f"the central directory claims {cd_size:,} bytes, over the {MAX_CENTRAL_DIRECTORY:,}-byte limit (corrupt zip)")
+        raise CheckpointError(
+            f"the central directory claims {cd_size:,} bytes, over the {MAX_CENTRAL_DIRECTORY:,}-byte limit "
+            f"(corrupt zip)"
+        )
     if cd_offset + cd_size > cd_limit:
-        raise CheckpointError(f"the central directory claims bytes [{cd_offset}, {cd_offset + cd_size}) but the archive's "
-                              f"records start at {cd_limit} (truncated or corrupt zip)")
+        raise CheckpointError(
+            f"the central directory claims bytes [{cd_offset}, {cd_offset + cd_size}) but the archive's "
+            f"records start at {cd_limit} (truncated or corrupt zip)"
+        )
     if entries * CENTRAL_SIZE > cd_size:
-        raise CheckpointError(f"the archive claims {entries:,} members but its {cd_size:,}-byte central directory cannot hold them")
+        raise CheckpointError(
+            f"the archive claims {entries:,} members but its {cd_size:,}-byte central directory cannot hold them"
+        )
     return entries, cd_offset, cd_size
 
 
@@ -235,10 +278,16 @@ def _parse_central_directory(data: bytes, entries: int, cd_offset: int) -> dict[
     at = 0
     for _ in range(entries):
         if at + CENTRAL_SIZE > len(data) or data[at : at + 4] != CENTRAL:
-            raise CheckpointError(f"central directory entry {len(members)} is missing or corrupt (at byte {cd_offset + at})")
+            raise CheckpointError(
+                f"central directory entry {len(members)} is missing or corrupt (at byte {cd_offset + at})"
+            )
         flags, method = _u(data, at + 8, "H"), _u(data, at + 10, "H")
         compressed, size = _u(data, at + 20, "I"), _u(data, at + 24, "I")
-        name_length, extra_length, comment_length = _u(data, at + 28, "H"), _u(data, at + 30, "H"), _u(data, at + 32, "H")
+        name_length, extra_length, comment_length = (
+            _u(data, at + 28, "H"),
+            _u(data, at + 30, "H"),
+            _u(data, at + 32, "H"),
+        )
         offset = _u(data, at + 42, "I")
         end = at + CENTRAL_SIZE + name_length + extra_length + comment_length
         if end > len(data):
@@ -250,11 +299,15 @@ def _parse_central_directory(data: bytes, entries: int, cd_offset: int) -> dict[
         if flags & 1:
             raise CheckpointError(f"member {name!r} is encrypted; a torch checkpoint never is")
         if method != 0 or compressed != size:
-            raise CheckpointError(f"member {name!r} is compressed (method {method}); torch.save stores members uncompressed, "
-                                  "so this is not a checkpoint it wrote (re-save it with torch.save)")
+            raise CheckpointError(
+                f"member {name!r} is compressed (method {method}); torch.save stores members uncompressed, "
+                "so this is not a checkpoint it wrote (re-save it with torch.save)"
+            )
         if offset + LOCAL_SIZE + name_length + size > cd_offset:
-            raise CheckpointError(f"member {name!r} claims {size:,} bytes at byte {offset}, past the end of the archive's "
-                                  f"data ({cd_offset:,} bytes): corrupt or truncated zip")
+            raise CheckpointError(
+                f"member {name!r} claims {size:,} bytes at byte {offset}, past the end of the archive's "
+                f"data ({cd_offset:,} bytes): corrupt or truncated zip"
+            )
         if name in members:
             raise CheckpointError(f"the archive holds two members named {name!r}")
         members[name] = Member(name, offset, size)
@@ -303,14 +356,18 @@ def _locate_data(member: Member, block: bytes, block_start: int, limit: int) -> 
     at = member.header_offset - block_start
     header = block[at : at + LOCAL_SIZE]
     if len(header) < LOCAL_SIZE or header[:4] != LOCAL:
-        raise CheckpointError(f"member {member.name!r}: no local file header at byte {member.header_offset} (corrupt zip)")
+        raise CheckpointError(
+            f"member {member.name!r}: no local file header at byte {member.header_offset} (corrupt zip)"
+        )
     name_length, extra_length = _u(header, 26, "H"), _u(header, 28, "H")
     name = block[at + LOCAL_SIZE : at + LOCAL_SIZE + name_length]
     if name != member.name.encode():
         raise CheckpointError(f"member {member.name!r}: its local header names {name[:80]!r} (corrupt zip)")
     data_start = member.header_offset + LOCAL_SIZE + name_length + extra_length
     if data_start + member.size > limit:
-        raise CheckpointError(f"member {member.name!r}: {member.size:,} bytes from byte {data_start} run past the archive's data")
+        raise CheckpointError(
+            f"member {member.name!r}: {member.size:,} bytes from byte {data_start} run past the archive's data"
+        )
     return Member(member.name, member.header_offset, member.size, data_start)
 
 
@@ -337,7 +394,9 @@ def parse_checkpoint(size: int):
     prefix = _archive_prefix(members)
     pickle_member, byteorder = members[f"{prefix}/data.pkl"], members.get(f"{prefix}/byteorder")
     if pickle_member.size > MAX_PICKLE:
-        raise CheckpointError(f"data.pkl claims {pickle_member.size:,} bytes, over the {MAX_PICKLE:,}-byte limit (corrupt checkpoint)")
+        raise CheckpointError(
+            f"data.pkl claims {pickle_member.size:,} bytes, over the {MAX_PICKLE:,}-byte limit (corrupt checkpoint)"
+        )
     located = yield from _read_local_headers([m for m in (pickle_member, byteorder) if m], cd_offset)
     pickle_member, byteorder = located[pickle_member.name], byteorder and located[byteorder.name]
     wanted = [(pickle_member.data_start, pickle_member.data_end)]
@@ -347,7 +406,9 @@ def parse_checkpoint(size: int):
         wanted.append((byteorder.data_start, byteorder.data_end))
     replies = yield wanted
     if byteorder and replies[1].strip() != b"little":
-        raise CheckpointError(f"the checkpoint's byte order is {replies[1][:16]!r}; only little-endian checkpoints are supported")
+        raise CheckpointError(
+            f"the checkpoint's byte order is {replies[1][:16]!r}; only little-endian checkpoints are supported"
+        )
     tensors = load_tensor_refs(replies[0])
     storage_members = {}
     for name, ref in tensors.items():
@@ -362,14 +423,20 @@ def parse_checkpoint(size: int):
 def _archive_prefix(members: dict[str, Member]) -> str:
     pickles = [name for name in members if name.endswith("/data.pkl") and name.count("/") == 1]
     if len(pickles) != 1:
-        raise CheckpointError(f"expected one */data.pkl in the archive, found {len(pickles)}: not a torch.save checkpoint")
+        raise CheckpointError(
+            f"expected one */data.pkl in the archive, found {len(pickles)}: not a torch.save checkpoint"
+        )
     return pickles[0][: -len("/data.pkl")]
 
 
 def _read_local_headers(members: list[Member], limit: int):
     groups = _coalesce(members)
     blocks = yield [(start, end) for start, end, _ in groups]
-    return {m.name: _locate_data(m, block, start, limit) for (start, _, inside), block in zip(groups, blocks) for m in inside}
+    return {
+        m.name: _locate_data(m, block, start, limit)
+        for (start, _, inside), block in zip(groups, blocks)
+        for m in inside
+    }
 
 
 # --- the tensor table ------------------------------------------------------------------------
@@ -377,19 +444,25 @@ def _read_local_headers(members: list[Member], limit: int):
 
 def tensor_table(checkpoint: Checkpoint) -> dict[str, TensorInfo]:
     """TensorInfo per tensor, as safetensors gives: one contiguous byte range each, bounds-checked."""
-    return {name: _tensor_info(name, ref, checkpoint.storages[ref.storage.key]) for name, ref in checkpoint.tensors.items()}
+    return {
+        name: _tensor_info(name, ref, checkpoint.storages[ref.storage.key]) for name, ref in checkpoint.tensors.items()
+    }
 
 
 def _tensor_info(name: str, ref: TensorRef, member: Member) -> TensorInfo:
     item = DTYPE_SIZES[ref.storage.dtype]
     numel = math.prod(ref.shape)
     if numel and ref.stride != _contiguous_strides(ref.shape, ref.stride):
-        raise CheckpointError(f"tensor {name!r} is a strided view (shape {list(ref.shape)}, stride {list(ref.stride)}) that is not "
-                              "one byte range; convert the file with `python -m build.convert`, which copies such views")
+        raise CheckpointError(
+            f"tensor {name!r} is a strided view (shape {list(ref.shape)}, stride {list(ref.stride)}) that is not "
+            "one byte range; convert the file with `python -m build.convert`, which copies such views"
+        )
     start, nbytes = ref.offset * item, numel * item
     if start + nbytes > member.size:
-        raise CheckpointError(f"tensor {name!r}: {numel:,} {ref.storage.dtype} elements from element {ref.offset:,} reach past "
-                              f"its {member.size:,}-byte storage")
+        raise CheckpointError(
+            f"tensor {name!r}: {numel:,} {ref.storage.dtype} elements from element {ref.offset:,} reach past "
+            f"its {member.size:,}-byte storage"
+        )
     return TensorInfo(name, ref.storage.dtype, ref.shape, member.data_start + start, member.data_start + start + nbytes)
 
 
@@ -445,8 +518,10 @@ def read_pth_header(source: ByteSource) -> tuple[dict[str, TensorInfo], dict[str
 async def read_pth_header_async(source) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     """The same for a source whose reads may be awaitable (the page's JS reader)."""
     if getattr(source, "sequential", False):  # web/net/range.js: a server that ignores Range
-        raise CheckpointError("this server does not answer Range requests, and a .pth is read from its end (the zip "
-                              "directory) first: serve it from a server with Range, or convert it (python -m build.convert)")
+        raise CheckpointError(
+            "this server does not answer Range requests, and a .pth is read from its end (the zip "
+            "directory) first: serve it from a server with Range, or convert it (python -m build.convert)"
+        )
     return tensor_table(await _run_async(parse_checkpoint(source.size), source)), {}
 
 

@@ -21,7 +21,6 @@ plain copies: smaller downloads, and no quantizing in the page.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from .safetensors import FormatError, TensorInfo, parse_json
@@ -30,10 +29,22 @@ from .safetensors import FormatError, TensorInfo, parse_json
 # zero (Dettmers et al., "QLoRA", 2023, appendix E). web/gpu/quantize.js and weights_nf4.wgsl
 # carry the same numbers.
 NF4_LEVELS = (
-    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
-    -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
-    0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
-    0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+    -1.0,
+    -0.6961928009986877,
+    -0.5250730514526367,
+    -0.39491748809814453,
+    -0.28444138169288635,
+    -0.18477343022823334,
+    -0.09105003625154495,
+    0.0,
+    0.07958029955625534,
+    0.16093020141124725,
+    0.24611230194568634,
+    0.33791524171829224,
+    0.44070982933044434,
+    0.5626170039176941,
+    0.7229568362236023,
+    1.0,
 )
 # A value's code is how many of these midpoints lie below it (ties go to the lower level).
 NF4_MIDPOINTS = tuple((a + b) / 2 for a, b in zip(NF4_LEVELS, NF4_LEVELS[1:]))
@@ -145,24 +156,34 @@ def fold_quantized(tensors: dict[str, TensorInfo], metadata: dict[str, str]) -> 
     except FormatError as error:
         raise FormatError(f"metadata {QUANTIZED_KEY} must be a JSON object {{tensor: scheme}}: {error}") from None
     if not isinstance(schemes, dict):
-        raise FormatError(f"metadata {QUANTIZED_KEY} must be a JSON object {{tensor: scheme}}, got {type(schemes).__name__}")
+        raise FormatError(
+            f"metadata {QUANTIZED_KEY} must be a JSON object {{tensor: scheme}}, got {type(schemes).__name__}"
+        )
     folded = dict(tensors)
     for name, scheme_name in schemes.items():
         label = repr(name) if len(name) <= 100 else repr(name[:100]) + "..."  # names here come from the file
         if not isinstance(scheme_name, str) or scheme_name not in SCHEMES:
-            raise FormatError(f"tensor {label}: unknown quantization scheme {str(scheme_name)[:40]!r} in metadata {QUANTIZED_KEY} "
-                              f"(known: {', '.join(SCHEMES)})")
+            raise FormatError(
+                f"tensor {label}: unknown quantization scheme {str(scheme_name)[:40]!r} in metadata {QUANTIZED_KEY} "
+                f"(known: {', '.join(SCHEMES)})"
+            )
         scheme, codes, params = SCHEMES[scheme_name], tensors.get(name), tensors.get(name + PARAMS_SUFFIX)
         if codes is None or params is None:
-            missing = label if codes is None else repr(name + PARAMS_SUFFIX) if len(name) <= 100 else "its " + PARAMS_SUFFIX
+            missing = (
+                label if codes is None else repr(name + PARAMS_SUFFIX) if len(name) <= 100 else "its " + PARAMS_SUFFIX
+            )
             raise FormatError(f"tensor {label} is declared {scheme_name} but the file lacks {missing}")
         if codes.dtype != "U8" or len(codes.shape) != 2:
-            raise FormatError(f"tensor {label}: {scheme_name} codes must be U8 [rows, cols], got {codes.dtype} {list(codes.shape)}")
+            raise FormatError(
+                f"tensor {label}: {scheme_name} codes must be U8 [rows, cols], got {codes.dtype} {list(codes.shape)}"
+            )
         rows, K = codes.shape[0], codes.shape[1] * 8 // scheme.bits
         blocks = -(-rows * K // scheme.block)
         if params.dtype != "F32" or params.numel != blocks * scheme.param_bytes // 4:
-            raise FormatError(f"tensor {name + PARAMS_SUFFIX!r}: {scheme_name} needs {blocks * scheme.param_bytes // 4} F32 "
-                              f"block parameters for [{rows}, {K}], got {params.dtype} {list(params.shape)}")
+            raise FormatError(
+                f"tensor {name + PARAMS_SUFFIX!r}: {scheme_name} needs {blocks * scheme.param_bytes // 4} F32 "
+                f"block parameters for [{rows}, {K}], got {params.dtype} {list(params.shape)}"
+            )
         folded.pop(name + PARAMS_SUFFIX, None)
         folded[name] = QuantizedInfo(name, scheme_name, (rows, K), codes.start, codes.end, params.start, params.end)
     return folded

@@ -59,9 +59,13 @@ class State:
         L, C, H, N = config.n_layer, config.n_embd, config.n_head, config.head_size
         per_layer = 2 * C + H * N * N
         if len(data) != 4 * L * per_layer:
-            raise ValueError(f"state is {len(data)} bytes; this model's state is {4 * L * per_layer} bytes (another model's state?)")
+            raise ValueError(
+                f"state is {len(data)} bytes; this model's state is {4 * L * per_layer} bytes (another model's state?)"
+            )
         rows = np.frombuffer(data, "<f4").reshape(L, per_layer)
-        return cls(rows[:, :C].copy(), rows[:, C : C + H * N * N].reshape(L, H, N, N).copy(), rows[:, C + H * N * N :].copy())
+        return cls(
+            rows[:, :C].copy(), rows[:, C : C + H * N * N].reshape(L, H, N, N).copy(), rows[:, C + H * N * N :].copy()
+        )
 
 
 class RWKV7:
@@ -77,11 +81,18 @@ class RWKV7:
         file = open_model_file(path_or_source)
         tensors = fold_quantized(file.tensors, file.metadata)  # pre-quantized matrices: their dequantized values
         config = model_config(tensors)
-        weights = {name: read_dequantized(file.source.read, info) if isinstance(info, QuantizedInfo) else file.read_array(name, "float32")
-                   for name, info in tensors.items()}
+        weights = {
+            name: read_dequantized(file.source.read, info)
+            if isinstance(info, QuantizedInfo)
+            else file.read_array(name, "float32")
+            for name, info in tensors.items()
+        }
         damaged = next((name for name, w in weights.items() if not np.isfinite(w).all()), None)
         if damaged is not None:
-            raise ModelError(f"tensor {damaged!r} holds NaN or infinite values: the file is damaged (or was exported with an overflow)")
+            raise ModelError(
+                f"tensor {damaged!r} holds NaN or infinite values: the file is damaged "
+                f"(or was exported with an overflow)"
+            )
         return cls(config, weights)
 
     def forward(self, token: int, state: State) -> tuple[np.ndarray, State]:
@@ -106,7 +117,7 @@ class RWKV7:
         return layer_norm(x, w["ln_out.weight"], w["ln_out.bias"]), state
 
     def time_mix(self, i: int, x, state: State, v_first):
-        cfg, H, N = self.config, self.config.n_head, self.config.head_size
+        H, N = self.config.n_head, self.config.head_size
         p = lambda name: self.w[f"blocks.{i}.att.{name}"]  # noqa: E731
         dx = state.att_shift[i] - x
         state.att_shift[i] = x

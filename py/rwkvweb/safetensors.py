@@ -23,7 +23,17 @@ from .source import ByteSource, open_source
 
 # dtype name -> bytes per element. numpy names are kept beside them for the readers that have numpy.
 DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
-NUMPY_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
+NUMPY_DTYPES = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U8": "u1",
+    "BOOL": "?",
+}
 
 # A header larger than this is not a model header but a corrupt length field: the largest RWKV-7
 # checkpoints' headers are under 1 MB (about 45 tensors a layer, ~100 bytes each). 16 MiB also bounds
@@ -60,7 +70,10 @@ def header_length(prefix: bytes, file_size: int) -> int:
         raise FormatError(f"file is {file_size} bytes: too short to be safetensors (needs an 8-byte header length)")
     (length,) = struct.unpack("<Q", prefix[:8])
     if length > file_size - 8:
-        raise FormatError(f"header length field says {length} bytes but the file has only {file_size - 8} after it (truncated or not safetensors)")
+        raise FormatError(
+            f"header length field says {length} bytes but the file has only {file_size - 8} after it "
+            f"(truncated or not safetensors)"
+        )
     if length > MAX_HEADER_BYTES:
         raise FormatError(f"header length {length} is over the {MAX_HEADER_BYTES}-byte limit (corrupt file?)")
     return length
@@ -74,7 +87,9 @@ def parse_header(header_json: bytes, file_size: int) -> tuple[dict[str, TensorIn
     if not isinstance(header, dict):
         raise FormatError("header JSON must be an object of tensors")
     metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
         raise FormatError("__metadata__ must map strings to strings")
     tensors = {name: _tensor_info(name, entry, data_start, data_size) for name, entry in header.items()}
     _check_coverage(tensors.values(), data_start, data_size)
@@ -92,7 +107,9 @@ def parse_json(text: bytes | str, what: str):
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise FormatError(f"{what} is not valid UTF-8 JSON: {error}") from None
     except RecursionError:
-        raise FormatError(f"{what} JSON is nested too deeply (or its brackets do not match) to be a safetensors header") from None
+        raise FormatError(
+            f"{what} JSON is nested too deeply (or its brackets do not match) to be a safetensors header"
+        ) from None
     except ValueError as error:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
         raise FormatError(f"{what} JSON holds a value no header needs: {error}") from None
 
@@ -119,7 +136,9 @@ _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 
 def _tensor_info(name: str, entry: object, data_start: int, data_size: int) -> TensorInfo:
     if len(name) > MAX_NAME:
-        raise FormatError(f"a tensor name is {len(name)} characters long ({_short(name, 40)}): no model's tensor is named so")
+        raise FormatError(
+            f"a tensor name is {len(name)} characters long ({_short(name, 40)}): no model's tensor is named so"
+        )
     if not isinstance(entry, dict):
         raise FormatError(f"tensor {name!r}: entry must be an object, got {type(entry).__name__}")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
@@ -131,10 +150,15 @@ def _tensor_info(name: str, entry: object, data_start: int, data_size: int) -> T
         raise FormatError(f"tensor {name!r}: data_offsets must be [begin, end] integers, got {_short(offsets)}")
     begin, end = offsets
     if not begin <= end <= data_size:
-        raise FormatError(f"tensor {name!r}: data_offsets {_short(offsets)} fall outside the {data_size}-byte data section")
+        raise FormatError(
+            f"tensor {name!r}: data_offsets {_short(offsets)} fall outside the {data_size}-byte data section"
+        )
     expected = math.prod(shape) * DTYPE_SIZES[dtype]
     if end - begin != expected:
-        raise FormatError(f"tensor {name!r}: shape {_short(shape)} x {dtype} is {_short(expected)} bytes but data_offsets span {end - begin}")
+        raise FormatError(
+            f"tensor {name!r}: shape {_short(shape)} x {dtype} is {_short(expected)} bytes "
+            f"but data_offsets span {end - begin}"
+        )
     return TensorInfo(name, dtype, tuple(shape), data_start + begin, data_start + end)
 
 
@@ -156,7 +180,9 @@ def _check_coverage(tensors, data_start: int, data_size: int) -> None:
         if info.start < position:
             raise FormatError(f"tensor {info.name!r} overlaps tensor {previous.name!r}")
         if info.start > position:
-            raise FormatError(f"{info.start - position} unused bytes before tensor {info.name!r} (holes are not allowed)")
+            raise FormatError(
+                f"{info.start - position} unused bytes before tensor {info.name!r} (holes are not allowed)"
+            )
         position, previous = info.end, info
     if position != data_start + data_size:
         raise FormatError(f"data section is {data_size} bytes but the tensors cover {position - data_start}")
@@ -222,7 +248,11 @@ def write_safetensors(path: str, tensors: dict, metadata: dict[str, str] | None 
         array = np.ascontiguousarray(array)
         if array.dtype not in names:
             raise ValueError(f"tensor {name!r}: cannot store numpy dtype {array.dtype} in safetensors")
-        header[name] = {"dtype": names[array.dtype], "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
+        header[name] = {
+            "dtype": names[array.dtype],
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + array.nbytes],
+        }
         offset += array.nbytes
         arrays.append(array)
     encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")

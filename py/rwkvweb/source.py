@@ -88,7 +88,9 @@ class HttpSource(ByteSource):
         except urllib.error.HTTPError as error:
             raise SourceError(f"{self.name}: HTTP {error.code} {error.reason}") from error
         except urllib.error.URLError as error:
-            raise SourceError(f"{self.name}: cannot connect ({error.reason}); is the URL right and the server up?") from error
+            raise SourceError(
+                f"{self.name}: cannot connect ({error.reason}); is the URL right and the server up?"
+            ) from error
 
     def read(self, start: int, end: int) -> bytes:
         self._check_range(start, end)

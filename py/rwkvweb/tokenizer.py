@@ -44,8 +44,10 @@ class WorldTokenizer:
         self.trie = _build_trie(self.id_to_bytes)
         missing = [b for b in range(256) if TOKEN_ID not in self.trie.get(b, {})]
         if missing:
-            raise ValueError(f"vocabulary lacks single-byte tokens for {len(missing)} bytes, e.g. {missing[0]:#04x}: "
-                             "some text could not be encoded")
+            raise ValueError(
+                f"vocabulary lacks single-byte tokens for {len(missing)} bytes, e.g. {missing[0]:#04x}: "
+                "some text could not be encoded"
+            )
 
     @classmethod
     def from_file(cls, path: str | os.PathLike | None = None) -> "WorldTokenizer":
@@ -148,13 +150,15 @@ def tokenizer_for(vocab_size: int, metadata: dict[str, str], world, gpt_neox=Non
     if name == "none":
         return None
     if name not in KNOWN:
-        raise ValueError(f"the model asks for tokenizer {name!r}; known: {', '.join(KNOWN)} "
-                         f"(metadata key {METADATA_KEY})")
+        raise ValueError(
+            f"the model asks for tokenizer {name!r}; known: {', '.join(KNOWN)} (metadata key {METADATA_KEY})"
+        )
     if name in ("bpe", "gpt-neox"):
         return _bpe_for(name, vocab_size, metadata, gpt_neox or default_gpt_neox)
     if vocab_size != VOCAB_SIZES[name]:
-        raise ValueError(f"the model declares the {name} tokenizer ({VOCAB_SIZES[name]} ids) "
-                         f"but has {vocab_size} embedding rows")
+        raise ValueError(
+            f"the model declares the {name} tokenizer ({VOCAB_SIZES[name]} ids) but has {vocab_size} embedding rows"
+        )
     return world() if name == "world" else ByteTokenizer()
 
 
@@ -171,13 +175,16 @@ def _bpe_for(name: str, vocab_size: int, metadata: dict[str, str], gpt_neox):
     if not text:
         needs = "GPT-NeoX 20B's tokenizer (RWKV Pile models)" if name == "gpt-neox" else "a byte-level BPE tokenizer"
         or_file = f", or set ${GPT_NEOX_ENV} to the file (20B_tokenizer.json)" if name == "gpt-neox" else ""
-        raise ValueError(f"the model needs {needs} but carries none: put its tokenizer.json text in the model's "
-                         f"metadata key {JSON_METADATA_KEY}{or_file}; or set {METADATA_KEY} to 'none' "
-                         "to use token ids only")
+        raise ValueError(
+            f"the model needs {needs} but carries none: put its tokenizer.json text in the model's "
+            f"metadata key {JSON_METADATA_KEY}{or_file}; or set {METADATA_KEY} to 'none' "
+            "to use token ids only"
+        )
     tokenizer = _parse_bpe(text)
     if tokenizer.vocab_size > vocab_size:
-        raise ValueError(f"the model's tokenizer.json has {tokenizer.vocab_size} ids "
-                         f"but the model only {vocab_size} embedding rows")
+        raise ValueError(
+            f"the model's tokenizer.json has {tokenizer.vocab_size} ids but the model only {vocab_size} embedding rows"
+        )
     return tokenizer
 
 
@@ -243,14 +250,17 @@ def default_vocab_path() -> str:
             candidate = os.path.join(folder, WORLD_VOCAB_FILE)
             if os.path.exists(candidate):
                 return candidate
-    raise FileNotFoundError(f"{WORLD_VOCAB_FILE} not found: `pip install rwkv` (it ships the file) "
-                            "or set RWKVWEB_WORLD_VOCAB to its path")
+    raise FileNotFoundError(
+        f"{WORLD_VOCAB_FILE} not found: `pip install rwkv` (it ships the file) or set RWKVWEB_WORLD_VOCAB to its path"
+    )
 
 
 def missing_tokenizer(vocab_size: int) -> str:
     """Why text cannot be used with a model that has no tokenizer, and what to do instead."""
     because = ""
     if vocab_size in GPT_NEOX_SIZES:
-        because = (f" (a {vocab_size}-token vocabulary is GPT-NeoX 20B's BPE: put its tokenizer.json in the model's "
-                   f"metadata as {JSON_METADATA_KEY}, or name the file in ${GPT_NEOX_ENV})")
+        because = (
+            f" (a {vocab_size}-token vocabulary is GPT-NeoX 20B's BPE: put its tokenizer.json in the model's "
+            f"metadata as {JSON_METADATA_KEY}, or name the file in ${GPT_NEOX_ENV})"
+        )
     return f"no tokenizer for a {vocab_size}-token vocabulary{because}: pass token ids instead of text"

@@ -33,7 +33,9 @@ def _import_wgpu():
     try:
         import wgpu
     except ImportError as error:
-        raise WgpuUnavailableError(f"the wgpu backend needs wgpu-py: python -m pip install '{WGPU_PIN}' ({error})") from None
+        raise WgpuUnavailableError(
+            f"the wgpu backend needs wgpu-py: python -m pip install '{WGPU_PIN}' ({error})"
+        ) from None
     return wgpu
 
 
@@ -43,13 +45,17 @@ def request_adapter(wgpu):
     try:
         adapters = wgpu.gpu.enumerate_adapters_sync()
     except Exception as error:  # the native library failed to load or to find any driver
-        raise WgpuUnavailableError(f"wgpu found no GPU adapter ({error}): install a Vulkan driver "
-                                   "(Debian: apt-get install mesa-vulkan-drivers for lavapipe on the CPU)") from None
+        raise WgpuUnavailableError(
+            f"wgpu found no GPU adapter ({error}): install a Vulkan driver "
+            "(Debian: apt-get install mesa-vulkan-drivers for lavapipe on the CPU)"
+        ) from None
     usable = [a for a in adapters if a.info.get("backend_type") in ("Vulkan", "Metal", "D3D12")]
     if not usable:
         found = ", ".join(f"{a.info.get('device')} ({a.info.get('backend_type')})" for a in adapters) or "none"
-        raise WgpuUnavailableError(f"wgpu found no Vulkan adapter (found: {found}): install a Vulkan driver "
-                                   "(Debian: apt-get install mesa-vulkan-drivers for lavapipe on the CPU)")
+        raise WgpuUnavailableError(
+            f"wgpu found no Vulkan adapter (found: {found}): install a Vulkan driver "
+            "(Debian: apt-get install mesa-vulkan-drivers for lavapipe on the CPU)"
+        )
     return min(usable, key=lambda a: a.info.get("adapter_type") == "CPU")
 
 
@@ -65,7 +71,9 @@ class WgpuBackend:
     def __init__(self):
         self.wgpu = _import_wgpu()
         self.adapter = request_adapter(self.wgpu)
-        limits = {name: value for name, value in self.adapter.limits.items() if value}  # every limit at the adapter's max
+        limits = {
+            name: value for name, value in self.adapter.limits.items() if value
+        }  # every limit at the adapter's max
         features = [f for f in ("shader-f16",) if f in self.adapter.features]  # as web/gpu/device.js asks
         self.device = self.adapter.request_device_sync(required_features=features, required_limits=limits)
         self.adapter_info = dict(self.adapter.info)
@@ -81,11 +89,19 @@ class WgpuBackend:
     def info(self) -> dict:
         """What the page's bridge.info() says, for the native adapter."""
         limits = self.device.limits
-        return {"adapter": self.adapter_info.get("device", ""), "adapter_type": self.adapter_info.get("adapter_type", ""),
-                "backend": self.adapter_info.get("backend_type", ""), "description": self.adapter_info.get("description", ""),
-                "adapter_features": sorted(self.adapter.features), "features": sorted(self.device.features),
-                "matvec": self.matvec, "maxBufferSize": limits["max-buffer-size"], "maxStorageBufferBindingSize": self.max_binding,
-                "bytesAllocated": self.bytes_allocated, "peakBytes": self.peak_bytes}
+        return {
+            "adapter": self.adapter_info.get("device", ""),
+            "adapter_type": self.adapter_info.get("adapter_type", ""),
+            "backend": self.adapter_info.get("backend_type", ""),
+            "description": self.adapter_info.get("description", ""),
+            "adapter_features": sorted(self.adapter.features),
+            "features": sorted(self.device.features),
+            "matvec": self.matvec,
+            "maxBufferSize": limits["max-buffer-size"],
+            "maxStorageBufferBindingSize": self.max_binding,
+            "bytesAllocated": self.bytes_allocated,
+            "peakBytes": self.peak_bytes,
+        }
 
     # --- the backend interface ---------------------------------------------------------------
 
@@ -96,12 +112,18 @@ class WgpuBackend:
         self.peak_bytes = self.bytes_allocated
         planned = sum(max(4, b["bytes"]) for b in plan["buffers"] if b["role"] != "host")
         if self.budget is not None and self.bytes_allocated + planned > self.budget:
-            raise MemoryError(f"the plan needs {planned} bytes of GPU memory ({self.bytes_allocated} already held) but the "
-                              f"budget is {self.budget}: unload first or raise the budget")
-        self.buffers = [np.zeros(b["bytes"], np.uint8) if b["role"] == "host" else self._create_buffer(b["bytes"], b["name"])
-                        for b in plan["buffers"]]
+            raise MemoryError(
+                f"the plan needs {planned} bytes of GPU memory ({self.bytes_allocated} already held) but the "
+                f"budget is {self.budget}: unload first or raise the budget"
+            )
+        self.buffers = [
+            np.zeros(b["bytes"], np.uint8) if b["role"] == "host" else self._create_buffer(b["bytes"], b["name"])
+            for b in plan["buffers"]
+        ]
         kernels = [self._pipeline(k) for k in plan["kernels"]]
-        self.programs = {name: [self._prepare(step, kernels) for step in steps] for name, steps in plan["programs"].items()}
+        self.programs = {
+            name: [self._prepare(step, kernels) for step in steps] for name, steps in plan["programs"].items()
+        }
 
     async def fill(self, fills: list[dict], source) -> None:
         """Weights: file bytes [start, end) into buffers, converted as each fill says (plan.Plan.fill)."""
@@ -143,7 +165,9 @@ class WgpuBackend:
             return target[offset : offset + size].tobytes()
         padded = -(-size // 4) * 4  # copies move whole 4-byte words
         self._account(padded)
-        staging = self.device.create_buffer(size=padded, usage=self.wgpu.BufferUsage.MAP_READ | self.wgpu.BufferUsage.COPY_DST)
+        staging = self.device.create_buffer(
+            size=padded, usage=self.wgpu.BufferUsage.MAP_READ | self.wgpu.BufferUsage.COPY_DST
+        )
         try:
             encoder = self.device.create_command_encoder()
             encoder.copy_buffer_to_buffer(target, offset, staging, 0, padded)
@@ -171,14 +195,19 @@ class WgpuBackend:
         limits = self.device.limits
         for b in plan["buffers"]:
             if b["role"] != "host" and b["bytes"] > limits["max-buffer-size"]:
-                raise ValueError(f'buffer "{b["name"]}" needs {b["bytes"]} bytes but this adapter\'s maxBufferSize is '
-                                 f'{limits["max-buffer-size"]}: the model is too large for this device')
+                raise ValueError(
+                    f'buffer "{b["name"]}" needs {b["bytes"]} bytes but this adapter\'s maxBufferSize is '
+                    f"{limits['max-buffer-size']}: the model is too large for this device"
+                )
         for steps in plan["programs"].values():
             for step in steps:
                 for buffer, _, size in step.get("bindings", []):
                     if size > self.max_binding:
-                        raise ValueError(f'a binding of "{plan["buffers"][buffer]["name"]}" is {size} bytes but this adapter\'s '
-                                         f"maxStorageBufferBindingSize is {self.max_binding}: plan with max_binding={self.max_binding}")
+                        raise ValueError(
+                            f'a binding of "{plan["buffers"][buffer]["name"]}" is {size} bytes but this adapter\'s '
+                            f"maxStorageBufferBindingSize is {self.max_binding}: "
+                            f"plan with max_binding={self.max_binding}"
+                        )
 
     def _create_buffer(self, size: int, label: str):
         size = max(4, size)
@@ -200,23 +229,33 @@ class WgpuBackend:
             files = [SHADER_DIR / name for name in key]
             missing = [str(f) for f in files if not f.exists()]
             if missing:
-                raise FileNotFoundError(f"shader files {missing} not found: the wgpu backend runs from a source checkout")
-            self.modules[key] = self.device.create_shader_module(label=shader, code="\n".join(f.read_text() for f in files))
+                raise FileNotFoundError(
+                    f"shader files {missing} not found: the wgpu backend runs from a source checkout"
+                )
+            self.modules[key] = self.device.create_shader_module(
+                label=shader, code="\n".join(f.read_text() for f in files)
+            )
         return self.modules[key]
 
     def _pipeline(self, kernel: dict):
         key = repr((kernel["shader"], kernel["include"], kernel["entry"], sorted(kernel["constants"].items())))
         if key not in self.pipelines:
-            constants = {name: float(value) for name, value in kernel["constants"].items()}  # bools as 0/1, as JS Number()
+            constants = {
+                name: float(value) for name, value in kernel["constants"].items()
+            }  # bools as 0/1, as JS Number()
             try:
                 module = self._module(kernel["include"], kernel["shader"])
                 self.pipelines[key] = self.device.create_compute_pipeline(
-                    label=f"{kernel['shader']}:{kernel['entry']}", layout="auto",
-                    compute={"module": module, "entry_point": kernel["entry"], "constants": constants})
+                    label=f"{kernel['shader']}:{kernel['entry']}",
+                    layout="auto",
+                    compute={"module": module, "entry_point": kernel["entry"], "constants": constants},
+                )
             except FileNotFoundError:
                 raise
             except Exception as error:
-                raise RuntimeError(f"compiling {kernel['shader']} ({kernel['entry']}) with {kernel['constants']}: {error}") from None
+                raise RuntimeError(
+                    f"compiling {kernel['shader']} ({kernel['entry']}) with {kernel['constants']}: {error}"
+                ) from None
         return self.pipelines[key]
 
     def _prepare(self, step: dict, kernels: list):
@@ -224,8 +263,10 @@ class WgpuBackend:
             src, src_offset, dst, dst_offset, size = step["copy"]
             return {"copy": (self.buffers[src], src_offset, self.buffers[dst], dst_offset, size)}
         pipeline = kernels[step["kernel"]]
-        entries = [{"binding": i, "resource": {"buffer": self.buffers[b], "offset": o, "size": s}}
-                   for i, (b, o, s) in enumerate(step["bindings"])]
+        entries = [
+            {"binding": i, "resource": {"buffer": self.buffers[b], "offset": o, "size": s}}
+            for i, (b, o, s) in enumerate(step["bindings"])
+        ]
         bind_group = self.device.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=entries)
         return {"pipeline": pipeline, "bind_group": bind_group, "workgroups": step["workgroups"]}
 
