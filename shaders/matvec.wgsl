@@ -69,11 +69,23 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(local_invocation_
   let n = tokens();
   if (t0 >= n) { return; }  // uniform per workgroup: the barriers below stay in uniform control flow
   let tiles = min(TILE_T, n - t0);
-  var acc: array<vec4<f32>, MAX_TILE>;
   if (!ROW_MAJOR) {
     let m4 = id.x;
     if (m4 >= M_PAD / 4u) { return; }
     let stride = M_PAD / 4u;  // words from one k to the next
+    if (TILE_T == 1u) {  // a decode step: one accumulator in registers, no array to zero
+      var sum = vec4<f32>(0.0);
+      for (var k4 = 0u; k4 < K / 4u; k4++) {  // four k per step: four vec4s of W, one vec4 of x
+        let xs = x[t0 * (K / 4u) + k4];
+        let w = k4 * 4u * stride + m4;
+        sum += weight4(w) * xs.x + weight4(w + stride) * xs.y + weight4(w + 2u * stride) * xs.z + weight4(w + 3u * stride) * xs.w;
+      }
+      for (var c = 0u; c < 4u; c++) {
+        if (m4 * 4u + c < M) { finish(t0, m4 * 4u + c, sum[c]); }
+      }
+      return;
+    }
+    var acc: array<vec4<f32>, MAX_TILE>;  // a prefill tile's sums (decode steps never zero this array)
     for (var k4 = 0u; k4 < K / 4u; k4++) {  // four k per step: four vec4s of W, one vec4 of x per token
       let w = k4 * 4u * stride + m4;
       let w0 = weight4(w);
@@ -94,6 +106,13 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(local_invocation_
     let m = id.x;
     if (m >= M) { return; }
     let row = m * (K / 4u);
+    if (TILE_T == 1u) {  // a decode step: one accumulator in registers
+      var sum = vec4<f32>(0.0);
+      for (var k4 = 0u; k4 < K / 4u; k4++) { sum += weight4(row + k4) * x[t0 * (K / 4u) + k4]; }
+      finish(t0, m, sum.x + sum.y + sum.z + sum.w);
+      return;
+    }
+    var acc: array<vec4<f32>, MAX_TILE>;
     for (var k4 = 0u; k4 < K / 4u; k4++) {
       let w = weight4(row + k4);
       for (var j = 0u; j < TILE_T; j++) { acc[j] += w * x[(t0 + j) * (K / 4u) + k4]; }
