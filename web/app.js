@@ -121,7 +121,6 @@ async function loadModel(dropped = null) {
       Object.entries(model.matrices_by_precision).map(([p, n]) => `${n} ${p}`).join(", ") +
       (model.host_bytes ? `; the embedding table (${(model.host_bytes / 1e6).toFixed(1)} MB) in page memory, off the GPU` : "") +
       (model.note ? ` (note: ${model.note})` : "");
-    $("model-info").dataset.loaded = "true";
     $("model-info").dataset.chat = String(model.chat_model);
     const shipped = state.shipped.find((m) => !file && m.file === $("model-url").value);
     if (shipped?.prompt) $("prompt").value = shipped.prompt;
@@ -129,6 +128,7 @@ async function loadModel(dropped = null) {
     await chat.reset();
     if (model.cached) askPersistence().then(() => showStorage($("storage")));
     setStatus("model loaded", "ready");
+    $("model-info").dataset.loaded = "true"; // last: whoever waits for it finds the page ready for the next action
   } catch (error) {
     showError(error);
     setStatus(state.model ? "model loaded" : "no model loaded", "ready");
