@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import os
 import sys
 import time
@@ -65,48 +66,74 @@ def model_file(dtype: str, shape: str = "0.1B") -> str:
     return path
 
 
-def bench_webgpu(path: str, tokens: int) -> dict:
+def spread(values: list[float], digits: int = 2) -> str:
+    """min / median / max of repeated measurements, as every timing row prints them."""
+    ordered = sorted(values)
+    return " / ".join(f"{v:.{digits}f}" for v in (ordered[0], ordered[len(ordered) // 2], ordered[-1]))
+
+
+def median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def weight_bytes_per_token(compiled) -> int:
+    """GPU weight bytes one decode step reads: every stored weight once, but one row of the embedding table."""
+    table = compiled.weight_bytes.get("emb.weight", 0)
+    rows = compiled.config.vocab_size
+    return sum(compiled.weight_bytes.values()) - table + table // rows
+
+
+def bench_webgpu(path: str, tokens: int, repeats: int) -> dict:
+    from rwkvweb.model import MATVEC_VARIANTS, compile_model
+    from rwkvweb.safetensors import SafetensorsFile
+
     with headless_engine(path) as engine:
         loaded = engine.load(path)
         engine.call("generate", {"prompt": PROMPT, "options": {"max_tokens": 2}})  # warm the pipelines
-        result = engine.call(
-            "generate", {"prompt": PROMPT, "options": {"max_tokens": tokens, "temperature": 1.0, "top_p": 0.85}}
-        )
-        variants = {}
-        from rwkvweb.model import MATVEC_VARIANTS, compile_model
-        from rwkvweb.safetensors import SafetensorsFile
-
+        options = {"max_tokens": tokens, "temperature": 1.0, "top_p": 0.85}
+        speeds = [
+            engine.call("generate", {"prompt": PROMPT, "options": options})["tokens_per_second"] for _ in range(repeats)
+        ]
         tensors = SafetensorsFile(path).tensors
+        variants = {}
         for variant in MATVEC_VARIANTS:
-            plan = compile_model(SHAPE, tensors, matvec=variant).plan.to_json()
+            compiled = compile_model(SHAPE, tensors, matvec=variant)
+            plan = compiled.plan.to_json()
             plan["fills"] = []
             variants[variant] = engine.page.evaluate(VARIANT_JS, [plan, 3])
+            if variant == loaded["matvec"]:
+                read = weight_bytes_per_token(compiled)
     return {
         "load_s": loaded["seconds"],
         "gpu_bytes": loaded["gpu"]["bytesAllocated"],
-        "tok_s": result["tokens_per_second"],
+        "tok_s": speeds,
+        "bytes_per_token": read,
         "adapter": loaded["device"]["architecture"] or loaded["device"]["vendor"],
         "matvec": loaded["matvec"],
         "variants": variants,
     }
 
 
-def bench_numpy(path: str, tokens: int) -> dict:
-    async def run():
-        model = await Model.load(path)
-        result = await model.generate(PROMPT, tokens, temperature=1.0, top_p=0.85)
-        return result.stats.tokens_per_second
+def bench_numpy(path: str, tokens: int, repeats: int) -> dict:
+    async def plan_speeds():
+        model = await Model.load(path, tokenizer_for=lambda c, m: None)
+        return [
+            (await model.generate(PROMPT, tokens, temperature=1.0, top_p=0.85)).stats.tokens_per_second
+            for _ in range(repeats)
+        ]
 
-    plan_speed = asyncio.run(run())
     reference = RWKV7.load(path)
-    state = State.zeros(SHAPE)
-    started = time.perf_counter()
-    for token in range(tokens):
-        _, state = reference.forward(token, state)
-    return {"plan_tok_s": plan_speed, "reference_tok_s": tokens / (time.perf_counter() - started)}
+    reference_speeds = []
+    for _ in range(repeats):
+        state = State.zeros(SHAPE)
+        started = time.perf_counter()
+        for token in range(tokens):
+            _, state = reference.forward(token, state)
+        reference_speeds.append(tokens / (time.perf_counter() - started))
+    return {"plan": asyncio.run(plan_speeds()), "reference": reference_speeds}
 
 
-def bench_precisions(tokens: int) -> list[str]:
+def bench_precisions(tokens: int, repeats: int) -> list[str]:
     path = model_file("fp16")
     rows = []
     with headless_engine(path) as engine:
@@ -115,38 +142,48 @@ def bench_precisions(tokens: int) -> list[str]:
             network = engine.load(path, precision=precision, cache=False)
             cached = engine.load(path, precision=precision)
             engine.call("generate", {"prompt": PROMPT, "options": {"max_tokens": 2}})
-            result = engine.call(
-                "generate", {"prompt": PROMPT, "options": {"max_tokens": tokens, "temperature": 1.0, "top_p": 0.85}}
-            )
+            options = {"max_tokens": tokens, "temperature": 1.0, "top_p": 0.85}
+            speeds = [
+                engine.call("generate", {"prompt": PROMPT, "options": options})["tokens_per_second"]
+                for _ in range(repeats)
+            ]
             peak = engine.call("info")["gpu"]["peakBytes"]
             rows.append(
                 f"| 0.1B shape | {precision} | {network['seconds']:.1f} | {network['fetchedBytes'] / 1e6:.0f} | "
                 f"{cached['seconds']:.1f} | {cached['fetchedBytes'] / 1e6:.0f} | {peak / 2**20:.0f} | "
-                f"{result['tokens_per_second']:.2f} |"
+                f"{spread(speeds)} |"
             )
     return [
+        f"Decode tok/s as min / median / max of {repeats} runs.",
+        "",
         "| model | matrices | load s (network) | MB fetched | load s (cache) | MB fetched | peak GPU MiB | tok/s |",
         "|---|---|---|---|---|---|---|---|",
         *rows,
     ]
 
 
-def bench_budgets(tokens: int) -> list[str]:
+def bench_budgets(tokens: int, repeats: int) -> list[str]:
     rows = []
     for shape in SHAPES:
         path = model_file("fp16", shape)
         with headless_engine(path) as engine:
             for budget in ("700MB", "1GB", "2GB"):
                 loaded = engine.load(path, budget=parse_bytes(budget))
-                result = engine.call("generate", {"prompt": PROMPT[:2], "options": {"max_tokens": tokens}})
+                speeds = [
+                    engine.call("generate", {"prompt": PROMPT[:2], "options": {"max_tokens": tokens}})[
+                        "tokens_per_second"
+                    ]
+                    for _ in range(repeats)
+                ]
                 peak = engine.call("info")["gpu"]["peakBytes"]
                 chosen = ", ".join(f"{n} {p}" for p, n in loaded["matrices_by_precision"].items())
                 rows.append(
                     f"| {shape} shape | {budget} | {chosen} | {loaded['gpu_bytes_planned'] / 1e6:.0f} | "
                     f"{peak / 1e6:.0f} | "
-                    f"{result['tokens_per_second']:.2f} |"
+                    f"{spread(speeds)} |"
                 )
-    return ["| model | budget | matrices | planned MB | peak GPU MB | tok/s |", "|---|---|---|---|---|---|", *rows]
+    header = "| model | budget | matrices | planned MB | peak GPU MB | tok/s (min / median / max) |"
+    return [header, "|---|---|---|---|---|---|", *rows]
 
 
 def top1_agreement(path: str, tokens: list[int]) -> dict[str, float]:
@@ -185,22 +222,41 @@ def bench_quality(steps: int = 256) -> list[str]:
     return [f"| model ({steps} teacher-forced tokens) | fp16 | int8 | NF4 |", "|---|---|---|---|", *rows]
 
 
-def bench_speed(tokens: int) -> list[str]:
+def bench_speed(tokens: int, repeats: int) -> list[str]:
+    """Decode in the page, on the numpy plan, the numpy reference and the `rwkv` package (the CPU peer), in one run."""
     rows, variant_rows = [], []
+    peer = peer_speed(model_file("fp32"), tokens, repeats)
     for dtype in ("fp16", "fp32"):
         path = model_file(dtype)
-        gpu, cpu = bench_webgpu(path, tokens), bench_numpy(path, tokens)
+        gpu, cpu = bench_webgpu(path, tokens, repeats), bench_numpy(path, tokens, repeats)
+        page = median(gpu["tok_s"])
+        versus_peer = f"{page / median(peer['decode']):.3f}x" if peer else "-"
         rows.append(
-            f"| 0.1B shape | {dtype} | {gpu['tok_s']:.2f} | {cpu['plan_tok_s']:.1f} | {cpu['reference_tok_s']:.1f} | "
+            f"| {dtype} | {spread(gpu['tok_s'])} | {versus_peer} | "
+            f"{gpu['bytes_per_token'] / 1e6:.0f} MB, {gpu['bytes_per_token'] * page / 1e9:.2f} GB/s | "
+            f"{spread(cpu['plan'], 1)} | {spread(cpu['reference'], 1)} | "
             f"{gpu['load_s']:.1f} | {gpu['gpu_bytes'] / 2**20:.0f} | {gpu['adapter']} / {gpu['matvec']} |"
         )
         variant_rows += [f"| {dtype} | {name} | {ms:.0f} |" for name, ms in gpu["variants"].items()]
+    peer_row = (
+        f"| fp32 | {spread(peer['decode'], 1)} | `rwkv` {peer['version']}, torch {peer['torch']} CPU |"
+        if peer
+        else "| - | - | not run: torch is not installed (`pip install torch==2.13.0`) |"
+    )
     return [
-        f"Decode speed, {tokens} tokens after an {len(PROMPT)}-token prompt (tokens/s):",
+        f"Decode speed, 0.1B shape, {tokens} tokens after an {len(PROMPT)}-token prompt, tokens/s as "
+        f"min / median / max of {repeats} runs:",
         "",
-        "| model | weights | webgpu (browser) | numpy plan | numpy reference | load s | GPU MiB | adapter / matvec |",
-        "|---|---|---|---|---|---|---|---|",
+        "| weights | webgpu (browser) | page / peer (median) | weights read per token, at that speed | "
+        "numpy plan | numpy reference | load s | GPU MiB | adapter / matvec |",
+        "|---|---|---|---|---|---|---|---|---|",
         *rows,
+        "",
+        "The peer on the same weights (tokens/s, min / median / max):",
+        "",
+        "| weights | decode | engine |",
+        "|---|---|---|",
+        peer_row,
         "",
         "One decode step by matvec variant on the browser's adapter (ms):",
         "",
@@ -214,7 +270,7 @@ PREFILL_PROMPT = [(7919 * i) % 65000 + 1 for i in range(512)]
 SHIPPED = os.path.join(ROOT, "models", "rwkv7-tiny-wordnet.st")
 
 
-def bench_overhead(tokens: int) -> list[str]:
+def bench_overhead(tokens: int, repeats: int) -> list[str]:
     """Where a decoded token's time goes in the page: the GPU work of one step (decode + sample, timed on
     the bridge alone, one submission each) against the whole token as generate() delivers it."""
     from rwkvweb.model import SAMPLE, DECODE, compile_model, keep
@@ -229,11 +285,10 @@ def bench_overhead(tokens: int) -> list[str]:
         with headless_engine(path) as engine:
             loaded = engine.load(path)
             engine.call("generate", {"prompt": PROMPT, "options": {"max_tokens": 4}})
+            options = {"max_tokens": count, "temperature": 1.0}
             speeds = [
-                engine.call("generate", {"prompt": PROMPT, "options": {"max_tokens": count, "temperature": 1.0}})[
-                    "tokens_per_second"
-                ]
-                for _ in range(3)
+                engine.call("generate", {"prompt": PROMPT, "options": options})["tokens_per_second"]
+                for _ in range(repeats)
             ]
             tensors = open_model_file(path).tensors
             compiled = compile_model(model_config(tensors), tensors, matvec=loaded["matvec"])
@@ -243,66 +298,78 @@ def bench_overhead(tokens: int) -> list[str]:
         layers = compiled.config.n_layer
         dispatches = sum(1 for program in (DECODE, SAMPLE) for step in plan["programs"][program] if "kernel" in step)
         per_layer = sum(1 for step in plan["programs"][DECODE] if "kernel" in step) / layers
-        median = sorted(speeds)[1]
+        typical = median(speeds)
+        read = weight_bytes_per_token(compiled)
         rows.append(
-            f"| {name} | {min(speeds):.1f} / {median:.1f} / {max(speeds):.1f} | {1000 / median:.2f} | {step_ms:.2f} | "
-            f"{1000 / median - step_ms:.2f} | {dispatches} ({per_layer:.0f} per layer) |"
+            f"| {name} | {spread(speeds, 1)} | {1000 / typical:.2f} | {step_ms:.2f} | "
+            f"{1000 / typical - step_ms:.2f} | {dispatches} ({per_layer:.0f} per layer) | "
+            f"{read / 1e6:.1f} MB, {read / step_ms / 1e6:.2f} GB/s |"
         )
     return [
-        "Decode in the page: tokens/s (min / median / max of 3 runs), and one token's time split into "
+        f"Decode in the page: tokens/s (min / median / max of {repeats} runs), and one token's time split into "
         "the GPU work of a step",
         "(decode + sample on the bridge alone) and everything else (batched read-back, Python, messages):",
         "",
-        "| model | tok/s | ms/token | GPU step ms | other ms | dispatches per token |",
-        "|---|---|---|---|---|---|",
+        "| model | tok/s | ms/token | GPU step ms | other ms | dispatches per token | weights read per step, "
+        "GPU step's rate |",
+        "|---|---|---|---|---|---|---|",
         *rows,
     ]
 
 
-def page_speed(path: str, tokens: int, chunk: int) -> dict:
-    """The product path in headless Chromium: a 512-token prompt, then `tokens` decoded, then embed() of the prompt."""
+PAGE_PROMPT = 128  # the page's prefill rows take 2 chunks of 64 (a 512-token prompt takes minutes on SwiftShader)
+
+
+def page_speed(path: str, tokens: int, chunk: int, repeats: int) -> dict:
+    """The product path in headless Chromium: a PAGE_PROMPT-token prompt then `tokens` decoded, `repeats`
+    times; then one embed() of that prompt."""
+    prompt = PREFILL_PROMPT[:PAGE_PROMPT]
     with headless_engine(path) as engine:
         engine.load(path, chunk=chunk)
-        engine.call("generate", {"prompt": PREFILL_PROMPT[:chunk], "options": {"max_tokens": 2}})  # warm the pipelines
-        result = engine.call(
-            "generate", {"prompt": PREFILL_PROMPT, "options": {"max_tokens": tokens, "temperature": 1.0}}
-        )
+        engine.call("generate", {"prompt": prompt[:chunk], "options": {"max_tokens": 2}})  # warm the pipelines
+        results = [
+            engine.call("generate", {"prompt": prompt, "options": {"max_tokens": tokens, "temperature": 1.0}})
+            for _ in range(repeats)
+        ]
         started = time.perf_counter()
-        engine.call("embed", {"ids": PREFILL_PROMPT})
+        engine.call("embed", {"ids": prompt})
         embed_ms = (time.perf_counter() - started) * 1000
     return {
-        "prefill": len(PREFILL_PROMPT) / result["prefill_seconds"],
-        "decode": result["tokens_per_second"],
+        "prefill": [len(prompt) / r["prefill_seconds"] for r in results],
+        "decode": [r["tokens_per_second"] for r in results],
         "embed_ms": embed_ms,
     }
 
 
-def numpy_plan_speed(path: str, tokens: int) -> dict:
-    """The same plan on the numpy executor (the CPU fallback)."""
+def numpy_plan_speed(path: str, tokens: int, repeats: int) -> dict:
+    """The same plan on the numpy executor (the CPU fallback), the 512-token prompt."""
     model = asyncio.run(Model.load(path, tokenizer_for=lambda c, m: None))
-    stats = asyncio.run(model.generate(PREFILL_PROMPT, tokens, temperature=1.0)).stats
+    runs = [asyncio.run(model.generate(PREFILL_PROMPT, tokens, temperature=1.0)).stats for _ in range(repeats)]
     started = time.perf_counter()
     asyncio.run(model.embed(PREFILL_PROMPT))
     return {
-        "prefill": len(PREFILL_PROMPT) / stats.prefill_seconds,
-        "decode": stats.tokens_per_second,
+        "prefill": [len(PREFILL_PROMPT) / stats.prefill_seconds for stats in runs],
+        "decode": [stats.tokens_per_second for stats in runs],
         "embed_ms": (time.perf_counter() - started) * 1000,
         "chunk": model.engine.compiled.chunk,
     }
 
 
-def reference_speed(path: str, tokens: int) -> dict:
+def reference_speed(path: str, tokens: int, repeats: int) -> dict:
     """The numpy reference, token by token (it has no prefill of its own)."""
-    reference, state = RWKV7.load(path), State.zeros(SHAPE)
-    started = time.perf_counter()
-    for token in PREFILL_PROMPT[:tokens]:
-        _, state = reference.forward(token, state)
-    return {"decode": tokens / (time.perf_counter() - started)}
+    reference, runs = RWKV7.load(path), []
+    for _ in range(repeats):
+        state = State.zeros(SHAPE)
+        started = time.perf_counter()
+        for token in PREFILL_PROMPT[:tokens]:
+            _, state = reference.forward(token, state)
+        runs.append(tokens / (time.perf_counter() - started))
+    return {"decode": runs}
 
 
-def peer_speed(path: str, tokens: int, repeats: int = 3) -> dict | None:
+def peer_speed(path: str, tokens: int, repeats: int) -> dict | None:
     """The `rwkv` pip package (torch CPU, RWKV_V7_ON=1) on the same weights, converted in memory to
-    the .pth it reads: decode (min/median/max over repeats) and the 512-token prompt in one call."""
+    the .pth it reads: decode and the 512-token prompt in one call, `repeats` times each."""
     try:
         import torch
     except ImportError:
@@ -321,45 +388,48 @@ def peer_speed(path: str, tokens: int, repeats: int = 3) -> dict | None:
             os.path.join(folder, "m.pth"),
         )
         model = RWKV(model=os.path.join(folder, "m"), strategy="cpu fp32")
-    runs = []
+    decode, prefill = [], []
     for _ in range(repeats):
         out, state = model.forward(PREFILL_PROMPT[:8], None)
         started = time.perf_counter()
         for _ in range(tokens):
             out, state = model.forward([int(out.argmax())], state)
-        runs.append(tokens / (time.perf_counter() - started))
-    started = time.perf_counter()
-    model.forward(PREFILL_PROMPT, None)
-    return {
-        "decode": sorted(runs)[len(runs) // 2],
-        "decode_runs": runs,
-        "prefill": len(PREFILL_PROMPT) / (time.perf_counter() - started),
-        "torch": torch.__version__,
-    }
+        decode.append(tokens / (time.perf_counter() - started))
+        started = time.perf_counter()
+        model.forward(PREFILL_PROMPT, None)
+        prefill.append(len(PREFILL_PROMPT) / (time.perf_counter() - started))
+    version = importlib.metadata.version("rwkv")
+    return {"decode": decode, "prefill": prefill, "torch": torch.__version__, "version": version}
 
 
-def bench_prefill(tokens: int) -> list[str]:
+def bench_prefill(tokens: int, repeats: int) -> list[str]:
     """Prefill vs decode per token and embed(), the page by chunk size beside the CPU paths and the peer."""
     rows = []
-    for dtype in ("fp16", "fp32"):
+    for dtype, chunks in (("fp16", (16, 64)), ("fp32", (64,))):
         path = model_file(dtype)
-        for chunk in (16, 64):
-            rows.append(_speed_row(f"webgpu (browser), {dtype}", chunk, page_speed(path, tokens, chunk)))
-        plan = numpy_plan_speed(path, tokens)
+        for chunk in chunks:
+            rows.append(
+                _speed_row(
+                    f"webgpu (browser), {dtype}, {PAGE_PROMPT}-token prompt",
+                    chunk,
+                    page_speed(path, tokens, chunk, repeats),
+                )
+            )
+        plan = numpy_plan_speed(path, tokens, repeats)
         rows.append(_speed_row(f"numpy plan, {dtype}", plan["chunk"], plan))
     path = model_file("fp32")
-    rows.append(_speed_row("numpy reference, fp32", 1, reference_speed(path, tokens)))
-    peer = peer_speed(path, tokens)
+    rows.append(_speed_row("numpy reference, fp32", 1, reference_speed(path, tokens, repeats)))
+    peer = peer_speed(path, tokens, repeats)
     rows.append(
-        _speed_row(f"`rwkv` 0.8.32, torch {peer['torch']} CPU fp32", "-", peer)
+        _speed_row(f"`rwkv` {peer['version']}, torch {peer['torch']} CPU fp32", "-", peer)
         if peer
-        else "| `rwkv` package | - | not run: torch is not installed "
-        "(`pip install -e '.[train]'` installs the pinned CPU build) |"
+        else "| `rwkv` package | - | not run: torch is not installed (`pip install torch==2.13.0`) |"
     )
     return [
-        f"RWKV-7 0.1B shape, a {len(PREFILL_PROMPT)}-token prompt, then {tokens} tokens decoded (one run each):",
+        f"RWKV-7 0.1B shape, a {len(PREFILL_PROMPT)}-token prompt (the page: its first {PAGE_PROMPT}), then "
+        f"{tokens} tokens decoded; tokens/s as min / median / max of {repeats} runs; embed() once:",
         "",
-        "| engine | chunk | prefill tok/s | decode tok/s | prefill / decode | embed 512 tokens ms |",
+        "| engine | chunk | prefill tok/s | decode tok/s | prefill / decode (medians) | embed ms |",
         "|---|---|---|---|---|---|",
         *rows,
         "",
@@ -369,13 +439,9 @@ def bench_prefill(tokens: int) -> list[str]:
 
 def _speed_row(engine: str, chunk, speed: dict) -> str:
     prefill, decode = speed.get("prefill"), speed["decode"]
-    ratio = f"{prefill / decode:.1f}x" if prefill else "-"
+    ratio = f"{median(prefill) / median(decode):.1f}x" if prefill else "-"
     embed = f"{speed['embed_ms']:.0f}" if "embed_ms" in speed else "-"
-    return (
-        f"| {engine} | {chunk} | {prefill:.1f} | {decode:.2f} | {ratio} | {embed} |"
-        if prefill
-        else f"| {engine} | {chunk} | - | {decode:.2f} | - | - |"
-    )
+    return f"| {engine} | {chunk} | {spread(prefill, 1) if prefill else '-'} | {spread(decode)} | {ratio} | {embed} |"
 
 
 def bench_tokenizers() -> list[str]:
@@ -389,7 +455,7 @@ def bench_tokenizers() -> list[str]:
     ]
 
 
-def bench_wgpu(tokens: int, prompt_tokens: int = 512) -> list[str]:
+def bench_wgpu(tokens: int, repeats: int, prompt_tokens: int = 512) -> list[str]:
     """The 0.1B shape natively through wgpu (what `python -m rwkvweb generate … --backend wgpu` loads): decode, and
     prefill of a synthetic prompt (the CLI's --prompt-tokens ids), after one warm-up that compiles the pipelines."""
     from rwkvweb.wgpu_exec import WgpuBackend
@@ -405,19 +471,22 @@ def bench_wgpu(tokens: int, prompt_tokens: int = 512) -> list[str]:
         )
         await model.generate(PROMPT, 2)
         prompt = [(7919 * i) % 255 + 1 for i in range(prompt_tokens)]
-        stats = (await model.generate(prompt, tokens, temperature=1.0, top_p=0.85)).stats
+        runs = [(await model.generate(prompt, tokens, temperature=1.0, top_p=0.85)).stats for _ in range(repeats)]
         precisions = "/".join(sorted(model.budget_plan.to_json()["matrices_by_precision"]))
-        return backend.info(), stats, precisions
+        return backend.info(), runs, precisions, weight_bytes_per_token(model.engine.compiled)
 
-    info, stats, precisions = asyncio.run(run())
+    info, runs, precisions, read = asyncio.run(run())
+    decode = [stats.tokens_per_second for stats in runs]
     return [
         f"Native (wgpu-py on {info['backend']}, adapter: {info['adapter']}), 0.1B shape, fp16 file "
-        f"({tokens} tokens after a {prompt_tokens}-token prompt):",
+        f"({tokens} tokens after a {prompt_tokens}-token prompt; min / median / max of {repeats} runs):",
         "",
-        "| model | matrices | decode tok/s | prefill tok/s | matvec | adapter |",
-        "|---|---|---|---|---|---|",
-        f"| 0.1B shape | {precisions} | {stats.tokens_per_second:.2f} | "
-        f"{stats.prompt_tokens / stats.prefill_seconds:.1f} | "
+        "| model | matrices | decode tok/s | prefill tok/s | weights read per token, at the median | matvec "
+        "| adapter |",
+        "|---|---|---|---|---|---|---|",
+        f"| 0.1B shape | {precisions} | {spread(decode)} | "
+        f"{spread([stats.prompt_tokens / stats.prefill_seconds for stats in runs], 1)} | "
+        f"{read / 1e6:.0f} MB, {read * median(decode) / 1e9:.2f} GB/s | "
         f"{info['matvec']} | native: {info['adapter']} ({info['adapter_type']}) |",
     ]
 
@@ -428,7 +497,7 @@ BENCHES = {
     "prefill": bench_prefill,
     "precisions": bench_precisions,
     "budgets": bench_budgets,
-    "quality": lambda tokens: bench_quality(),
+    "quality": lambda tokens, repeats: bench_quality(),
     "wgpu": bench_wgpu,
 }
 
@@ -436,11 +505,12 @@ BENCHES = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=16, help="tokens to decode per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per timing (min / median / max printed)")
     parser.add_argument("--only", choices=sorted(BENCHES), action="append", help="run only these tables")
     args = parser.parse_args()
     for name in args.only or BENCHES:
         print(f"\n## {name}\n")
-        print("\n".join(BENCHES[name](args.tokens)), flush=True)
+        print("\n".join(BENCHES[name](args.tokens, args.repeats)), flush=True)
 
 
 if __name__ == "__main__":
