@@ -9,7 +9,6 @@ torch.save file is converted too.
 from __future__ import annotations
 
 import pickle
-import struct
 import zipfile
 
 import numpy as np
@@ -21,74 +20,14 @@ from rwkvweb.reference import RWKV7
 from rwkvweb.safetensors import SafetensorsFile
 from rwkvweb.testmodel import random_weights
 
-STORAGE_NAMES = {np.dtype(np.float32): "FloatStorage", np.dtype(np.float16): "HalfStorage", "bf16": "BFloat16Storage"}
+from pth_writer import _text, checkpoint_of
 
 
-def _text(value: str) -> bytes:
-    data = value.encode()
-    return pickle.BINUNICODE + struct.pack("<I", len(data)) + data
-
-
-def _int(value: int) -> bytes:
-    return pickle.BININT + struct.pack("<i", value)
-
-
-def _ints(values) -> bytes:
-    return pickle.MARK + b"".join(_int(v) for v in values) + pickle.TUPLE
-
-
-def write_pth(path, tensors: dict, bf16: set = frozenset(), extra_pickle: bytes = b"") -> None:
-    """torch.save's zip layout by hand: archive/data.pkl + archive/data/<key> + archive/version."""
-    body, storages = [], {}
-    for key, (name, array) in enumerate(tensors.items()):
-        if name in bf16:  # truncate float32 to its top 16 bits: a bf16 storage
-            raw = (np.ascontiguousarray(array, np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
-            storage = STORAGE_NAMES["bf16"]
-        else:
-            raw, storage = np.ascontiguousarray(array).tobytes(), STORAGE_NAMES[array.dtype]
-        storages[str(key)] = raw
-        strides = [int(np.prod(array.shape[i + 1 :])) for i in range(array.ndim)]
-        persistent = (
-            pickle.MARK
-            + _text("storage")
-            + pickle.GLOBAL
-            + f"torch\n{storage}\n".encode()
-            + _text(str(key))
-            + _text("cpu")
-            + _int(array.size)
-            + pickle.TUPLE
-            + pickle.BINPERSID
-        )
-        ordered_dict = pickle.GLOBAL + b"collections\nOrderedDict\n" + pickle.EMPTY_TUPLE + pickle.REDUCE
-        body.append(
-            _text(name)
-            + pickle.GLOBAL
-            + b"torch._utils\n_rebuild_tensor_v2\n"
-            + pickle.MARK
-            + persistent
-            + _int(0)
-            + _ints(array.shape)
-            + _ints(strides)
-            + pickle.NEWFALSE
-            + ordered_dict
-            + pickle.TUPLE
-            + pickle.REDUCE
-        )
-    data = (
-        pickle.PROTO
-        + b"\x02"
-        + pickle.EMPTY_DICT
-        + pickle.MARK
-        + b"".join(body)
-        + pickle.SETITEMS
-        + extra_pickle
-        + pickle.STOP
-    )
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("archive/data.pkl", data)
-        archive.writestr("archive/version", "3\n")
-        for key, raw in storages.items():
-            archive.writestr(f"archive/data/{key}", raw)
+def write_pth(path, tensors: dict, bf16=frozenset(), extra_pickle: bytes = b"") -> None:
+    """torch.save's layout (tests/pth_writer.py), with `extra_pickle` opcodes run after the state dict."""
+    checkpoint = checkpoint_of(tensors, bf16)
+    checkpoint.extra_pickle = extra_pickle
+    path.write_bytes(checkpoint.to_bytes())
 
 
 @pytest.fixture(scope="module")
