@@ -97,11 +97,11 @@ def file_precision(info: TensorInfo) -> str:
 
 
 def allowed_precisions(info: TensorInfo) -> tuple[str, ...]:
-    """What the loader can make of a matrix with this file dtype (no f32 -> f16 narrowing; a
-    pre-quantized matrix stays as it is)."""
+    """What the loader can make of a matrix with this file dtype (no f32 -> f16 narrowing; bf16 -> f16 keeps
+    more mantissa bits than bf16 has and refuses values beyond f16's range; a pre-quantized matrix stays as it is)."""
     if info.dtype in SCHEMES:
         return (info.dtype,)
-    on_gpu = tuple(d for d in ops.WEIGHT_DTYPES if d != "f16" or info.dtype == "F16")
+    on_gpu = tuple(d for d in ops.WEIGHT_DTYPES if d != "f16" or info.dtype in ("F16", "BF16"))
     return on_gpu + (HOST,) if info.name == "emb.weight" else on_gpu
 
 
@@ -165,7 +165,10 @@ class _Builder:
         self.weight_bytes[name] = self.weight_bytes.get(name, 0) + view.size
         per_row = info.nbytes // info.shape[0]
         chunk = max(128, CHUNK_BYTES // per_row // 128 * 128)  # whole quantization blocks per chunk
-        convert = {"BF16": "bf16-f32", "F16": "f16-f32" if dtype != "f16" else None}.get(info.dtype)
+        convert = {
+            "BF16": "bf16-f16" if dtype == "f16" else "bf16-f32",
+            "F16": "f16-f32" if dtype != "f16" else None,
+        }.get(info.dtype)
         for r0 in range(0, rows, chunk):
             n = min(chunk, rows - r0)
             start = info.start + (first + r0) * per_row

@@ -13,7 +13,7 @@ from .config import DECAY_SCALE
 from .ops import NOT_FINITE, SAMPLER_FORMAT
 from .plan import Plan
 from .quant import SCHEMES, dequantize, quantize
-from .safetensors import widen
+from .safetensors import bf16_to_f16, widen
 
 
 def _f32(raw, count=None):
@@ -190,8 +190,10 @@ KERNELS = {
 }
 
 
-def widened_fill(chunk: np.ndarray, convert: str | None) -> np.ndarray:
-    """A fill's file bytes after its conversion (plan.Plan.fill: f16-f32, bf16-f32 or none), as bytes."""
+def widened_fill(chunk: np.ndarray, convert: str | None, buffer_name: str = "a weight") -> np.ndarray:
+    """A fill's file bytes after its conversion (plan.Plan.fill: f16-f32, bf16-f32, bf16-f16 or none), as bytes."""
+    if convert == "bf16-f16":
+        return bf16_to_f16(chunk, buffer_name).view(np.uint8)
     return chunk if convert is None else widen(chunk, {"f16-f32": "F16", "bf16-f32": "BF16"}[convert]).view(np.uint8)
 
 
@@ -237,7 +239,8 @@ class NumpyExecutor:
         (plan.Plan.fill: widen, transpose into a k-major matrix, or quantize)."""
         self.widened.clear()
         for f in fills:
-            chunk = widened_fill(np.frombuffer(read_range(f["start"], f["end"]), np.uint8), f["convert"])
+            raw = np.frombuffer(read_range(f["start"], f["end"]), np.uint8)
+            chunk = widened_fill(raw, f["convert"], self.plan["buffers"][f["buffer"]]["name"])
             memory = self.memory[f["buffer"]]
             if f.get("quantize"):
                 codes, params = quantize(chunk.view(np.float32), f["quantize"])

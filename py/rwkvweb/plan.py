@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+CONVERSIONS = (None, "f16-f32", "bf16-f32", "bf16-f16")  # what a fill may do to the file's bytes on the way
 ALIGN = 256  # minStorageBufferOffsetAlignment on every adapter we know: binding offsets must be multiples
 
 
@@ -58,11 +59,11 @@ class Plan:
         params_offset: int | None = None,
     ) -> None:
         """Copy file bytes [start, end) into the buffer at view.offset, on the way:
-        convert    widen f16/bf16 to f32;
+        convert    f16-f32 | bf16-f32 (widen), bf16-f16 (round to nearest, refusing values beyond f16's range);
         transpose  (rows, cols, padded_rows): the bytes are `rows` rows of a row-major matrix with
                    `cols` columns, stored k-major: column k goes to view.offset + k·padded_rows elements;
         quantize   int8 | nf4 (quant.py): codes at view.offset, block parameters at params_offset."""
-        assert convert in (None, "f16-f32", "bf16-f32"), convert
+        assert convert in CONVERSIONS, convert
         assert quantize in (None, "int8", "nf4") and (quantize is None) == (params_offset is None), (
             quantize,
             params_offset,

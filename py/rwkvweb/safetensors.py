@@ -236,6 +236,23 @@ def widen(data, dtype: str):
     return raw.view("<f2").astype(np.float32) if dtype == "F16" else raw.view("<f4")
 
 
+def bf16_to_f16(data, what: str = "a bf16 tensor"):
+    """bf16 values (bytes or a uint8 array) rounded to the nearest float16, as a float16 numpy array; a finite
+    value beyond float16's range (65504) is refused rather than made infinite. web/gpu/bridge.js's narrowBF16
+    gives the same bits."""
+    import numpy as np
+
+    wide = widen(data, "BF16")
+    with np.errstate(over="ignore"):
+        half = wide.astype(np.float16)
+    overflow = np.isinf(half) & np.isfinite(wide)
+    if overflow.any():
+        raise ValueError(
+            f"{what} holds {wide[overflow][0]:g}, beyond float16's range: load it at precision fp32, int8 or nf4"
+        )
+    return half
+
+
 def write_safetensors(path: str, tensors: dict, metadata: dict[str, str] | None = None) -> None:
     """Write numpy arrays (float32/float16/int...) in the given order as a safetensors file."""
     import numpy as np

@@ -178,6 +178,7 @@ export class Bridge {
   upload(f, bytes, scratch) {
     if (f.convert === "f16-f32") bytes = widenF16(aligned(bytes, 2, scratch), scratch);
     else if (f.convert === "bf16-f32") bytes = widenBF16(aligned(bytes, 2, scratch), scratch);
+    else if (f.convert === "bf16-f16") bytes = narrowBF16(aligned(bytes, 2, scratch), scratch, this.buffers[f.buffer].label);
     if (f.quantize) {
       const { codes, params } = quantize(new Float32Array(...view(aligned(bytes, 4, scratch), 4)), f.quantize, scratch);
       this.write(f.buffer, f.offset, codes);
@@ -331,6 +332,44 @@ function halfToFloat(h) {
   if (exponent === 0) return sign * fraction * 2 ** -24; // subnormal
   if (exponent === 31) return fraction ? NaN : sign * Infinity;
   return sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
+}
+
+// bf16 -> f16, rounded to nearest (ties to even) like numpy's astype(float16) in safetensors.py's bf16_to_f16:
+// one lookup a weight in a table of every bf16 pattern, where OVERFLOW marks a finite value beyond f16's range.
+const OVERFLOW = 0xffff; // a NaN pattern the table never produces (NaNs become 0x7e00 | sign)
+let BF16_TO_F16 = null;
+function narrowBF16(bytes, scratch, name) {
+  BF16_TO_F16 ??= Uint16Array.from({ length: 65536 }, (_, h) => floatBitsToHalf(h << 16));
+  const source = new Uint16Array(...view(bytes, 2));
+  const out = new Uint16Array(scratch.take("widen", bytes.byteLength), 0, source.length);
+  for (let i = 0; i < source.length; i++) {
+    const half = BF16_TO_F16[source[i]];
+    if (half === OVERFLOW) {
+      throw new Error(`${name} holds a value beyond float16's range (bf16 bits 0x${source[i].toString(16)}): load it at precision fp32, int8 or nf4`);
+    }
+    out[i] = half;
+  }
+  return new Uint8Array(out.buffer, 0, out.byteLength);
+}
+
+function floatBitsToHalf(bits) {
+  const sign = (bits >>> 16) & 0x8000;
+  const exponent = ((bits >>> 23) & 0xff) - 127 + 15; // rebiased for f16
+  let mantissa = bits & 0x7fffff;
+  if (((bits >>> 23) & 0xff) === 0xff) return mantissa ? sign | 0x7e00 : sign | 0x7c00; // NaN, infinity
+  if (exponent >= 0x1f) return OVERFLOW;
+  let shift = 13; // f32's 23 mantissa bits -> f16's 10
+  let half = (exponent << 10) | (mantissa >>> 13);
+  if (exponent <= 0) { // an f16 subnormal (or zero): the implicit bit becomes explicit
+    if (exponent < -10) return sign;
+    mantissa |= 0x800000;
+    shift = 14 - exponent;
+    half = mantissa >>> shift;
+  }
+  const rest = mantissa & ((1 << shift) - 1);
+  const halfway = 1 << (shift - 1);
+  if (rest > halfway || (rest === halfway && half & 1)) half++; // a carry may reach the exponent: correct
+  return half >= 0x7c00 ? OVERFLOW : sign | half;
 }
 
 function widenBF16(bytes, scratch) {
