@@ -3,6 +3,7 @@
 import { EngineClient } from "./client.js";
 import { initChat } from "./chat-view.js";
 import { initPython } from "./python-cell.js";
+import { initCatalog } from "./catalog-view.js";
 import { registerServiceWorker, showStorage, askPersistence } from "./pwa.js";
 
 const $ = (id) => document.getElementById(id);
@@ -233,6 +234,7 @@ const chat = initChat({ engine, $, samplingOptions, showError, setBusy: (busy, g
   setBusy(busy);
 } });
 initPython({ engine, $, showError, setBusy });
+initCatalog({ engine, $, showError });
 
 setStatus("starting Python in a worker…", "loading");
 setMode("chat");

@@ -114,6 +114,12 @@ async function ensureBridge() {
   return bridge;
 }
 
+// What the planner needs to know of this device: its largest binding and its adapter (model.choose_matvec).
+async function deviceFacts() {
+  await ensureBridge();
+  return { maxBinding: gpu.device.limits.maxStorageBufferBindingSize, device: describe(gpu.adapter, gpu.device) };
+}
+
 const methods = {
   info: () => ({ ...info, gpu: bridge ? bridge.info() : null, wasmBytes: pyodide?._module.HEAP8.buffer.byteLength ?? 0 }),
   encode: ({ text }) => plain(api.encode(text)),
@@ -135,8 +141,7 @@ const methods = {
     };
     try {
       const gpuBridge = await ensureBridge();
-      const maxBinding = gpu.device.limits.maxStorageBufferBindingSize;
-      const device = describe(gpu.adapter, gpu.device);
+      const { maxBinding, device } = await deviceFacts();
       const model = plain(await api.load(gpuBridge, reader, maxBinding, pyodide.toPy(device), budget ?? undefined, precision, chunk ?? undefined));
       entry?.markLoaded();
       const notes = [reader.note, note].filter(Boolean).join("; ");
@@ -145,6 +150,21 @@ const methods = {
     } finally {
       entry?.close();
     }
+  },
+
+  // The official models (catalog.py), and before any download whether one fits this device's budget:
+  // from its official shapes (catalogVerdict: nothing fetched) or from a URL's header (verdict: a few Range reads).
+  catalog: () => plain(api.catalog()),
+
+  async catalogVerdict({ id, budget }) {
+    const { maxBinding, device } = await deviceFacts();
+    return plain(api.catalog_verdict(id, maxBinding, pyodide.toPy(device), budget ?? undefined));
+  },
+
+  async verdict({ url, budget }) {
+    const { maxBinding, device } = await deviceFacts();
+    const { reader } = await withCache((await openModel(url, false)).source, false);
+    return plain(await api.verdict(reader, maxBinding, pyodide.toPy(device), budget ?? undefined));
   },
 
   async cacheList() {

@@ -113,6 +113,32 @@ async def load(
     return info
 
 
+def catalog() -> list[dict]:
+    """The official models the page lists (catalog.py): title, URL, download size, licence."""
+    from .catalog import MODELS
+
+    return [model.to_json() for model in MODELS]
+
+
+def catalog_verdict(model_id: str, max_binding: int, adapter=None, budget=None) -> dict:
+    """Whether a catalog model fits this device's budget, from its official shapes: no byte downloaded."""
+    from .catalog import MODELS, fit_verdict, official_header
+
+    (model,) = [m for m in MODELS if m.id == model_id] or [None]
+    if model is None:
+        raise ValueError(f"no model {model_id!r} in the catalog")
+    budget = DEFAULT_BUDGET if budget is None else parse_bytes(_py(budget))
+    return fit_verdict(official_header(model), budget, int(max_binding), choose_matvec(_py(adapter)))
+
+
+async def verdict(reader, max_binding: int, adapter=None, budget=None) -> dict:
+    """Whether the model at a URL fits, from its header alone (a few small Range reads)."""
+    from .catalog import verdict_for_source
+
+    budget = DEFAULT_BUDGET if budget is None else parse_bytes(_py(budget))
+    return await verdict_for_source(reader, budget, int(max_binding), choose_matvec(_py(adapter)))
+
+
 def _set_identity(name: str, size: int) -> None:
     global _identity, _conversation
     _identity = {"name": name, "bytes": size, "config": asdict(_require_model().config)}
