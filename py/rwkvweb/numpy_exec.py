@@ -111,6 +111,24 @@ def wkv7(c, include, vecs, params, state, out, count):
         bonus_out[t] = (r[t] * k_mod * r_k).sum(axis=1, keepdims=True) * v[t]
 
 
+def wkv4(c, include, vecs, params, state, out, count):
+    C, T, n = c["C"], c.get("T_PAD", 1), _tokens(c, count)
+    r, k, v = _f32(vecs, 3 * T * C).reshape(3, T, C)
+    u, time_decay = _f32(params, 2 * C).reshape(2, C)
+    w = -np.exp(time_decay)
+    abp = _f32(state, 3 * C).reshape(3, C)
+    aa, bb, pp = abp.copy()
+    rows = _f32(out, T * C).reshape(T, C)
+    for t in range(n):
+        q = np.maximum(pp, u + k[t])
+        e1, e2 = np.exp(pp - q), np.exp(u + k[t] - q)
+        rows[t] = r[t] * ((e1 * aa + e2 * v[t]) / (e1 * bb + e2))
+        q = np.maximum(pp + w, k[t])
+        e1, e2 = np.exp(pp + w - q), np.exp(k[t] - q)
+        aa, bb, pp = e1 * aa + e2 * v[t], e1 * bb + e2, q
+    abp[:] = aa, bb, pp
+
+
 def embed(c, include, weight, token, out):
     C, start, T = c["C"], c["ROW_START"], c.get("T_PAD", 1)
     table = None
@@ -183,6 +201,7 @@ KERNELS = {
     ("norm.wgsl", "main"): norm,
     ("token_shift.wgsl", "main"): token_shift,
     ("wkv7.wgsl", "main"): wkv7,
+    ("wkv4.wgsl", "main"): wkv4,
     ("embed.wgsl", "main"): embed,
     ("rows.wgsl", "last"): rows_last,
     ("rows.wgsl", "sum"): rows_sum,
