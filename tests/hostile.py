@@ -301,7 +301,7 @@ def names() -> list[Case]:
     variant("extra-tensor", "does not know.*'extra'", add={"extra": vector})
     variant("escape-codes-in-name", r"does not know.*\\x1b\[31m", add={"\x1b[31mred": vector})
     variant("name-5000-chars", "5000 characters long", add={"n" * 5000: vector})
-    variant("rwkv6-marker", "RWKV-6", add={"blocks.0.att.time_maa_x": vector})
+    variant("rwkv6-marker", r"does not know \(not RWKV-7\?\)", add={"blocks.0.att.time_maa_x": vector})
     variant("no-tensors-at-all", "not an RWKV-7 checkpoint", drop=list(weights()))
     return cases
 

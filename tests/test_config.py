@@ -37,9 +37,36 @@ def test_head_size_comes_from_r_k():
 
 
 def test_refuses_other_generations_by_name():
+    """RWKV-4 (time_first) and RWKV-5.0/5.1 (ln_x without time_faaaa) are named in the refusal."""
+    shapes = {"emb.weight": (100, 64), "blocks.0.att.time_first": (64,), "blocks.0.att.time_decay": (64,)}
+    with pytest.raises(ModelError, match="this is an RWKV-4 model .*does not run RWKV-4 yet"):
+        detect_config(shapes)
+    shapes = {"emb.weight": (100, 64), "blocks.0.att.ln_x.weight": (64,), "blocks.0.att.gate.weight": (64, 64)}
+    with pytest.raises(ModelError, match="RWKV-5.0/5.1 model .*runs RWKV-5.2 and later"):
+        detect_config(shapes)
+
+
+@pytest.mark.parametrize("version", ["x052", "x060"])
+@pytest.mark.parametrize("width, head_size", [(64, 8), (128, 32), (128, 64)])
+def test_detects_eagle_and_finch(version, width, head_size):
+    """Version from the tensor names, head size from time_faaaa [H, N], LoRA ranks from their matrices."""
+    config = ModelConfig.default_for(2, width, 300, head_size=head_size, version=version)
+    assert detect_config(tensor_shapes(config)) == config
+    assert config.n_head == width // head_size
+
+
+def test_a_v7_file_with_a_v6_tensor_is_named():
+    """Marker order as the official package: r_k says RWKV-7, and the v6 tensor is one it does not know."""
     shapes = tensor_shapes(ModelConfig.default_for(1, 64, 100))
     shapes["blocks.0.att.time_maa_x"] = (1, 1, 64)
-    with pytest.raises(ModelError, match="RWKV-6"):
+    with pytest.raises(ModelError, match=r"does not know \(not RWKV-7\?\).*time_maa_x"):
+        detect_config(shapes)
+
+
+def test_a_flattened_bonus_is_refused_not_guessed():
+    shapes = tensor_shapes(ModelConfig.default_for(1, 64, 100, head_size=8, version="x060"))
+    shapes["blocks.0.att.time_faaaa"] = (64,)
+    with pytest.raises(ModelError, match=r"time_faaaa' has shape \(64,\): expected \[n_head, head_size\]"):
         detect_config(shapes)
 
 

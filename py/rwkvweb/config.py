@@ -1,8 +1,8 @@
 """The model's architecture, inferred from tensor names and shapes (no config file needed).
 
-`tensor_shapes(config)` is the one description of an RWKV-7 checkpoint's
-tensors: detection checks a file against it, and the test-model generator
-builds from it. Names keep the official spelling (`att.x_r`, `ln_x`).
+`tensor_shapes(config)` is the one description of a checkpoint's tensors for its version
+(RWKV-7 here; RWKV-5.2 and RWKV-6 in config56.py): detection checks a file against it, and the
+test-model generator builds from it. Names keep the official spelling (`att.x_r`, `ln_x`).
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+
+from . import config56
 
 
 # RWKV-7 constants, shared by the numpy reference and the GPU graph (no numpy needed here).
@@ -33,15 +35,20 @@ class ModelConfig:
     d_aaa_lora: int = 64  # a1/a2
     d_mv_lora: int = 32  # v1/v2 (value residual)
     d_gate_lora: int = 128  # g1/g2
-    version: str = "x070"
+    version: str = "x070"  # VERSIONS: x070 (RWKV-7), x060 (RWKV-6 Finch), x052 (RWKV-5.2 Eagle)
+    d_mix_lora: int = 0  # RWKV-6's ddlerp LoRA rank D (time_maa_w1 [C, 5D]); 0 for other versions
 
     @property
     def n_head(self) -> int:
         return self.n_embd // self.head_size
 
     @classmethod
-    def default_for(cls, n_layer: int, n_embd: int, vocab_size: int, head_size: int = 64) -> "ModelConfig":
-        """Official RWKV-7 LoRA sizes for a width, as in RWKV-LM's training code (C=768 -> 64, 64, 32, 128)."""
+    def default_for(
+        cls, n_layer: int, n_embd: int, vocab_size: int, head_size: int = 64, version: str = "x070"
+    ) -> "ModelConfig":
+        """Official sizes for a width, as in RWKV-LM's training code (RWKV-7: C=768 -> LoRAs 64, 64, 32, 128)."""
+        if version != "x070":
+            return config56.default_for(version, n_layer, n_embd, vocab_size, head_size)
 
         def lora(factor: float, power: float) -> int:
             return max(32, int(round(factor * n_embd**power / 32)) * 32)
@@ -60,7 +67,9 @@ class ModelConfig:
 
 
 def tensor_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every tensor of an official RWKV-7 checkpoint with its shape."""
+    """Every tensor of an official checkpoint of this config's version with its shape."""
+    if config.version != "x070":
+        return config56.tensor_shapes(config)
     C, V, F = config.n_embd, config.vocab_size, config.dim_ffn
     H, N = config.n_head, config.head_size
     shapes: dict[str, tuple[int, ...]] = {"emb.weight": (V, C)}
@@ -94,7 +103,7 @@ OPTIONAL = {"blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2"}
 # The large matrices: projections, FFN, the embedding and the head (not LoRA, not vectors).
 # Only these may be stored quantized (budget.py lowers them; build/quantize.py writes them).
 LARGE_MATRIX = re.compile(
-    r"(emb|head)\.weight|blocks\.\d+\.(att\.(receptance|key|value|output)|ffn\.(key|value))\.weight"
+    r"(emb|head)\.weight|blocks\.\d+\.(att\.(receptance|key|value|output|gate)|ffn\.(key|value|receptance))\.weight"
 )
 # What every loader reads: float weights it widens (reference.py, web/gpu) and, for the large
 # matrices, pre-quantized codes (quant.fold_quantized names their dtype after the scheme).
@@ -104,8 +113,16 @@ QUANTIZED_DTYPES = ("int8", "nf4")
 # 64 float32s, so the width is a whole number of them; matvecs read K in vec4s.
 WIDTH_UNIT, INNER_UNIT = 64, 4
 
-# Tell-tale tensors of the other RWKV generations, for a helpful refusal.
-OTHER_VERSIONS = {"att.time_maa_x": "RWKV-6 (x060)", "att.time_faaaa": "RWKV-5 (x052)", "att.time_first": "RWKV-4"}
+# The versions this runtime runs, and the one each is told apart by: a tensor of block 0 only it has,
+# checked in this order as the official `rwkv` package does (r_k: 7; time_maa: 6; time_faaaa: 5.2).
+VERSIONS = {"x070": "att.r_k", "x060": "att.time_maa_x", "x052": "att.time_faaaa"}
+VERSION_NAMES = {"x070": "RWKV-7", "x060": "RWKV-6 (Finch)", "x052": "RWKV-5.2 (Eagle)", "x040": "RWKV-4"}
+# Tell-tale tensors of generations it does not run (yet), for a helpful refusal.
+OTHER_VERSIONS = {
+    "att.time_first": "an RWKV-4 model (time_first/time_decay WKV); rwkvweb does not run RWKV-4 yet",
+    "att.ln_x.weight": "an RWKV-5.0/5.1 model (ln_x without time_faaaa); rwkvweb runs RWKV-5.2 and later",
+}
+SUPPORTED = "RWKV-5.2 (x052), RWKV-6 (x060) and RWKV-7 (x070)"
 
 
 def model_config(tensors: dict) -> ModelConfig:
@@ -123,14 +140,31 @@ def model_config(tensors: dict) -> ModelConfig:
     return detect_config({name: info.shape for name, info in tensors.items()})
 
 
+def detect_version(names) -> str:
+    """The RWKV generation of a file from its tensor names (VERSIONS), or a ModelError saying which
+    generation it is when this runtime does not run it."""
+    for version, marker in VERSIONS.items():
+        if f"blocks.0.{marker}" in names:
+            return version
+    for marker, what in OTHER_VERSIONS.items():
+        if f"blocks.0.{marker}" in names:
+            raise ModelError(f"this is {what}")
+    return "x070"  # no marker at all: checked as RWKV-7, whose required tensors name what is missing
+
+
+REQUIRED = {  # checked first, so a file of something else is refused with one clear line
+    "x070": ("emb.weight", "blocks.0.att.k_k", "blocks.0.att.w1", "head.weight"),
+    "x060": ("emb.weight", "blocks.0.att.time_maa_w1", "blocks.0.att.time_decay_w1", "head.weight"),
+    "x052": ("emb.weight", "blocks.0.att.time_decay", "blocks.0.att.gate.weight", "head.weight"),
+}
+
+
 def detect_config(shapes: dict[str, tuple[int, ...]]) -> ModelConfig:
     """Infer the architecture from {tensor name: shape} and check every tensor against it."""
-    for marker, version in OTHER_VERSIONS.items():
-        if f"blocks.0.{marker}" in shapes:
-            raise ModelError(f"this is an {version} model; rwkvweb runs RWKV-7 (x070) models only")
-    for required in ("emb.weight", "blocks.0.att.k_k", "blocks.0.att.w1", "head.weight"):
+    version = detect_version(shapes)
+    for required in REQUIRED[version]:
         if required not in shapes:
-            raise ModelError(f"not an RWKV-7 checkpoint: tensor {required!r} is missing")
+            raise ModelError(f"not an {VERSION_NAMES[version]} checkpoint: tensor {required!r} is missing")
     empty = next((name for name, shape in shapes.items() if 0 in shape), None)
     if empty is not None:
         raise ModelError(
@@ -143,8 +177,11 @@ def detect_config(shapes: dict[str, tuple[int, ...]]) -> ModelConfig:
 
 
 def _infer(shapes: dict[str, tuple[int, ...]]) -> ModelConfig:
-    vocab_size, n_embd = _dims(shapes, "emb.weight", 2)
     layers = _layers(shapes)
+    version = detect_version(shapes)
+    if version != "x070":
+        return config56.infer(version, shapes, len(layers), _dims)
+    vocab_size, n_embd = _dims(shapes, "emb.weight", 2)
     r_k = shapes.get("blocks.0.att.r_k", ())  # if missing, _check_against names it
     head_size = r_k[-1] if len(r_k) == 2 else 64
     if n_embd % head_size:
@@ -180,7 +217,7 @@ def _check_units(config: ModelConfig) -> None:
     if config.n_embd % WIDTH_UNIT:
         raise ModelError(
             f"width (n_embd) {config.n_embd} is not a multiple of {WIDTH_UNIT}: rwkvweb's GPU buffers hold whole "
-            f"{WIDTH_UNIT}-float rows (every released RWKV-7 model has such a width)"
+            f"{WIDTH_UNIT}-float rows (every released RWKV model has such a width)"
         )
     inner = {
         "dim_ffn": config.dim_ffn,
@@ -188,6 +225,7 @@ def _check_units(config: ModelConfig) -> None:
         "d_aaa_lora": config.d_aaa_lora,
         "d_mv_lora": config.d_mv_lora,
         "d_gate_lora": config.d_gate_lora,
+        "d_mix_lora": config.d_mix_lora,  # RWKV-6's ddlerp: each of the five mixes read in groups of 4 too
     }
     for name, size in inner.items():
         if size % INNER_UNIT:
@@ -213,7 +251,8 @@ def _check_against(shapes: dict[str, tuple[int, ...]], config: ModelConfig) -> N
     unknown = [name for name in shapes if name not in expected]
     if unknown:
         raise ModelError(
-            f"tensors this runtime does not know (not RWKV-7 x070?): {', '.join(repr(n[:100]) for n in unknown[:5])}"
+            f"tensors this runtime does not know (not {VERSION_NAMES[config.version]}?): "
+            f"{', '.join(repr(n[:100]) for n in unknown[:5])}"
         )
     for name, shape in shapes.items():
         if not same_layout(name, shape, expected[name]):

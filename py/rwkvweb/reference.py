@@ -2,7 +2,9 @@
 
 Follows BlinkDL/RWKV-LM `RWKV-v7/rwkv_v7_numpy.py` and the `rwkv` package's
 `RWKV_x070_TMix_one`. All arithmetic is float32 (weights of any stored dtype
-are widened once at load), as the GPU kernels do it.
+are widened once at load), as the GPU kernels do it. `Reference` is what every version
+shares (loading, the layer loop, embed, logits); RWKV-5.2 and RWKV-6 are in reference56.py,
+and `load` picks the class by the file's version.
 
 Shapes: C = n_embd, H = n_head, N = head_size (64), V = vocab_size.
 """
@@ -32,12 +34,34 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def silu(x):
+    return x * sigmoid(x)
+
+
+def shift_mix(x, prev, mix, current: bool):
+    """Token shift: the lerp between this token's x and the previous one's. RWKV-4/5's time_mix_*
+    weight the current token (x·mix + prev·(1 − mix), current=True); RWKV-6's time_maa_* and
+    RWKV-7's x_* weight the previous one (x + (prev − x)·mix)."""
+    return x * mix + prev * (1 - mix) if current else x + (prev - x) * mix
+
+
+def classic_channel_mix(w: dict, prefix: str, x, prev, mix: tuple[str, str], current: bool):
+    """The channel mix of RWKV-4, 5 and 6 (one maths, three spellings): with xk, xr the token-shift
+    mixes of x by the weights named `mix` = (k's, r's), e.g. ("time_mix_k", "time_mix_r") or
+    ("time_maa_k", "time_maa_r"):  r = sigmoid(Wr·xr),  k = relu(Wk·xk)²,  out = r ⊙ (Wv·k).
+    `prefix` is "blocks.{i}.ffn."; `prev` the previous token's ln2 output (the caller keeps the state)."""
+    xk, xr = (shift_mix(x, prev, w[prefix + name], current) for name in mix)
+    r = sigmoid(w[prefix + "receptance.weight"] @ xr)
+    k = np.maximum(w[prefix + "key.weight"] @ xk, 0) ** 2
+    return r * (w[prefix + "value.weight"] @ k)
+
+
 @dataclass
 class State:
     """The recurrent state of every layer; the model's whole memory of the past."""
 
     att_shift: np.ndarray  # [L, C]  previous token's ln1 output
-    wkv: np.ndarray  # [L, H, N, N]  S[value, key], float32
+    wkv: np.ndarray  # [L, H, N, N] float32, official orientation: RWKV-7 S[value, key]; 5.2 and 6 S[key, value]
     ffn_shift: np.ndarray  # [L, C]  previous token's ln2 output
 
     @classmethod
@@ -68,16 +92,33 @@ class State:
         )
 
 
-class RWKV7:
-    """Weights plus the forward pass. `forward(token, state)` -> (logits [V], next state)."""
+def load(path_or_source) -> "Reference":
+    """The reference of a model file, of the class its version needs (RWKV7, RWKV6, RWKV5)."""
+    return Reference.load(path_or_source)
+
+
+def reference_class(version: str) -> type:
+    from .reference56 import RWKV5, RWKV6  # they build on this module
+
+    return {"x070": RWKV7, "x060": RWKV6, "x052": RWKV5}[version]
+
+
+class Reference:
+    """Weights plus the forward pass. `forward(token, state)` -> (logits [V], next state).
+    A version defines time_mix and channel_mix (and which weights stay matrices)."""
 
     def __init__(self, config: ModelConfig, weights: dict[str, np.ndarray]):
         self.config = config
-        # Mixing vectors come as (1, 1, C) and r_k as (H, N): flatten them all to [C].
-        self.w = {name: (w.reshape(-1) if w.ndim != 2 or name.endswith("r_k") else w) for name, w in weights.items()}
+        # Mixing vectors come as (1, 1, C) and per-head ones as (H, N): flatten them all to [C].
+        self.w = {name: (w if self.keeps_shape(name, w) else w.reshape(-1)) for name, w in weights.items()}
+
+    @staticmethod
+    def keeps_shape(name: str, w: np.ndarray) -> bool:
+        return w.ndim == 2 and not name.endswith("r_k")
 
     @classmethod
-    def load(cls, path_or_source) -> "RWKV7":
+    def load(cls, path_or_source) -> "Reference":
+        """Whatever the class it is called on, the model comes back as its file's version's class."""
         file = open_model_file(path_or_source)
         tensors = fold_quantized(file.tensors, file.metadata)  # pre-quantized matrices: their dequantized values
         config = model_config(tensors)
@@ -93,7 +134,7 @@ class RWKV7:
                 f"tensor {damaged!r} holds NaN or infinite values: the file is damaged "
                 f"(or was exported with an overflow)"
             )
-        return cls(config, weights)
+        return reference_class(config.version)(config, weights)
 
     def forward(self, token: int, state: State) -> tuple[np.ndarray, State]:
         hidden, state = self.hidden(token, state)
@@ -115,6 +156,27 @@ class RWKV7:
             xx = layer_norm(x, w[b + "ln2.weight"], w[b + "ln2.bias"])
             x = x + self.channel_mix(i, xx, state)
         return layer_norm(x, w["ln_out.weight"], w["ln_out.bias"]), state
+
+    def embed(self, tokens: list[int], pooling: str = "last") -> np.ndarray:
+        """api.Model.embed's reference: ln_out hidden states from a fresh state, the last or the mean."""
+        state, rows = State.zeros(self.config), []
+        for token in tokens:
+            hidden, state = self.hidden(token, state)
+            rows.append(hidden)
+        return rows[-1] if pooling == "last" else np.mean(rows, axis=0)
+
+    def logits(self, tokens: list[int], state: State | None = None) -> tuple[np.ndarray, State]:
+        """Run tokens one by one; logits [T, V] for every position, and the final state."""
+        state = state or State.zeros(self.config)
+        rows = []
+        for token in tokens:
+            logits, state = self.forward(token, state)
+            rows.append(logits)
+        return np.stack(rows), state
+
+
+class RWKV7(Reference):
+    """RWKV-7: the WKV with in-context learning rate `a`, value residual from block 0."""
 
     def time_mix(self, i: int, x, state: State, v_first):
         H, N = self.config.n_head, self.config.head_size
@@ -156,20 +218,3 @@ class RWKV7:
         state.ffn_shift[i] = x
         k = np.maximum(p("key.weight") @ (x + dx * p("x_k")), 0) ** 2
         return p("value.weight") @ k
-
-    def embed(self, tokens: list[int], pooling: str = "last") -> np.ndarray:
-        """api.Model.embed's reference: ln_out hidden states from a fresh state, the last or the mean."""
-        state, rows = State.zeros(self.config), []
-        for token in tokens:
-            hidden, state = self.hidden(token, state)
-            rows.append(hidden)
-        return rows[-1] if pooling == "last" else np.mean(rows, axis=0)
-
-    def logits(self, tokens: list[int], state: State | None = None) -> tuple[np.ndarray, State]:
-        """Run tokens one by one; logits [T, V] for every position, and the final state."""
-        state = state or State.zeros(self.config)
-        rows = []
-        for token in tokens:
-            logits, state = self.forward(token, state)
-            rows.append(logits)
-        return np.stack(rows), state

@@ -1,10 +1,11 @@
-"""Random RWKV-7 checkpoints with official names and shapes, for tests and benchmarks.
+"""Random RWKV checkpoints (7, 6, 5.2: the config's version) with official names and shapes, for tests
+and benchmarks.
 
 The scales are chosen so a forward pass looks like a trained model's, not a
-saturated or vanishing one: decays spread over (0.6, 1), in-context learning
-rates `a` mostly inside (0.1, 0.9), LoRA and bias terms non-zero (so a kernel
-that drops them fails its test), and logits with a spread of a few units.
-Same (shape, seed) -> same bytes.
+saturated or vanishing one: decays spread over (0.6, 1) (5.2/6: (0.55, 0.998) before v6's LoRA
+moves them), in-context learning rates `a` mostly inside (0.1, 0.9), bonuses u of both signs,
+LoRA and bias terms non-zero (so a kernel that drops them fails its test), and logits with a
+spread of a few units. Same (shape, seed) -> same bytes.
 """
 
 from __future__ import annotations
@@ -37,6 +38,16 @@ def _init(name: str, shape: tuple[int, ...], config: ModelConfig, rng) -> np.nda
         return _normal(rng, shape, 0.1)
     if leaf in ("att.x_r", "att.x_w", "att.x_k", "att.x_v", "att.x_a", "att.x_g", "ffn.x_k"):
         return _uniform(rng, shape, 0.0, 1.0)  # token-shift lerp coefficients
+    if ".time_mix_" in leaf or (".time_maa_" in leaf and not leaf.endswith(("w1", "w2"))):
+        return _uniform(rng, shape, 0.0, 1.0)  # 5.2 / 6 token-shift lerp coefficients
+    if leaf == "att.time_decay":
+        return _uniform(rng, shape, -6.0, -0.5)  # -> decay exp(-exp(·)) in (0.55, 0.998)
+    if leaf == "att.time_faaaa":
+        return _uniform(rng, shape, -0.5, 1.0)  # the current token's bonus u
+    if leaf in ("att.time_maa_w1", "att.time_decay_w1"):  # v6 LoRA down: C -> rank (·5), O(1) outputs
+        return _normal(rng, shape, 1 / np.sqrt(C))
+    if leaf in ("att.time_maa_w2", "att.time_decay_w2"):  # v6 LoRA up: moves mixes and log-decays by ~0.3
+        return _normal(rng, shape, 0.5 / np.sqrt(shape[-2]))
     if leaf == "att.w0":
         return _uniform(rng, shape, -5.0, 2.0)  # -> decay exp(-0.6 sigmoid(w)) in (0.59, 0.996)
     if leaf in ("att.a0", "att.v0"):
