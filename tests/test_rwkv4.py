@@ -14,7 +14,8 @@ import pytest
 from rwkvweb import ops
 from rwkvweb.numpy_exec import NumpyExecutor
 from rwkvweb.plan import Plan
-from rwkvweb.rwkv4 import FRESH_PP, decay, fresh_wkv_state, time_mix, wkv4
+from rwkvweb.config4 import FRESH_PP
+from rwkvweb.rwkv4 import decay, fresh_wkv_state, time_mix, wkv4
 
 RTOL = 1e-5  # float32 recurrence vs float64 sums; see the module docstring
 
@@ -130,3 +131,94 @@ def test_the_op_checks_its_bindings():
     big = plan.buffer("big", 4 * 3 * 64, "scratch")
     with pytest.raises(ValueError, match=r"wkv4 state \(aa\|bb\|pp\): needs 768 bytes"):
         ops.wkv4(plan, "t", big, big, small, big, 64)
+
+
+# --- the whole model ----------------------------------------------------------------------------
+
+
+def naive_rwkv4_logits(weights: dict, cfg, tokens: list[int]) -> np.ndarray:
+    """RWKV-4 from its definition in float64: the WKV as sums over every past token (no state
+    rescaling), the token shift as x·mix + prev·(1 − mix), the channel mix r ⊙ (Wv·relu(Wk·xk)²)."""
+    W = {name: np.asarray(w, np.float64).squeeze() for name, w in weights.items()}
+
+    def norm(x, name):
+        return (x - x.mean()) / np.sqrt(x.var() + 1e-5) * W[name + ".weight"] + W[name + ".bias"]
+
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    C, L = cfg.n_embd, cfg.n_layer
+    att_prev, ffn_prev = np.zeros((L, C)), np.zeros((L, C))
+    past = [[] for _ in range(L)]  # per layer: (k, v) of every earlier token
+    rows = []
+    for token in tokens:
+        x = norm(W["emb.weight"][token], "blocks.0.ln0")
+        for i in range(L):
+            a, f = f"blocks.{i}.att.", f"blocks.{i}.ffn."
+            xx = norm(x, f"blocks.{i}.ln1")
+            mix = {m: xx * W[a + f"time_mix_{m}"] + att_prev[i] * (1 - W[a + f"time_mix_{m}"]) for m in "kvr"}
+            att_prev[i] = xx
+            k, v = W[a + "key.weight"] @ mix["k"], W[a + "value.weight"] @ mix["v"]
+            r = sig(W[a + "receptance.weight"] @ mix["r"])
+            w = -np.exp(W[a + "time_decay"])
+            t = len(past[i])
+            weights_ = [np.exp((t - 1 - j) * w + kj) for j, (kj, _) in enumerate(past[i])]
+            now = np.exp(W[a + "time_first"] + k)
+            wkv = (sum(e * vj for e, (_, vj) in zip(weights_, past[i])) + now * v) / (sum(weights_) + now)
+            past[i].append((k, v))
+            x = x + W[a + "output.weight"] @ (r * wkv)
+            xx = norm(x, f"blocks.{i}.ln2")
+            xk = xx * W[f + "time_mix_k"] + ffn_prev[i] * (1 - W[f + "time_mix_k"])
+            xr = xx * W[f + "time_mix_r"] + ffn_prev[i] * (1 - W[f + "time_mix_r"])
+            ffn_prev[i] = xx
+            x = x + sig(W[f + "receptance.weight"] @ xr) * (
+                W[f + "value.weight"] @ np.maximum(W[f + "key.weight"] @ xk, 0) ** 2
+            )
+        rows.append(W["head.weight"] @ norm(x, "ln_out"))
+    return np.array(rows)
+
+
+@pytest.fixture(scope="module")
+def v4_model(tmp_path_factory):
+    from rwkvweb.config import ModelConfig
+    from rwkvweb.testmodel import write_test_model
+
+    cfg = ModelConfig.default_for(2, 64, 120, version="x040")
+    path = tmp_path_factory.mktemp("v4") / "v4.st"
+    write_test_model(str(path), cfg, seed=3)
+    return str(path)
+
+
+def test_the_reference_equals_the_definition(v4_model):
+    """Whole model, 12 tokens: float32 reference vs float64 sums, within 1e-4 of the logit range
+    (float32 rounding through 2 layers is ~1e-6 of it; a wrong mix convention or a dropped
+    time_first moves logits by far more, as the mutant below shows)."""
+    from rwkvweb.reference import load
+    from rwkvweb.safetensors import SafetensorsFile
+
+    model = load(v4_model)
+    assert type(model).__name__ == "RWKV4"
+    file = SafetensorsFile(v4_model)
+    weights = {name: file.read_array(name, "float32") for name in file.tensors}
+    tokens = [int(t) for t in np.random.default_rng(5).integers(0, 120, 12)]
+    expected = naive_rwkv4_logits(weights, model.config, tokens)
+    got, _ = model.logits(tokens)
+    scale = expected.max() - expected.min()
+    assert np.abs(got - expected).max() <= 1e-4 * scale
+    swapped = {n: (1 - w if ".time_mix_" in n else w) for n, w in weights.items()}  # the other shift convention
+    assert np.abs(naive_rwkv4_logits(swapped, model.config, tokens) - got).max() > 100 * 1e-4 * scale
+
+
+def test_an_exported_state_continues_exactly(v4_model):
+    from rwkvweb.reference import State, load
+
+    model = load(v4_model)
+    fresh = State.zeros(model.config)
+    assert fresh.wkv.shape == (2, 3, 64) and (fresh.wkv[:, 2] == FRESH_PP).all() and not fresh.wkv[:, :2].any()
+    assert len(fresh.to_bytes()) == 2 * 5 * 64 * 4  # att_shift | aa | bb | pp | ffn_shift per layer
+    tokens = [int(t) for t in np.random.default_rng(6).integers(0, 120, 10)]
+    whole, _ = model.logits(tokens)
+    _, state = model.logits(tokens[:6])
+    restored = State.from_bytes(model.config, state.to_bytes())
+    rest, _ = model.logits(tokens[6:], restored)
+    assert np.array_equal(rest, whole[6:])
+    with pytest.raises(ValueError, match="this model's state is 2560 bytes"):
+        State.from_bytes(model.config, bytes(100))

@@ -1,4 +1,6 @@
-"""RWKV-4 ("x040": Pile, Raven, World v4) time mixing in RNN mode, in numpy: the oracle for wkv4.wgsl.
+"""RWKV-4 ("x040": Pile, Raven, World v4) in RNN mode, in numpy: the oracle for wkv4.wgsl and for
+the v4 graph, in the style of reference.py's RWKV7 (whose Reference base gives loading, the layer
+loop, embed and logits; the channel mix is reference.classic_channel_mix, shared with 5.2 and 6).
 
 Follows BlinkDL/ChatRWKV `RWKV_in_150_lines.py` (`time_mixing`) and the `rwkv` package's v4 path,
 in float32 like the GPU kernels. Shapes: C = n_embd. Per channel c, with u = time_first and
@@ -10,22 +12,21 @@ The sums are the state: aa (numerator) and bb (denominator), both kept divided b
 the largest exponent seen, so no exp ever overflows (a trained model's k reaches the tens; e^89
 is already infinite in float32).
 
-State per layer (State.to_bytes order): att_shift [C] | aa [C] | bb [C] | pp [C] | ffn_shift [C].
+State per layer (State.to_bytes order, config4.STATE_ROWS): att_shift [C] | aa [C] | bb [C] | pp [C] |
+ffn_shift [C]; State.wkv holds aa | bb | pp as [L, 3, C].
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-# A fresh state's pp: "minus infinity" as in the official code (state[5*i+4] = -1e30), so the first
-# token's e^{pp − q} is exactly 0. (pp = 0 would also represent the empty sums aa = bb = 0, but then
+from .config4 import FRESH_PP
+from .reference import Reference, State, classic_channel_mix, shift_mix, sigmoid
+
+# A fresh state's pp is FRESH_PP, "minus infinity" as in the official code, so the first token's
+# e^{pp − q} is exactly 0. (pp = 0 would also represent the empty sums aa = bb = 0, but then
 # e^{u + k − 0} underflows to 0 for u + k < −104 and the first wkv is 0/0.)
-FRESH_PP = -1e30
 AA, BB, PP = range(3)  # rows of a layer's WKV state [3, C]
-
-
-def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def decay(time_decay: np.ndarray) -> np.ndarray:
@@ -48,23 +49,31 @@ def wkv4(time_first: np.ndarray, w: np.ndarray, k: np.ndarray, v: np.ndarray, ab
     return wkv
 
 
-def shift_mix(x: np.ndarray, prev: np.ndarray, mix: np.ndarray) -> np.ndarray:
-    """RWKV-4/5's token shift: x·mix + prev·(1 − mix), written prev + (x − prev)·mix."""
-    return prev + (x - prev) * mix
-
-
 def time_mix(p, x: np.ndarray, att_shift: np.ndarray, abp: np.ndarray) -> np.ndarray:
     """The attention half of a v4 block on x = LayerNorm(x; ln1) [C]; `p(name)` gives the layer's
     `att.` tensors as float32, mixing vectors flattened to [C]. att_shift [C] and abp [3, C] advance
     in place; returns W_o·(sigmoid(W_r·xr) ⊙ wkv)."""
     prev = att_shift.copy()
     att_shift[:] = x
-    xk, xv, xr = (shift_mix(x, prev, p(f"time_mix_{m}")) for m in "kvr")
+    xk, xv, xr = (shift_mix(x, prev, p(f"time_mix_{m}"), current=True) for m in "kvr")
     r = sigmoid(p("receptance.weight") @ xr)
     k = p("key.weight") @ xk
     v = p("value.weight") @ xv
     wkv = wkv4(p("time_first"), decay(p("time_decay")), k, v, abp)
     return p("output.weight") @ (r * wkv)
+
+
+class RWKV4(Reference):
+    """RWKV-4: the numerator/denominator WKV with time_first and time_decay; the classic channel mix."""
+
+    def time_mix(self, i: int, x, state: State, v_first):
+        p = lambda name: self.w[f"blocks.{i}.att.{name}"]  # noqa: E731
+        return time_mix(p, x, state.att_shift[i], state.wkv[i]), v_first
+
+    def channel_mix(self, i: int, x, state: State):
+        prev = state.ffn_shift[i].copy()
+        state.ffn_shift[i] = x
+        return classic_channel_mix(self.w, f"blocks.{i}.ffn.", x, prev, ("time_mix_k", "time_mix_r"), current=True)
 
 
 def fresh_wkv_state(n_layer: int, n_embd: int) -> np.ndarray:
