@@ -1,5 +1,7 @@
 // out[t, m] = act(Σ_k W[m, k] · x[t, k] + bias[m])   (+ out[t, m] when ACCUMULATE: the residual add;
-//   with LERP: out[t, m] += (toward[t, m] − out[t, m]) · act(...), RWKV-7's v += (v_first − v)·sigmoid(...))
+//   with LERP: out[t, m] += (toward[t, m] − out[t, m]) · act(...), RWKV-7's v += (v_first − v)·sigmoid(...);
+//   with GATED: act(...) · toward[t, m] before the add, RWKV-4/5/6's channel mix r ⊙ (Wv·k))
+// x[t] may be a slice of a wider row (X_OFFSET, X_STRIDE): RWKV-6's five ddlerp LoRAs read one [T, 5D] buffer.
 // for the tokens t of a chunk: T_PAD = 1 is a decode step's matrix × vector, T_PAD > 1 a prefill's
 // matrix × matrix, each invocation keeping TILE_T tokens' sums in registers so every weight it loads
 // serves TILE_T tokens. Reference: every `W @ x` and `x @ W` in reference.py (projections, LoRA, FFN, head).
@@ -14,10 +16,13 @@
 override M: u32;                  // output rows written by this dispatch
 override K: u32;                  // input length, a multiple of 4
 override ROW_MAJOR: bool = true;
-override ACT: u32 = 0;            // 0 none, 1 tanh, 2 sigmoid, 3 relu², 4 decay: exp(-0.606531·sigmoid(t)), 0.606531 = exp(-0.5)
+override ACT: u32 = 0;            // 0 none, 1 tanh, 2 sigmoid, 3 relu², 4 decay: exp(-0.606531·sigmoid(t)), 0.606531 = exp(-0.5), 5 silu
 override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
 override LERP: bool = false;      // out moves toward `toward` by act(W·x + bias): the value residual's mix
+override GATED: bool = false;     // act(W·x + bias) is multiplied by `toward` (the gate) before it is stored or added
+override X_STRIDE: u32 = K;       // floats from one token's row of x to the next, a multiple of 4
+override X_OFFSET: u32 = 0u;      // where this dispatch's K inputs start in a row of x, a multiple of 4
 override ROW_OFFSET: u32 = 0;     // where this dispatch's rows start in a row of `out` (a split head)
 override OUT_STRIDE: u32 = ROW_OFFSET + M;  // floats from one token's row of `out` to the next
 override ROW_THREADS: u32 = 1;    // invocations per row (row-major), a power of two dividing WG
@@ -29,11 +34,11 @@ override COUNTED: bool = false;   // only the first count[0] tokens are real (a 
 const MAX_TILE = 16u;
 
 @group(0) @binding(0) var<storage, read> weight: array<WeightWord>;  // [M*K/4] words of 4
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;       // [T_PAD, K/4]
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;       // [T_PAD, X_STRIDE/4]: K/4 from X_OFFSET/4
 @group(0) @binding(2) var<storage, read> bias: array<f32>;          // [M] (bound but unread without HAS_BIAS)
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;     // [T_PAD, OUT_STRIDE]
 @group(0) @binding(4) var<storage, read> count: array<u32>;         // [1] tokens in this chunk (unread unless COUNTED)
-@group(0) @binding(5) var<storage, read> toward: array<f32>;        // [T_PAD, OUT_STRIDE] (unread unless LERP)
+@group(0) @binding(5) var<storage, read> toward: array<f32>;        // [T_PAD, OUT_STRIDE] (unread unless LERP or GATED)
 
 fn activate(t: f32) -> f32 {
   switch ACT {
@@ -41,9 +46,12 @@ fn activate(t: f32) -> f32 {
     case 2u: { return 1.0 / (1.0 + exp(-t)); }
     case 3u: { let r = max(t, 0.0); return r * r; }
     case 4u: { return exp(-0.606531 * (1.0 / (1.0 + exp(-t)))); }
+    case 5u: { return t / (1.0 + exp(-t)); }
     default: { return t; }
   }
 }
+
+fn x_row(t: u32) -> u32 { return (t * X_STRIDE + X_OFFSET) / 4u; }  // token t's first vec4 of x
 
 fn tokens() -> u32 {
   if (COUNTED) { return min(count[0], T_PAD); }
@@ -55,6 +63,7 @@ fn finish(t: u32, m: u32, dot: f32) {
   if (HAS_BIAS) { v += bias[m]; }
   v = activate(v);
   let at = t * OUT_STRIDE + ROW_OFFSET + m;
+  if (GATED) { v *= toward[at]; }
   if (ACCUMULATE) { v += out[at]; }
   if (LERP) { v = out[at] + (toward[at] - out[at]) * v; }
   out[at] = v;
@@ -76,7 +85,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(local_invocation_
     if (TILE_T == 1u) {  // a decode step: one accumulator in registers, no array to zero
       var sum = vec4<f32>(0.0);
       for (var k4 = 0u; k4 < K / 4u; k4++) {  // four k per step: four vec4s of W, one vec4 of x
-        let xs = x[t0 * (K / 4u) + k4];
+        let xs = x[x_row(t0) + k4];
         let w = k4 * 4u * stride + m4;
         sum += weight4(w) * xs.x + weight4(w + stride) * xs.y + weight4(w + 2u * stride) * xs.z + weight4(w + 3u * stride) * xs.w;
       }
@@ -93,7 +102,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(local_invocation_
       let w2 = weight4(w + 2u * stride);
       let w3 = weight4(w + 3u * stride);
       for (var j = 0u; j < TILE_T; j++) {
-        let xs = x[(t0 + j) * (K / 4u) + k4];
+        let xs = x[x_row(t0 + j) + k4];
         acc[j] += w0 * xs.x + w1 * xs.y + w2 * xs.z + w3 * xs.w;
       }
     }
@@ -108,14 +117,14 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(local_invocation_
     let row = m * (K / 4u);
     if (TILE_T == 1u) {  // a decode step: one accumulator in registers
       var sum = vec4<f32>(0.0);
-      for (var k4 = 0u; k4 < K / 4u; k4++) { sum += weight4(row + k4) * x[t0 * (K / 4u) + k4]; }
+      for (var k4 = 0u; k4 < K / 4u; k4++) { sum += weight4(row + k4) * x[x_row(t0) + k4]; }
       finish(t0, m, sum.x + sum.y + sum.z + sum.w);
       return;
     }
     var acc: array<vec4<f32>, MAX_TILE>;
     for (var k4 = 0u; k4 < K / 4u; k4++) {
       let w = weight4(row + k4);
-      for (var j = 0u; j < TILE_T; j++) { acc[j] += w * x[(t0 + j) * (K / 4u) + k4]; }
+      for (var j = 0u; j < TILE_T; j++) { acc[j] += w * x[x_row(t0 + j) + k4]; }
     }
     for (var j = 0u; j < tiles; j++) { finish(t0 + j, m, acc[j].x + acc[j].y + acc[j].z + acc[j].w); }
   } else {  // TILE_T is 1: one token per workgroup row of the dispatch
@@ -123,7 +132,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(local_invocation_
     let lane = lid.x % ROW_THREADS;
     var sum = vec4<f32>(0.0);
     if (m < M) {
-      for (var k4 = lane; k4 < K / 4u; k4 += ROW_THREADS) { sum += weight4(m * (K / 4u) + k4) * x[t0 * (K / 4u) + k4]; }
+      for (var k4 = lane; k4 < K / 4u; k4 += ROW_THREADS) { sum += weight4(m * (K / 4u) + k4) * x[x_row(t0) + k4]; }
     }
     partial[lid.x] = sum.x + sum.y + sum.z + sum.w;
     workgroupBarrier();

@@ -1,7 +1,8 @@
 // out = (x - mean) / sqrt(var + EPS) · weight + bias, over groups of GROUP elements.
 // LayerNorm: one group of C (EPS 1e-5).  GroupNorm ln_x: H groups of head_size (EPS 64e-5).
 // A chunk of T tokens is T·PARAM_GROUPS groups; weight and bias repeat for every token.
-// GATED: out = (norm·weight + bias + add) · gate, the GroupNorm's epilogue (GN(y) + bonus) ⊙ g.
+// GATED: out = (norm·weight + bias + add) · gate, the GroupNorm's epilogue (GN(y) + bonus) ⊙ g;
+// without ADD: out = (norm·weight + bias) · gate (RWKV-5.2/6's GN(y) ⊙ silu(g)).
 // Reference: layer_norm / group_norm in reference.py. One workgroup per group; every invocation
 // computes the group's mean and variance itself (two passes, as numpy does) instead of sharing
 // them through workgroup memory: barriers cost far more than the redundant reads on SwiftShader.
@@ -10,6 +11,7 @@ override EPS: f32;
 override WG: u32 = 64;
 override PARAM_GROUPS: u32 = 1;  // groups per token: 1 (LayerNorm) or H (GroupNorm)
 override GATED: bool = false;
+override ADD: bool = true;       // with GATED: whether `add` is added before the gate
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;          // [groups * GROUP]
 @group(0) @binding(1) var<storage, read> weight: array<f32>;     // [PARAM_GROUPS * GROUP]
@@ -30,6 +32,7 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) l
   let param = (group.x % PARAM_GROUPS) * GROUP;
   for (var i = lid.x; i < GROUP; i += WG) {
     let y = (x[base + i] - mean) * inv_std * weight[param + i] + bias[param + i];
-    if (GATED) { out[base + i] = (y + add[base + i]) * gate[base + i]; } else { out[base + i] = y; }
+    if (GATED && ADD) { out[base + i] = (y + add[base + i]) * gate[base + i]; }
+    else if (GATED) { out[base + i] = y * gate[base + i]; } else { out[base + i] = y; }
   }
 }

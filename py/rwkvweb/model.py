@@ -1,5 +1,9 @@
 """The RWKV-7 graph: from the config and the file's tensor table to a Plan of GPU steps.
 
+Everything around the layers (weight table, embedding, norms, head, sampler, prefill, snapshot) is
+shared by every version; a version contributes its block function (BLOCKS: RWKV-7's `_block` here,
+RWKV-5.2/6's in model56.py) and may use `classic_channel_mix`, the channel mix of RWKV-4/5/6.
+
 `compile_model` reads like reference.py's forward pass, one op call per line of maths;
 each op (ops.py) checks its shapes. Matrices are stored at the precision budget.py chose (the
 file's own by default: f32, or f16 unpacked in-shader; int8 / NF4 dequantized in-register), small
@@ -117,7 +121,8 @@ class _Builder:
         matvec: str,
         precisions: dict[str, str],
     ):
-        self.cfg, self.tensors, self.max_binding = config, tensors, max_binding
+        self.cfg, self.max_binding = config, max_binding
+        self.tensors = dict(tensors)  # a version may view a tensor in another shape (model56: time_maa_w2 as 2-D)
         self.variant = MATVEC_VARIANTS[matvec]
         self.precisions = precisions
         self.plan = Plan()
@@ -269,7 +274,8 @@ class Activations:
 
     @staticmethod
     def floats_per_token(cfg: ModelConfig) -> dict[str, int]:
-        C, lora = cfg.n_embd, max(cfg.d_decay_lora, cfg.d_aaa_lora, cfg.d_mv_lora, cfg.d_gate_lora)
+        C = cfg.n_embd
+        lora = max(cfg.d_decay_lora, cfg.d_aaa_lora, cfg.d_mv_lora, cfg.d_gate_lora, 5 * cfg.d_mix_lora)
         return {
             "x": C,
             "xx": C,
@@ -350,7 +356,7 @@ def compile_model(
                 View(state.buffer, base + C * F32, H * N * N * F32),
                 View(state.buffer, base + (C + H * N * N) * F32, C * F32),
             )  # att_shift, wkv, ffn_shift
-            _block(b, program, acts, i, *layer)
+            block_for(cfg.version)(b, program, acts, i, *layer)
 
     last = b.scratch("last_x", C)
     ops.rows(plan, HEAD_LAST, "last", chunked.x, count, last, C, t_pad)
@@ -407,6 +413,33 @@ def _embedding(b: _Builder, program: str, acts: Activations, ids: View) -> "Host
     for table, dtype, first, rows in b.row_parts("emb.weight", transpose=False):  # gathered by row
         ops.embed(b.plan, program, table, dtype, ids, acts.xx, rows, C, row_start=first, tokens=acts.tokens)
     return None
+
+
+def block_for(version: str):
+    """The block function of a version: (builder, program, activations, layer, att_shift, wkv, ffn_shift)."""
+    if version == "x070":
+        return _block
+    from .model56 import BLOCKS  # it builds on this module
+
+    return BLOCKS[version]
+
+
+def classic_channel_mix(
+    b: _Builder, p: str, a: Activations, i: int, ffn_shift: View, mix: tuple[str, str], current: bool
+) -> None:
+    """reference.classic_channel_mix on the GPU, added to the residual a.x: with xk, xr the token-shift
+    mixes of LayerNorm(x; ln2) by the weights named `mix` (k's, r's; `current` as reference.shift_mix),
+    x += sigmoid(Wr·xr) ⊙ (Wv·relu(Wk·xk)²). Uses a.xx, mixed slots 0-1, vecs slot R and ffn_hidden."""
+    C, T, plan = b.cfg.n_embd, a.tokens, b.plan
+    ffn, ln = f"blocks.{i}.ffn.", f"blocks.{i}."
+    chunk = {"tokens": T, "count": a.count}
+    ln2 = b.vectors(ln + "ln2", [ln + "ln2.weight", ln + "ln2.bias"])
+    ops.norm(plan, p, a.x, ln2.slot(0, C * F32), ln2.slot(1, C * F32), a.xx, C, 1, LN_EPS, tokens=T)
+    mixes = b.vectors(ffn + "mix", [ffn + name for name in mix])
+    ops.token_shift(plan, p, a.xx, ffn_shift, mixes, a.mixed, C, 2, current=current, **chunk)
+    b.linear(p, ffn + "key.weight", a.slot(a.mixed, 0), a.ffn_hidden, act="relu2", **chunk)
+    b.linear(p, ffn + "receptance.weight", a.slot(a.mixed, 1), a.slot(a.vecs, R), act="sigmoid", **chunk)
+    b.linear(p, ffn + "value.weight", a.ffn_hidden, a.x, accumulate=True, gate=a.slot(a.vecs, R), **chunk)
 
 
 def _block(b: _Builder, p: str, a: Activations, i: int, att_shift: View, wkv_state: View, ffn_shift: View) -> None:

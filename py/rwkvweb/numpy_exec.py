@@ -42,6 +42,8 @@ def _activate(t, act):
         return np.maximum(t, 0) ** 2
     if act == 4:
         return np.exp(np.float32(-DECAY_SCALE) * (1 / (1 + np.exp(-t))))
+    if act == 5:
+        return t / (1 + np.exp(-t))
     return t
 
 
@@ -53,7 +55,8 @@ def _tokens(c, count) -> int:
 
 def matvec(c, include, weight, x, bias, out, count, toward):
     M, K, n = c["M"], c["K"], _tokens(c, count)
-    xs = _f32(x, n * K).reshape(n, K)
+    x_stride, x_offset = c.get("X_STRIDE", K), c.get("X_OFFSET", 0)
+    xs = np.lib.stride_tricks.as_strided(_f32(x)[x_offset:], (n, K), (x_stride * 4, 4))
     if c["ROW_MAJOR"]:
         t = xs @ _weights(weight, include[0])[: M * K].reshape(M, K).T
     else:
@@ -65,6 +68,8 @@ def matvec(c, include, weight, x, bias, out, count, toward):
     offset = c["ROW_OFFSET"]
     stride = c.get("OUT_STRIDE", offset + M)
     rows = np.lib.stride_tricks.as_strided(_f32(out)[offset:], (n, M), (stride * 4, 4))
+    if c.get("GATED"):
+        t = t * np.lib.stride_tricks.as_strided(_f32(toward)[offset:], (n, M), (stride * 4, 4))
     if c.get("LERP"):
         target = np.lib.stride_tricks.as_strided(_f32(toward)[offset:], (n, M), (stride * 4, 4))
         rows[:] = rows + (target - rows) * t
@@ -81,16 +86,24 @@ def norm(c, include, x, weight, bias, out, add, gate):
     y = (xs - mean) / np.sqrt(var + np.float32(c["EPS"]))
     params = lambda v: np.tile(_f32(v, P * G).reshape(P, G), (n // P, 1))  # noqa: E731 - repeated for every token
     y = (y * params(weight) + params(bias)).reshape(-1)
-    _f32(out, n * G)[:] = (y + _f32(add, n * G)) * _f32(gate, n * G) if c.get("GATED") else y
+    if c.get("GATED"):
+        y = (y + _f32(add, n * G)) * _f32(gate, n * G) if c.get("ADD", True) else y * _f32(gate, n * G)
+    _f32(out, n * G)[:] = y
 
 
 def token_shift(c, include, x, prev, mix, out, count):
     C, m, T, n = c["C"], c["N_MIX"], c.get("T_PAD", 1), _tokens(c, count)
     now, before = _f32(x, n * C).reshape(n, C).copy(), _f32(prev, C)
     earlier = np.concatenate([before[None], now[:-1]])  # each token's predecessor
-    mixed = now[None] + (earlier - now)[None] * _f32(mix, m * C).reshape(m, 1, C)
+    weights = (
+        _f32(mix, m * T * C).reshape(m, T, C)[:, :n] if c.get("MIX_PER_TOKEN") else _f32(mix, m * C).reshape(m, 1, C)
+    )
+    if c.get("CURRENT"):  # the mix weights the current token (RWKV-4/5)
+        mixed = earlier[None] + (now - earlier)[None] * weights
+    else:
+        mixed = now[None] + (earlier - now)[None] * weights
     _f32(out, m * T * C).reshape(m, T, C)[:, :n] = mixed
-    if n:
+    if n and not c.get("KEEP_PREV"):
         before[:] = now[-1]
 
 
@@ -127,6 +140,21 @@ def wkv4(c, include, vecs, params, state, out, count):
         e1, e2 = np.exp(pp + w - q), np.exp(k[t] - q)
         aa, bb, pp = e1 * aa + e2 * v[t], e1 * bb + e2, q
     abp[:] = aa, bb, pp
+
+
+def wkv5(c, include, vecs, params, state, out, count):
+    """S[h] is [key j, value i]: y = rᵀ(S + u·k·vᵀ), then S = diag(w)·S + k·vᵀ, w = exp(−exp(d))."""
+    C, N, T, n = c["C"], c["N"], c.get("T_PAD", 1), _tokens(c, count)
+    H = C // N
+    r, d, k, v = _f32(vecs, 4 * T * C).reshape(4, T, H, N)
+    time_decay, u = _f32(params, 2 * C).reshape(2, H, N)
+    S = _f32(state, H * N * N).reshape(H, N, N)
+    y_out = _f32(out, T * C).reshape(T, H, N)
+    for t in range(n):
+        w = np.exp(-np.exp(d[t] if c.get("PER_TOKEN_DECAY") else time_decay))
+        kv = k[t][:, :, None] * v[t][:, None, :]
+        y_out[t] = (r[t][:, None, :] @ (S + u[:, :, None] * kv))[:, 0, :]
+        S[:] = S * w[:, :, None] + kv
 
 
 def embed(c, include, weight, token, out):
@@ -202,6 +230,7 @@ KERNELS = {
     ("token_shift.wgsl", "main"): token_shift,
     ("wkv7.wgsl", "main"): wkv7,
     ("wkv4.wgsl", "main"): wkv4,
+    ("wkv5.wgsl", "main"): wkv5,
     ("embed.wgsl", "main"): embed,
     ("rows.wgsl", "last"): rows_last,
     ("rows.wgsl", "sum"): rows_sum,

@@ -32,7 +32,7 @@ def _weight_kernel(plan: Plan, shader: str, constants: dict, dtype: str, element
     return plan.kernel(shader, constants, include=(f"lib/weights_{dtype}.wgsl",))
 
 
-ACTIVATIONS = {"none": 0, "tanh": 1, "sigmoid": 2, "relu2": 3, "decay": 4}
+ACTIVATIONS = {"none": 0, "tanh": 1, "sigmoid": 2, "relu2": 3, "decay": 4, "silu": 5}
 
 
 def _groups(n: int, per_group: int = WG) -> tuple[int, int, int]:
@@ -83,6 +83,9 @@ def matvec(
     tokens: int = 1,
     count: View | None = None,
     toward: View | None = None,
+    gate: View | None = None,
+    x_offset: int = 0,
+    x_stride: int | None = None,
 ) -> None:
     """out[t, row_offset + m] (+)= act(W·x[t] + bias) for the `tokens` rows of x (1: a decode step).
 
@@ -90,7 +93,9 @@ def matvec(
     the workgroup size, reduced in workgroup memory). Otherwise W is k-major [K, M_pad], M_pad = M
     rounded up to a multiple of 4 (x @ W, or a matrix transposed at load). Rows of `out` are
     `out_stride` floats apart (default row_offset + M); `count` marks how many tokens are real;
-    with `toward`, out moves toward it by the activation instead: out += (toward − out)·act(W·x + bias)."""
+    with `toward`, out moves toward it by the activation instead: out += (toward − out)·act(W·x + bias);
+    with `gate`, act(W·x + bias) is multiplied by gate[t, m] first. Token t's inputs are x[t·x_stride +
+    x_offset:][:K] (default x_stride = K: rows of exactly K)."""
     assert K % 4 == 0, f"K={K} must be a multiple of 4"
     assert row_threads >= 1 and WG % row_threads == 0 and row_threads & (row_threads - 1) == 0, row_threads
     tile = 1 if row_major and row_threads > 1 else token_tile(tokens)
@@ -98,18 +103,25 @@ def matvec(
     stride = row_offset + M if out_stride is None else out_stride
     m_pad = M if row_major else -(-M // 4) * 4
     weight = _expect(weight, weight_bytes(dtype, m_pad * K), f"matvec weight [{M}x{K}] {dtype}")
-    x = _expect(x, tokens * K * F32, "matvec x")
+    x_stride = K if x_stride is None else x_stride
+    assert x_offset % 4 == 0 and x_stride % 4 == 0 and x_offset + K <= x_stride, (x_offset, x_stride, K)
+    x = _expect(x, ((tokens - 1) * x_stride + x_offset + K) * F32, "matvec x")
     out = _expect(out, ((tokens - 1) * stride + row_offset + M) * F32, "matvec out")
     if bias is not None:
         bias = _expect(bias, M * F32, "matvec bias")
     count, counted = _counted(count, x)
     assert toward is None or not accumulate, "a matvec either accumulates or moves toward a target"
-    toward = x if toward is None else _expect(toward, out.size, "matvec toward")
+    assert toward is None or gate is None, "toward and gate share a binding"
+    other = toward if gate is None else gate
+    other = x if other is None else _expect(other, out.size, "matvec toward" if gate is None else "matvec gate")
     constants = {
         "M": M,
         "K": K,
         "ROW_MAJOR": row_major,
-        **({"LERP": True} if toward is not x else {}),
+        **({"LERP": True} if toward is not None else {}),
+        **({"GATED": True} if gate is not None else {}),
+        **({"X_OFFSET": x_offset} if x_offset else {}),
+        **({"X_STRIDE": x_stride} if x_stride != K else {}),
         "ROW_THREADS": row_threads if row_major else 1,
         "ACT": ACTIVATIONS[act],
         "HAS_BIAS": bias is not None,
@@ -121,7 +133,7 @@ def matvec(
     kernel = _weight_kernel(plan, "matvec.wgsl", constants, dtype, m_pad * K)
     rows = _groups(m_pad // 4) if not row_major else _groups(M, WG // row_threads)
     plan.dispatch(
-        program, kernel, [weight, x, bias or x, out, count, toward], (rows[0], tokens // tile, 1)
+        program, kernel, [weight, x, bias or x, out, count, other], (rows[0], tokens // tile, 1)
     )  # x: unread stand-ins
 
 
@@ -148,14 +160,15 @@ def norm(
     gate: View | None = None,
 ) -> None:
     """LayerNorm (n_groups 1) or GroupNorm (one group per head) with affine weight and bias, for
-    each of `tokens` rows; with `add` and `gate`: out = (norm + add) · gate (RWKV-7's (GN(y) + bonus) ⊙ g)."""
+    each of `tokens` rows; with `add` and `gate`: out = (norm + add) · gate (RWKV-7's (GN(y) + bonus) ⊙ g);
+    with `gate` alone: out = norm · gate (RWKV-5.2/6's GN(y) ⊙ silu(g))."""
     size = group * n_groups * F32
     x, out = (_expect(v, tokens * size, f"norm {what}") for v, what in ((x, "x"), (out, "out")))
     weight, bias = (_expect(v, size, f"norm {what}") for v, what in ((weight, "weight"), (bias, "bias")))
-    assert (add is None) == (gate is None), "the gated epilogue needs both add and gate"
-    gated = add is not None
+    assert add is None or gate is not None, "an added term comes with the gated epilogue"
+    gated, added = gate is not None, add is not None
     add, gate = (
-        _expect(v, tokens * size, f"norm {what}") if gated else x for v, what in ((add, "add"), (gate, "gate"))
+        _expect(v, tokens * size, f"norm {what}") if v is not None else x for v, what in ((add, "add"), (gate, "gate"))
     )
     constants = {
         "GROUP": group,
@@ -163,6 +176,7 @@ def norm(
         "WG": WG,
         **({"PARAM_GROUPS": n_groups} if n_groups > 1 else {}),
         **({"GATED": True} if gated else {}),
+        **({"ADD": False} if gated and not added else {}),
     }
     plan.dispatch(
         program, plan.kernel("norm.wgsl", constants), [x, weight, bias, out, add, gate], (n_groups * tokens, 1, 1)
@@ -180,15 +194,21 @@ def token_shift(
     n_mix: int,
     tokens: int = 1,
     count: View | None = None,
+    current: bool = False,
+    mix_per_token: bool = False,
+    keep_prev: bool = False,
 ) -> None:
     """out[j, t] = x[t] + (x[t−1] − x[t])·mix[j] for each of n_mix coefficient vectors, x[−1] = prev;
-    then prev = the last real token's x."""
+    then prev = the last real token's x (unless keep_prev). `current`: out[j, t] = x[t−1] + (x[t] − x[t−1])·mix[j]
+    (RWKV-4/5's time_mix_*); `mix_per_token`: mix is [n_mix, tokens, C] (RWKV-6's ddlerp)."""
     x = _expect(x, tokens * C * F32, "token_shift x")
     prev = _expect(prev, C * F32, "token_shift prev")
-    mix = _expect(mix, n_mix * C * F32, "token_shift mix")
+    mix = _expect(mix, n_mix * (tokens if mix_per_token else 1) * C * F32, "token_shift mix")
     out = _expect(out, n_mix * tokens * C * F32, "token_shift out")
     count, counted = _counted(count, x)
-    kernel = plan.kernel("token_shift.wgsl", {"C": C, "N_MIX": n_mix, "WG": WG, **_chunk(tokens, counted)})
+    flags = {"CURRENT": current, "MIX_PER_TOKEN": mix_per_token, "KEEP_PREV": keep_prev}
+    constants = {"C": C, "N_MIX": n_mix, "WG": WG, **_chunk(tokens, counted), **{k: v for k, v in flags.items() if v}}
+    kernel = plan.kernel("token_shift.wgsl", constants)
     plan.dispatch(program, kernel, [x, prev, mix, out, count], _groups(C))
 
 
@@ -235,6 +255,37 @@ def wkv4(
     count, counted = _counted(count, vecs)
     kernel = plan.kernel("wkv4.wgsl", {"C": C, "WG": WG, **_chunk(tokens, counted)})
     plan.dispatch(program, kernel, [vecs, params, state, out, count], _groups(C))
+
+
+def wkv5(
+    plan: Plan,
+    program: str,
+    vecs: View,
+    params: View,
+    state: View,
+    out: View,
+    C: int,
+    head_size: int,
+    per_token_decay: bool,
+    tokens: int = 1,
+    count: View | None = None,
+) -> None:
+    """The RWKV-5.2/6 WKV over a chunk: vecs r|d|k|v [4, T, C], params time_decay|time_faaaa [2, C] -> y [T, C].
+    The decay is exp(−exp(d)) of time_decay (5.2) or, per_token_decay, of vecs' d slot (6)."""
+    assert C % head_size == 0
+    vecs = _expect(vecs, 4 * tokens * C * F32, "wkv5 vecs (r|d|k|v)")
+    params = _expect(params, 2 * C * F32, "wkv5 params (time_decay|time_faaaa)")
+    state = _expect(state, C * head_size * F32, "wkv5 state [H, N, N]")
+    out = _expect(out, tokens * C * F32, "wkv5 out (y)")
+    count, counted = _counted(count, vecs)
+    constants = {
+        "C": C,
+        "N": head_size,
+        **_chunk(tokens, counted),
+        **({"PER_TOKEN_DECAY": True} if per_token_decay else {}),
+    }
+    kernel = plan.kernel("wkv5.wgsl", constants)
+    plan.dispatch(program, kernel, [vecs, params, state, out, count], (C // head_size, 1, 1))
 
 
 def embed(
