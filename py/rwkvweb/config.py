@@ -101,6 +101,19 @@ def tensor_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def wkv_state_floats(config: ModelConfig) -> int:
+    """Floats of one layer's WKV state: [H, N, N] matrices (5.2, 6, 7); RWKV-4's aa | bb | pp [3, C]."""
+    return 3 * config.n_embd if config.version == config4.RWKV4 else config.n_head * config.head_size**2
+
+
+def fresh_state(config: ModelConfig) -> bytes:
+    """Every layer's state before any token, float32 (reference.State.zeros's bytes): zeros, except
+    RWKV-4's pp (config4.FRESH_PP)."""
+    if config.version == config4.RWKV4:
+        return config4.fresh_state(config)
+    return bytes(config.n_layer * (2 * config.n_embd + wkv_state_floats(config)) * 4)
+
+
 # Block 0 takes v_first = v, so checkpoints may omit its value-residual LoRA.
 OPTIONAL = {"blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2"}
 
