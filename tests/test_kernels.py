@@ -554,3 +554,104 @@ def test_wkv4_walks_a_chunk_in_order(gpu_page, C, tokens, real, fresh):
             assert error <= rtol, f"run {step}: {what} max error {error:.2e} of its scale (allowed {rtol:.0e})"
     if real is not None:  # rows past the count are left as they were
         assert not floats(gpu[-1][f"{v['out'].buffer}:0"])[real * C :].any()
+
+
+# RWKV-5.2 / RWKV-6 (issue 11 part 3): the WKV with bonus u, and the options their blocks use.
+
+
+def wkv5_inputs(rng, C, tokens):
+    """r d k v [4, T, C] and params time_decay | time_faaaa [2, C] spread like a trained model's
+    (decays exp(−exp(d)) in (0.55, 0.998), bonuses of both signs) so a dropped term shows."""
+    T = tokens
+    r, k, v_ = rand(rng, T * C), rand(rng, T * C), rand(rng, T * C)
+    d = rng.uniform(-6.0, -0.5, T * C).astype(np.float32)  # per token (RWKV-6)
+    params = np.concatenate([rng.uniform(-6.0, -0.5, C), rng.uniform(-0.5, 1.0, C)]).astype(np.float32)
+    return np.concatenate([r, d, k, v_]), params
+
+
+@pytest.mark.parametrize("per_token_decay", [False, True])
+@pytest.mark.parametrize("C, head_size, tokens, real", [(256, 64, 1, 1), (128, 32, 8, 8), (64, 8, 16, 5)])
+def test_wkv5_state_update_and_readout(gpu_page, per_token_decay, C, head_size, tokens, real):
+    """One decode step and chunks (a partial one too), decay per channel (5.2) or per token (6)."""
+    rng = np.random.default_rng(C + tokens + per_token_decay)
+    vecs, params = wkv5_inputs(rng, C, tokens)
+    plan = Plan()
+    v, initial = inputs(
+        plan, vecs=vecs, params=params, state=rand(rng, C * head_size), out=np.zeros(tokens * C, np.float32)
+    )
+    count = count_buffer(plan, initial, real) if tokens > 1 else None
+    ops.wkv5(plan, "test", v["vecs"], v["params"], v["state"], v["out"], C, head_size, per_token_decay, tokens, count)
+    check(gpu_page, plan, initial, [v["out"], v["state"]])
+
+
+@pytest.mark.parametrize("tokens", [1, 4])
+def test_matvec_gated_silu_and_strided_input(gpu_page, tokens):
+    """The channel mix's x += (Wv·k) ⊙ r (GATED, accumulating), the gate's silu, and v6's ddlerp LoRA
+    up-projection reading slice j of a [T, 5D] row (X_OFFSET, X_STRIDE)."""
+    rng = np.random.default_rng(40 + tokens)
+    M, K, D = 128, 64, 32
+    plan = Plan()
+    v, initial = inputs(
+        plan,
+        w=weights(rng, (M, K), K**-0.5, "f32"),
+        x=rand(rng, tokens * K),
+        out=rand(rng, tokens * M),
+        gate=rng.uniform(0, 1, tokens * M).astype(np.float32),
+        silu_out=np.zeros(tokens * M, np.float32),
+        up=weights(rng, (D, M), D**-0.5, "f32"),
+        hidden=rand(rng, tokens * 5 * D),
+        b=rand(rng, M),
+        mixes=np.zeros(tokens * M, np.float32),
+    )
+    chunk = {"tokens": tokens}
+    ops.matvec(plan, "test", v["w"], "f32", v["x"], v["out"], M, K, accumulate=True, gate=v["gate"], **chunk)
+    ops.matvec(plan, "test", v["w"], "f32", v["x"], v["silu_out"], M, K, act="silu", **chunk)
+    ops.matvec(
+        plan, "test", v["up"], "f32", v["hidden"], v["mixes"], M, D, row_major=False, bias=v["b"], x_offset=2 * D,
+        x_stride=5 * D, **chunk,
+    )  # fmt: skip
+    check(gpu_page, plan, initial, [v["out"], v["silu_out"], v["mixes"]])
+
+
+@pytest.mark.parametrize("tokens, real", [(1, 1), (8, 6)])
+def test_token_shift_variants(gpu_page, tokens, real):
+    """RWKV-4/5's lerp toward the current token (CURRENT), RWKV-6's per-token mixes (MIX_PER_TOKEN),
+    and a shift that leaves prev alone (KEEP_PREV): prev must be unchanged after it."""
+    rng = np.random.default_rng(50 + tokens)
+    C = 128
+    plan = Plan()
+    v, initial = inputs(
+        plan,
+        x=rand(rng, tokens * C),
+        prev=rand(rng, C),
+        kept=rand(rng, C),
+        mix=rng.uniform(0, 1, 2 * C).astype(np.float32),
+        per_token=rng.uniform(-0.5, 1.5, 6 * tokens * C).astype(np.float32),
+        current=np.zeros(2 * tokens * C, np.float32),
+        moved=np.zeros(6 * tokens * C, np.float32),
+        first=np.zeros(tokens * C, np.float32),
+    )
+    count = count_buffer(plan, initial, real) if tokens > 1 else None
+    chunk = {"tokens": tokens, "count": count}
+    ops.token_shift(plan, "test", v["x"], v["kept"], v["mix"], v["first"], C, 1, keep_prev=True, **chunk)
+    ops.token_shift(plan, "test", v["x"], v["kept"], v["per_token"], v["moved"], C, 6, mix_per_token=True, **chunk)
+    ops.token_shift(plan, "test", v["x"], v["prev"], v["mix"], v["current"], C, 2, current=True, **chunk)
+    check(gpu_page, plan, initial, [v["first"], v["moved"], v["current"], v["prev"], v["kept"]])
+
+
+def test_norm_gate_without_an_added_term(gpu_page):
+    """RWKV-5.2/6's GroupNorm(y; ln_x, eps 64e-5) ⊙ silu(g), for 3 tokens of 4 heads of 8."""
+    rng = np.random.default_rng(11)
+    group, heads, tokens = 8, 4, 3
+    n = group * heads
+    plan = Plan()
+    v, initial = inputs(
+        plan,
+        x=rand(rng, tokens * n, scale=2),
+        w=rand(rng, n),
+        b=rand(rng, n),
+        gate=rand(rng, tokens * n),
+        out=np.zeros(tokens * n, np.float32),
+    )
+    ops.norm(plan, "test", v["x"], v["w"], v["b"], v["out"], group, heads, 64e-5, tokens=tokens, gate=v["gate"])
+    check(gpu_page, plan, initial, [v["out"]])

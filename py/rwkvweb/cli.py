@@ -114,13 +114,15 @@ def _parser() -> argparse.ArgumentParser:
     decode.add_argument("--vocab")
     decode.set_defaults(run=cmd_decode)
 
-    testmodel = commands.add_parser("testmodel", help="write a random RWKV-7 model with official names and shapes")
+    testmodel = commands.add_parser("testmodel", help="write a random RWKV model with official names and shapes")
     testmodel.add_argument("out")
     testmodel.add_argument("--layers", type=int, default=2)
     testmodel.add_argument("--width", type=int, default=128, help="n_embd, a multiple of 64")
     testmodel.add_argument("--vocab", type=int, default=256)
     testmodel.add_argument("--seed", type=int, default=0)
     testmodel.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32")
+    testmodel.add_argument("--version", choices=["x070", "x060", "x052"], default="x070", help="RWKV 7, 6 or 5.2")
+    testmodel.add_argument("--head-size", type=int, default=64, help="N, dividing the width")
     testmodel.set_defaults(run=cmd_testmodel)
     return parser
 
@@ -210,10 +212,10 @@ def cmd_logits(args) -> None:
     else:
         import numpy as np
 
-        from .reference import RWKV7
+        from .reference import load
 
         with np.errstate(all="ignore"):  # an overflow shows as non-finite logits, reported by _check_finite
-            rows = RWKV7.load(args.model).logits(tokens)[0].tolist()
+            rows = load(args.model).logits(tokens)[0].tolist()
     _check_finite(rows)
     json.dump({"logits": rows}, sys.stdout, allow_nan=False)
     print()
@@ -325,6 +327,8 @@ def cmd_testmodel(args) -> None:
         raise ValueError(f"--width must be a positive multiple of 64 (the head size), got {args.width}")
     if args.layers <= 0 or args.vocab <= 0:
         raise ValueError("--layers and --vocab must be positive")
-    config = ModelConfig.default_for(args.layers, args.width, args.vocab)
+    if args.head_size <= 0 or args.width % args.head_size:
+        raise ValueError(f"--head-size must divide the width {args.width}, got {args.head_size}")
+    config = ModelConfig.default_for(args.layers, args.width, args.vocab, args.head_size, args.version)
     write_test_model(args.out, config, seed=args.seed, dtype=args.dtype)
     print(f"wrote {args.out}: {config}")
