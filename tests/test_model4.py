@@ -160,7 +160,12 @@ def test_a_pile_vocabulary_asks_for_gpt_neox_and_a_world_one_gets_world(tmp_path
 
 @pytest.fixture(scope="module")
 def cli_model(tmp_path_factory):
-    return v4_file(tmp_path_factory.mktemp("cli4"), 2, 128, vocab=256, dtype="fp16", seed=4)
+    path = str(tmp_path_factory.mktemp("cli4") / "v4.st")
+    out = cli(
+        "testmodel", path, "--version", "x040", "--layers", "2", "--width", "128", "--vocab", "256", "--dtype", "fp16"
+    )
+    assert b"version='x040'" in out.stdout
+    return path
 
 
 def test_the_cli_runs_a_v4_model(cli_model):
