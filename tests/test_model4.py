@@ -145,6 +145,32 @@ def test_a_bf16_pth_reads_like_its_safetensors_twin(tmp_path):
     assert np.abs(got - expected).max() <= REFERENCE * (expected.max() - expected.min())
 
 
+@pytest.mark.parametrize("scheme", ["int8", "nf4"])
+def test_a_converted_and_prequantized_pth_equals_quantizing_at_load(tmp_path, scheme):
+    """build.convert then build.quantize on an RWKV-4 .pth: the file loads as the same codes the loader
+    would make (identical logits), and the reference reading its dequantized values agrees (float32 order)."""
+    from build.convert import convert
+    from build.quantize import quantize_file
+
+    config = ModelConfig.default_for(2, 64, 300, version="x040")
+    weights = random_weights(config, seed=6)
+    write_pth(tmp_path / "v4.pth", weights, bf16=frozenset(name for name, w in weights.items() if w.ndim == 2))
+    assert convert(str(tmp_path / "v4.pth"), str(tmp_path / "v4.st"))["config"] == config
+    quantize_file(str(tmp_path / "v4.st"), str(tmp_path / f"v4-{scheme}.st"), precision=scheme)
+    tokens = [3, 1, 4, 1, 5, 9, 2, 6]
+
+    def logits(path, **options):
+        model = run_async(Model.load(path, tokenizer_for=lambda config, metadata: None, **options))
+        return rows(run_async(model.logits(tokens))), model.info()
+
+    at_load, _ = logits(str(tmp_path / "v4.st"), precision=scheme)
+    ahead, info = logits(str(tmp_path / f"v4-{scheme}.st"))
+    assert info["matrices_by_precision"] == {scheme: 2 + 2 * 7}
+    np.testing.assert_array_equal(ahead, at_load)
+    reference, _ = load(str(tmp_path / f"v4-{scheme}.st")).logits(tokens)
+    assert np.abs(reference - ahead).max() <= REFERENCE * (reference.max() - reference.min())
+
+
 def test_a_pile_vocabulary_asks_for_gpt_neox_and_a_world_one_gets_world(tmp_path):
     """The tokenizer comes from the vocabulary size as for every version: 50277 rows (RWKV-4 Pile/Raven)
     need GPT-NeoX 20B's tokenizer.json; 65536 rows (RWKV-4 World) use the World tokenizer."""
