@@ -139,3 +139,26 @@ def test_generated_models_look_trained(version):
     u = weights["blocks.0.att.time_faaaa"]
     assert u.min() < 0 < u.max()
     assert detect_config(tensor_shapes(config)) == config
+
+
+def test_the_graph_needs_no_numpy():
+    """The page builds plans in Pyodide, whose offline core has no numpy: compile both versions with it
+    made unimportable (the references, which need it, are never imported by the graph)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, math; sys.modules['numpy'] = None\n"
+        "from rwkvweb.config import ModelConfig, tensor_shapes\n"
+        "from rwkvweb.safetensors import TensorInfo\n"
+        "from rwkvweb.model import compile_model\n"
+        "for version in ('x052', 'x060'):\n"
+        "    config = ModelConfig.default_for(1, 64, 100, head_size=8, version=version)\n"
+        "    table, at = {}, 0\n"
+        "    for name, shape in tensor_shapes(config).items():\n"
+        "        table[name] = TensorInfo(name, 'F32', shape, at, at + 4 * math.prod(shape))\n"
+        "        at += 4 * math.prod(shape)\n"
+        "    print(version, len(compile_model(config, table).plan.to_json()['programs']['decode']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("x052 ") and "\nx060 " in out

@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # config.py imports this module; the class is only named in a
     from .config import ModelConfig
 
 EAGLE, FINCH = "x052", "x060"
+DDLERP = ("w", "k", "v", "r", "g")  # the order of RWKV-6's five ddlerp LoRAs in time_maa_w2, as in the official code
 
 
 def default_for(version: str, n_layer: int, n_embd: int, vocab_size: int, head_size: int = 64) -> "ModelConfig":

@@ -12,10 +12,9 @@ from dataclasses import replace
 
 from . import ops
 from .config import GN_EPS, LN_EPS
-from .config56 import EAGLE, FINCH
+from .config56 import DDLERP, EAGLE, FINCH
 from .model import F32, G, K, R, V, W, Activations, _Builder, _lora, classic_channel_mix
 from .plan import View
-from .reference56 import DDLERP
 
 SLOT = {"r": R, "w": W, "k": K, "v": V, "g": G}  # where each of the ddlerp mixes lands in mixed and vecs
 

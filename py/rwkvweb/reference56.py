@@ -16,9 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from .config import GN_EPS
+from .config56 import DDLERP
 from .reference import Reference, State, classic_channel_mix, group_norm, shift_mix, silu
-
-DDLERP = ("w", "k", "v", "r", "g")  # the order of time_maa_w2's five LoRAs, as in the official code
 
 
 class _Eagle(Reference):
