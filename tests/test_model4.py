@@ -11,11 +11,12 @@ convention moves logits by a tenth of the range). Prefill vs decode on one plan 
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
 
-from conftest import run_async
+from conftest import ROOT, run_async
 from pth_writer import write_pth
 from rwkvweb.api import Model
 from rwkvweb.budget import parse_bytes, plan_budget
@@ -225,3 +226,27 @@ def test_the_webgpu_backend_prints_the_same_json_as_numpy(cli_model):
         for b in ("numpy", "webgpu")
     ]
     assert greedy[0] == greedy[1]
+
+
+def test_the_v4_graph_and_fresh_state_need_no_numpy():
+    """The page builds plans and writes the fresh state in Pyodide, whose offline core has no numpy."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, math; sys.modules['numpy'] = None\n"
+        "from rwkvweb.config import ModelConfig, tensor_shapes, fresh_state\n"
+        "from rwkvweb.safetensors import TensorInfo\n"
+        "from rwkvweb.model import compile_model\n"
+        "config = ModelConfig.default_for(1, 64, 100, version='x040')\n"
+        "table, at = {}, 0\n"
+        "for name, shape in tensor_shapes(config).items():\n"
+        "    table[name] = TensorInfo(name, 'F32', shape, at, at + 4 * math.prod(shape))\n"
+        "    at += 4 * math.prod(shape)\n"
+        "compiled = compile_model(config, table)\n"
+        "kernels = {k['shader'] for k in compiled.plan.to_json()['kernels']}\n"
+        "print(sorted(kernels), compiled.state.size, len(fresh_state(config)))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "py")}  # this checkout's package, as test_cli.cli runs it
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert "'wkv4.wgsl'" in out and "wkv7" not in out and out.strip().endswith("1280 1280")
