@@ -22,6 +22,7 @@ from .model import DEFAULT_MAX_BINDING
 from .safetensors import TensorInfo
 
 HUB = "https://huggingface.co/BlinkDL"
+VERSION_TAGS = {7: "x070", 6: "x060", 5: "x052"}  # the versions whose official shapes config.py knows
 APACHE = "Apache-2.0"
 
 
@@ -29,7 +30,7 @@ APACHE = "Apache-2.0"
 class CatalogModel:
     id: str
     title: str
-    version: int  # RWKV architecture: 7 = "x070"
+    version: int  # RWKV architecture: 7 = "x070", 6 = "x060" (VERSION_TAGS)
     n_layer: int
     n_embd: int
     vocab_size: int
@@ -40,12 +41,12 @@ class CatalogModel:
     @property
     def download_bytes(self) -> int | None:
         """The bf16 tensors' bytes (the file is a few tens of KB more); None where the shapes are not known here."""
-        if self.version != 7:
+        if self.version not in VERSION_TAGS:
             return None
         return sum(2 * math.prod(shape) for shape in tensor_shapes(self.config()).values())
 
     def config(self) -> ModelConfig:
-        return ModelConfig.default_for(self.n_layer, self.n_embd, self.vocab_size)
+        return ModelConfig.default_for(self.n_layer, self.n_embd, self.vocab_size, version=VERSION_TAGS[self.version])
 
     def to_json(self) -> dict:
         return {**asdict(self), "download_bytes": self.download_bytes}
@@ -107,9 +108,9 @@ MODELS: tuple[CatalogModel, ...] = (
 
 def official_header(model: CatalogModel) -> dict[str, TensorInfo]:
     """The tensor table an official bf16 checkpoint of this shape has (names, shapes, contiguous
-    ranges): what the planner needs, before the real header is fetched. RWKV-7 only."""
-    if model.version != 7:
-        raise ModelError(f"{model.title}: this runtime knows only RWKV-7 shapes")
+    ranges): what the planner needs, before the real header is fetched."""
+    if model.version not in VERSION_TAGS:
+        raise ModelError(f"{model.title}: this runtime does not know RWKV-{model.version}'s shapes")
     tensors, at = {}, 0
     for name, shape in tensor_shapes(model.config()).items():
         tensors[name] = TensorInfo(name, "BF16", shape, at, at + 2 * math.prod(shape))
