@@ -10,6 +10,7 @@ import base64
 
 import numpy as np
 
+from rwkvweb.config import fresh_state
 from rwkvweb.headless import open_blank
 from rwkvweb.numpy_exec import NumpyExecutor
 
@@ -115,13 +116,14 @@ def floats(data: bytes) -> np.ndarray:
 
 RUN_MODEL_JS = (
     """
-async ({plan, model, tokens, greedy, token, logits, state}) => {
+async ({plan, model, tokens, greedy, token, logits, state, fresh}) => {
 """
     + BRIDGE_SETUP_JS
     + """  try {
     await bridge.load(plan);
     const file = await (await fetch(model)).arrayBuffer();
     await bridge.fill(plan.fills, (start, end) => file.slice(start, end));
+    bridge.write(state[0], state[1], Uint8Array.from(atob(fresh), (c) => c.charCodeAt(0)));
     const rows = [];
     const chosen = [];
     const vocab = logits[2] / 4;
@@ -160,6 +162,7 @@ def run_model_in_browser(page, compiled, model_url: str, tokens: list[int], gree
             "token": view(compiled.token),
             "logits": view(compiled.logits),
             "state": view(compiled.state),
+            "fresh": encode(fresh_state(compiled.config)),  # what the engine writes (RWKV-4's pp is not 0)
         },
     )
     out["rows"] = np.stack([floats(base64.b64decode(r))[: compiled.config.vocab_size] for r in out["rows"]])
@@ -169,22 +172,24 @@ def run_model_in_browser(page, compiled, model_url: str, tokens: list[int], gree
 
 RUN_PREFILL_JS = (
     """
-async ({plan, model, tokens, chunk, views}) => {
+async ({plan, model, tokens, chunk, views, fresh}) => {
 """
     + BRIDGE_SETUP_JS
     + """  const u32 = (...values) => new Uint32Array(values);
   const readLogits = async () => toB64(await bridge.read(...views.logits));
+  const freshState = Uint8Array.from(atob(fresh), (c) => c.charCodeAt(0));
   try {
     await bridge.load(plan);
     const file = await (await fetch(model)).arrayBuffer();
     await bridge.fill(plan.fills, (start, end) => file.slice(start, end));
+    bridge.write(views.state[0], views.state[1], freshState);
     const decode = [];
     for (const id of tokens) {
       bridge.run("decode", [{ buffer: views.token[0], offset: views.token[1], data: u32(id) }]);
       decode.push(await readLogits());
     }
     const decodeState = toB64(await bridge.read(...views.state));
-    bridge.write(views.state[0], views.state[1], new Uint8Array(views.state[2]));
+    bridge.write(views.state[0], views.state[1], freshState);
     const prefill = [];
     for (let start = 0; start < tokens.length; start += chunk) {
       const ids = tokens.slice(start, start + chunk);
@@ -217,6 +222,7 @@ def run_prefill_in_browser(page, compiled, model_url: str, tokens: list[int]) ->
             "tokens": tokens,
             "chunk": compiled.chunk,
             "views": views,
+            "fresh": encode(fresh_state(compiled.config)),  # what the engine writes (RWKV-4's pp is not 0)
         },
     )
     vocab = compiled.config.vocab_size

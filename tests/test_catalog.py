@@ -8,6 +8,7 @@ without 5.9 GB on disk; no download happens.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import subprocess
@@ -107,20 +108,39 @@ def test_the_rwkv6_entry_is_supported():
 
 
 def test_an_unsupported_version_is_said_so(tmp_path):
-    """RWKV-4 (time_first) until it lands: refused by name, the same words from the catalog and the plan CLI."""
+    """RWKV-5.0/5.1 (ln_x without time_faaaa; 5.0 also has RWKV-4's time_first): refused by name, the same
+    words from the catalog and the plan CLI."""
     from rwkvweb.safetensors import TensorInfo
 
-    header = {
-        "emb.weight": TensorInfo("emb.weight", "BF16", (50277, 1024), 0, 50277 * 1024 * 2),
-        "blocks.0.att.time_first": TensorInfo(
-            "blocks.0.att.time_first", "BF16", (1024,), 50277 * 1024 * 2, 50277 * 1024 * 2 + 2048
-        ),
-    }
+    names = [("emb.weight", (50277, 1024)), ("blocks.0.att.time_first", (16,)), ("blocks.0.att.ln_x.weight", (1024,))]
+    header, at = {}, 0
+    for name, shape in names:
+        size = 2 * math.prod(shape)
+        header[name] = TensorInfo(name, "BF16", shape, at, at + size)
+        at += size
     verdict = fit_verdict(header)
-    assert not verdict["supported"] and not verdict["fits"] and "RWKV-4" in verdict["message"]
-    path = tmp_path / "v4.st"
+    assert not verdict["supported"] and not verdict["fits"] and "RWKV-5.0/5.1" in verdict["message"]
+    path = tmp_path / "v5.0.st"
     write_sparse_header(path, header)
     assert verdict["message"] == plan_cli(path, "2GB")["message"]
+
+
+def test_an_rwkv4_header_gets_a_verdict(tmp_path):
+    """RWKV-4 Pile 169M's shapes (12 x 768, 50277 rows, bf16): supported, and it fits 2 GB at its own width."""
+    from rwkvweb.config import tensor_shapes
+    from rwkvweb.safetensors import TensorInfo
+
+    header, at = {}, 0
+    for name, shape in tensor_shapes(ModelConfig.default_for(12, 768, 50277, version="x040")).items():
+        size = 2 * math.prod(shape)
+        header[name] = TensorInfo(name, "BF16", shape, at, at + size)
+        at += size
+    verdict = fit_verdict(header)
+    assert verdict["supported"] and verdict["fits"], verdict
+    assert verdict["matrices_by_precision"] == {"f32": 2 + 12 * 7}  # bf16 widens to f32 when it fits
+    path = tmp_path / "v4.st"
+    write_sparse_header(path, header)
+    assert plan_cli(path, "2GB")["fits"]
 
 
 def test_the_catalog_lists_official_files_with_sizes_and_licences():

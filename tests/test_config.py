@@ -37,12 +37,27 @@ def test_head_size_comes_from_r_k():
 
 
 def test_refuses_other_generations_by_name():
-    """RWKV-4 (time_first) and RWKV-5.0/5.1 (ln_x without time_faaaa) are named in the refusal."""
-    shapes = {"emb.weight": (100, 64), "blocks.0.att.time_first": (64,), "blocks.0.att.time_decay": (64,)}
-    with pytest.raises(ModelError, match="this is an RWKV-4 model .*does not run RWKV-4 yet"):
-        detect_config(shapes)
+    """RWKV-5.0/5.1 (ln_x without time_faaaa) is named in the refusal, also when it has RWKV-4's
+    time_first (5.0 does): ln_x is checked first, as the official package does."""
     shapes = {"emb.weight": (100, 64), "blocks.0.att.ln_x.weight": (64,), "blocks.0.att.gate.weight": (64, 64)}
     with pytest.raises(ModelError, match="RWKV-5.0/5.1 model .*runs RWKV-5.2 and later"):
+        detect_config(shapes)
+    shapes["blocks.0.att.time_first"] = (1,)
+    with pytest.raises(ModelError, match="RWKV-5.0/5.1 model"):
+        detect_config(shapes)
+
+
+@pytest.mark.parametrize("layers, width, vocab", [(1, 64, 100), (2, 128, 50277), (3, 192, 65536)])
+def test_detects_rwkv4(layers, width, vocab):
+    """time_first without ln_x: RWKV-4; width and vocabulary from the embedding, FFN width from ffn.key."""
+    config = ModelConfig.default_for(layers, width, vocab, version="x040")
+    assert detect_config(tensor_shapes(config)) == config
+    assert config.version == "x040" and config.dim_ffn == 4 * width
+    shapes = tensor_shapes(config)
+    shapes["blocks.0.att.time_first"] = (1, 1, width)  # some exports keep the (1, 1, C) of a mixing vector
+    assert detect_config(shapes) == config
+    del shapes["blocks.0.ffn.receptance.weight"]
+    with pytest.raises(ModelError, match="not an RWKV-4 checkpoint: tensor 'blocks.0.ffn.receptance.weight'"):
         detect_config(shapes)
 
 

@@ -494,6 +494,68 @@ def test_the_sampler_refuses_non_finite_logits(gpu_page, bad):
     assert not np.frombuffer(gpu[0][f"{v['counts'].buffer}:0"], np.uint32).any()
 
 
+# --- RWKV-4 ----------------------------------------------------------------------------------------
+
+WKV4_STATE_RTOL = 1e-4  # aa and bb alone: see test_wkv4_walks_a_chunk_in_order
+
+
+def wkv4_inputs(rng, C: int, tokens: int, fresh: bool):
+    """r | k | v, time_first | time_decay and a state as a trained RWKV-4 layer sees them: decays
+    exp(−exp(time_decay)) from 0.007 to 0.99 (time_decay in (−5, 3), the official init's spread), and a
+    quarter of the channels with |k| up to 120, where e^k is infinite in float32: only the running
+    maximum pp keeps the sums finite."""
+    r = 1 / (1 + np.exp(-rand(rng, tokens * C)))
+    k = rand(rng, tokens, C, scale=2)
+    big = rng.uniform(0, 1, C) < 0.25
+    k[:, big] = rng.uniform(-120, 120, (tokens, int(big.sum())))
+    params = np.concatenate([rng.uniform(-2, 1, C), rng.uniform(-5, 3, C)]).astype(np.float32)
+    if fresh:  # aa = bb = 0, pp = "minus infinity" (rwkv4.FRESH_PP)
+        state = np.concatenate([np.zeros(2 * C), np.full(C, -1e30)])
+    else:  # a state some tokens in: bb >= 1 (one of its terms is e^0), pp the largest exponent so far
+        state = np.concatenate([rand(rng, C, scale=2), rng.uniform(1, 5, C), rng.uniform(-3, 100, C)])
+    vecs = np.concatenate([r, k.reshape(-1), rand(rng, tokens * C)]).astype(np.float32)
+    return vecs, params, state.astype(np.float32), big
+
+
+@pytest.mark.parametrize(
+    "C, tokens, real, fresh",
+    [(128, 1, None, True), (192, 1, None, False), (256, 8, 8, True), (96, 16, 5, False)],  # decode, then chunks
+)
+def test_wkv4_walks_a_chunk_in_order(gpu_page, C, tokens, real, fresh):
+    """Three runs of the dispatch (the state carries over) on the GPU and in numpy: out = r ⊙ wkv within
+    RTOL of its scale. pp within RTOL of its scale too (a max of sums that round alike). aa and bb are
+    stored divided by e^pp, so one ulp of pp (|pp|·2⁻²³ ≈ 1.2e-5 at |pp| = 100, from a 1-ulp
+    difference in the GPU's exp of time_decay) rescales both by that much: WKV4_STATE_RTOL for them,
+    while their ratio, all that wkv reads, is held to RTOL."""
+    rng = np.random.default_rng(C + tokens)
+    vecs, params, state, big = wkv4_inputs(rng, C, tokens, fresh)
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.exp(vecs[tokens * C : 2 * tokens * C])).any()  # a naive e^k would overflow
+    plan = Plan()
+    v, initial = inputs(plan, vecs=vecs, params=params, state=state, out=np.zeros(tokens * C, np.float32))
+    count = count_buffer(plan, initial, real) if real is not None else None
+    ops.wkv4(plan, "test", v["vecs"], v["params"], v["state"], v["out"], C, tokens=tokens, count=count)
+    s = v["state"]
+    reads = [(v["out"].buffer, 0, v["out"].size)] + [(s.buffer, s.offset + i * C * 4, C * 4) for i in range(3)]
+    gpu, _ = run_in_browser(gpu_page, plan.to_json(), initial, "test", [[]] * 3, reads)
+    ref = run_in_numpy(plan.to_json(), initial, "test", [[]] * 3, reads)
+    for step, (got, expected) in enumerate(zip(gpu, ref)):
+        out, aa, bb, pp = (floats(expected[f"{b}:{o}"]) for b, o, _ in reads)
+        out_gpu, aa_gpu, bb_gpu, pp_gpu = (floats(got[f"{b}:{o}"]) for b, o, _ in reads)
+        assert np.isfinite(out_gpu).all() and np.isfinite(aa_gpu).all() and np.isfinite(bb_gpu).all()
+        for what, e, g, rtol in (
+            ("out", out, out_gpu, RTOL),
+            ("pp", pp, pp_gpu, RTOL),
+            ("aa/bb", aa / bb, aa_gpu / bb_gpu, RTOL),
+            ("aa", aa, aa_gpu, WKV4_STATE_RTOL),
+            ("bb", bb, bb_gpu, WKV4_STATE_RTOL),
+        ):
+            error = float(np.abs(g - e).max()) / max(float(np.abs(e).max()), 1e-30)
+            assert error <= rtol, f"run {step}: {what} max error {error:.2e} of its scale (allowed {rtol:.0e})"
+    if real is not None:  # rows past the count are left as they were
+        assert not floats(gpu[-1][f"{v['out'].buffer}:0"])[real * C :].any()
+
+
 # RWKV-5.2 / RWKV-6 (issue 11 part 3): the WKV with bonus u, and the options their blocks use.
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .config import LARGE_MATRIX, ModelConfig, ModelError
+from .config import LARGE_MATRIX, ModelConfig, ModelError, wkv_state_floats
 from .model import (
     DEFAULT_CHUNK,
     DEFAULT_MAX_BINDING,
@@ -131,7 +131,7 @@ def _plan(
 ) -> BudgetPlan:
     names = quantizable(tensors)
     compile_with = lambda chosen: compile_model(config, tensors, max_binding, matvec, chosen, chunk)  # noqa: E731
-    reserve = max(config.vocab_size * 4, config.n_layer * (2 * config.n_embd + config.n_head * config.head_size**2) * 4)
+    reserve = max(config.vocab_size * 4, config.n_layer * (2 * config.n_embd + wkv_state_floats(config)) * 4)
 
     if precision != "auto":
         level = "f" + precision[2:] if precision.startswith("fp") else precision

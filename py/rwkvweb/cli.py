@@ -121,7 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     testmodel.add_argument("--vocab", type=int, default=256)
     testmodel.add_argument("--seed", type=int, default=0)
     testmodel.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32")
-    testmodel.add_argument("--version", choices=["x070", "x060", "x052"], default="x070", help="RWKV 7, 6 or 5.2")
+    testmodel.add_argument(
+        "--version", choices=["x070", "x060", "x052", "x040"], default="x070", help="RWKV 7, 6, 5.2 or 4"
+    )
     testmodel.add_argument("--head-size", type=int, default=64, help="N, dividing the width")
     testmodel.set_defaults(run=cmd_testmodel)
     return parser

@@ -1,7 +1,7 @@
 """The model's architecture, inferred from tensor names and shapes (no config file needed).
 
 `tensor_shapes(config)` is the one description of a checkpoint's tensors for its version
-(RWKV-7 here; RWKV-5.2 and RWKV-6 in config56.py): detection checks a file against it, and the
+(RWKV-7 here; RWKV-5.2 and RWKV-6 in config56.py, RWKV-4 in config4.py): detection checks a file against it, and the
 test-model generator builds from it. Names keep the official spelling (`att.x_r`, `ln_x`).
 """
 
@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from . import config56
+from . import config4, config56
 
 
 # RWKV-7 constants, shared by the numpy reference and the GPU graph (no numpy needed here).
@@ -35,7 +35,7 @@ class ModelConfig:
     d_aaa_lora: int = 64  # a1/a2
     d_mv_lora: int = 32  # v1/v2 (value residual)
     d_gate_lora: int = 128  # g1/g2
-    version: str = "x070"  # VERSIONS: x070 (RWKV-7), x060 (RWKV-6 Finch), x052 (RWKV-5.2 Eagle)
+    version: str = "x070"  # VERSIONS: x070 (RWKV-7), x060 (RWKV-6 Finch), x052 (RWKV-5.2 Eagle), x040 (RWKV-4)
     d_mix_lora: int = 0  # RWKV-6's ddlerp LoRA rank D (time_maa_w1 [C, 5D]); 0 for other versions
 
     @property
@@ -47,6 +47,8 @@ class ModelConfig:
         cls, n_layer: int, n_embd: int, vocab_size: int, head_size: int = 64, version: str = "x070"
     ) -> "ModelConfig":
         """Official sizes for a width, as in RWKV-LM's training code (RWKV-7: C=768 -> LoRAs 64, 64, 32, 128)."""
+        if version == config4.RWKV4:
+            return config4.default_for(n_layer, n_embd, vocab_size)
         if version != "x070":
             return config56.default_for(version, n_layer, n_embd, vocab_size, head_size)
 
@@ -68,6 +70,8 @@ class ModelConfig:
 
 def tensor_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every tensor of an official checkpoint of this config's version with its shape."""
+    if config.version == config4.RWKV4:
+        return config4.tensor_shapes(config)
     if config.version != "x070":
         return config56.tensor_shapes(config)
     C, V, F = config.n_embd, config.vocab_size, config.dim_ffn
@@ -97,6 +101,19 @@ def tensor_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def wkv_state_floats(config: ModelConfig) -> int:
+    """Floats of one layer's WKV state: [H, N, N] matrices (5.2, 6, 7); RWKV-4's aa | bb | pp [3, C]."""
+    return 3 * config.n_embd if config.version == config4.RWKV4 else config.n_head * config.head_size**2
+
+
+def fresh_state(config: ModelConfig) -> bytes:
+    """Every layer's state before any token, float32 (reference.State.zeros's bytes): zeros, except
+    RWKV-4's pp (config4.FRESH_PP)."""
+    if config.version == config4.RWKV4:
+        return config4.fresh_state(config)
+    return bytes(config.n_layer * (2 * config.n_embd + wkv_state_floats(config)) * 4)
+
+
 # Block 0 takes v_first = v, so checkpoints may omit its value-residual LoRA.
 OPTIONAL = {"blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2"}
 
@@ -114,15 +131,15 @@ QUANTIZED_DTYPES = ("int8", "nf4")
 WIDTH_UNIT, INNER_UNIT = 64, 4
 
 # The versions this runtime runs, and the one each is told apart by: a tensor of block 0 only it has,
-# checked in this order as the official `rwkv` package does (r_k: 7; time_maa: 6; time_faaaa: 5.2).
-VERSIONS = {"x070": "att.r_k", "x060": "att.time_maa_x", "x052": "att.time_faaaa"}
+# checked in this order as the official `rwkv` package does (r_k: 7; time_maa: 6; time_faaaa: 5.2;
+# ln_x without those: 5.0/5.1, refused; time_first without ln_x: 4).
+VERSIONS = {"x070": "att.r_k", "x060": "att.time_maa_x", "x052": "att.time_faaaa", "x040": "att.time_first"}
 VERSION_NAMES = {"x070": "RWKV-7", "x060": "RWKV-6 (Finch)", "x052": "RWKV-5.2 (Eagle)", "x040": "RWKV-4"}
 # Tell-tale tensors of generations it does not run (yet), for a helpful refusal.
 OTHER_VERSIONS = {
-    "att.time_first": "an RWKV-4 model (time_first/time_decay WKV); rwkvweb does not run RWKV-4 yet",
     "att.ln_x.weight": "an RWKV-5.0/5.1 model (ln_x without time_faaaa); rwkvweb runs RWKV-5.2 and later",
 }
-SUPPORTED = "RWKV-5.2 (x052), RWKV-6 (x060) and RWKV-7 (x070)"
+SUPPORTED = "RWKV-4 (x040), RWKV-5.2 (x052), RWKV-6 (x060) and RWKV-7 (x070)"
 
 
 def model_config(tensors: dict) -> ModelConfig:
@@ -144,18 +161,25 @@ def detect_version(names) -> str:
     """The RWKV generation of a file from its tensor names (VERSIONS), or a ModelError saying which
     generation it is when this runtime does not run it."""
     for version, marker in VERSIONS.items():
+        if version == config4.RWKV4:  # RWKV-5.0/5.1 have time_first too: their ln_x is told apart first
+            _refuse_other_versions(names)
         if f"blocks.0.{marker}" in names:
             return version
+    _refuse_other_versions(names)
+    return "x070"  # no marker at all: checked as RWKV-7, whose required tensors name what is missing
+
+
+def _refuse_other_versions(names) -> None:
     for marker, what in OTHER_VERSIONS.items():
         if f"blocks.0.{marker}" in names:
             raise ModelError(f"this is {what}")
-    return "x070"  # no marker at all: checked as RWKV-7, whose required tensors name what is missing
 
 
 REQUIRED = {  # checked first, so a file of something else is refused with one clear line
     "x070": ("emb.weight", "blocks.0.att.k_k", "blocks.0.att.w1", "head.weight"),
     "x060": ("emb.weight", "blocks.0.att.time_maa_w1", "blocks.0.att.time_decay_w1", "head.weight"),
     "x052": ("emb.weight", "blocks.0.att.time_decay", "blocks.0.att.gate.weight", "head.weight"),
+    "x040": ("emb.weight", "blocks.0.att.time_decay", "blocks.0.ffn.receptance.weight", "head.weight"),
 }
 
 
@@ -179,6 +203,8 @@ def detect_config(shapes: dict[str, tuple[int, ...]]) -> ModelConfig:
 def _infer(shapes: dict[str, tuple[int, ...]]) -> ModelConfig:
     layers = _layers(shapes)
     version = detect_version(shapes)
+    if version == config4.RWKV4:
+        return config4.infer(shapes, len(layers), _dims)
     if version != "x070":
         return config56.infer(version, shapes, len(layers), _dims)
     vocab_size, n_embd = _dims(shapes, "emb.weight", 2)

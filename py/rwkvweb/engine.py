@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
-from .config import ModelError
+from .config import ModelError, fresh_state
 from .model import BATCH, DECODE, HEAD_LAST, POOL, PREFILL, RESTORE, SAMPLE, SNAPSHOT, CompiledModel, keep
 from .ops import NOT_FINITE, SAMPLER_FORMAT
 
@@ -91,7 +91,7 @@ class Engine:
         return engine
 
     async def reset(self) -> None:
-        await self._write(self.compiled.state, bytes(self.compiled.state.size))
+        await self._write(self.compiled.state, fresh_state(self.config))  # RWKV-4's pp starts at -1e30, not 0
         self.pending = None
 
     async def _write(self, view, data: bytes) -> None:

@@ -1,8 +1,8 @@
 """The RWKV-7 graph: from the config and the file's tensor table to a Plan of GPU steps.
 
 Everything around the layers (weight table, embedding, norms, head, sampler, prefill, snapshot) is
-shared by every version; a version contributes its block function (BLOCKS: RWKV-7's `_block` here,
-RWKV-5.2/6's in model56.py) and may use `classic_channel_mix`, the channel mix of RWKV-4/5/6.
+shared by every version; a version contributes its block function (block_for: RWKV-7's `_block` here,
+RWKV-5.2/6's in model56.py, RWKV-4's in model4.py) and may use `classic_channel_mix`, the channel mix of RWKV-4/5/6.
 
 `compile_model` reads like reference.py's forward pass, one op call per line of maths;
 each op (ops.py) checks its shapes. Matrices are stored at the precision budget.py chose (the
@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import ops
-from .config import GN_EPS, LN_EPS, ModelConfig
+from .config import GN_EPS, LN_EPS, ModelConfig, wkv_state_floats
 from .plan import Plan, View
 from .quant import SCHEMES
 from .safetensors import TensorInfo
@@ -52,7 +52,7 @@ class CompiledModel:
     plan: Plan
     token: View  # io: the u32 token id to run
     logits: View  # io: [V] float32 after each decode step
-    state: View  # per layer att_shift [C] | wkv [H,N,N] | ffn_shift [C]: State.to_bytes() order
+    state: View  # per layer att_shift [C] | wkv (config.wkv_state_floats) | ffn_shift [C]: State.to_bytes() order
     sampled: View  # io: the u32 token the sampler chose
     sampler: View  # io: ops.SAMPLER_PARAMS bytes of settings (and the step counter)
     counts: View  # state: [V] u32, how often each token was generated (for the penalties)
@@ -332,14 +332,15 @@ def compile_model(
       snapshot / restore   state, counts, sampler settings and `token` copied aside and back"""
     cfg, b = config, _Builder(config, tensors, max_binding, matvec, precisions or {})
     plan = b.plan
-    C, H, N = cfg.n_embd, cfg.n_head, cfg.head_size
+    C = cfg.n_embd
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1 token, not {chunk}")
     t_pad = -(-chunk // ops.token_tile(chunk)) * ops.token_tile(chunk)
 
     token = plan.buffer("token", 4, "io")
     logits = plan.buffer("logits", cfg.vocab_size * F32, "io")
-    layer_state = (2 * C + H * N * N) * F32
+    wkv_floats = wkv_state_floats(cfg)
+    layer_state = (2 * C + wkv_floats) * F32
     state = plan.buffer("state", cfg.n_layer * layer_state, "state")
     tokens, count = plan.buffer("tokens", t_pad * 4, "io"), plan.buffer("count", 4, "io")
     step = Activations.make(b, 1, None)
@@ -356,8 +357,8 @@ def compile_model(
             base = i * layer_state
             layer = (
                 View(state.buffer, base, C * F32),
-                View(state.buffer, base + C * F32, H * N * N * F32),
-                View(state.buffer, base + (C + H * N * N) * F32, C * F32),
+                View(state.buffer, base + C * F32, wkv_floats * F32),
+                View(state.buffer, base + (C + wkv_floats) * F32, C * F32),
             )  # att_shift, wkv, ffn_shift
             block_for(cfg.version)(b, program, acts, i, *layer)
 
@@ -422,6 +423,10 @@ def block_for(version: str):
     """The block function of a version: (builder, program, activations, layer, att_shift, wkv, ffn_shift)."""
     if version == "x070":
         return _block
+    if version == "x040":
+        from .model4 import rwkv4_block  # it builds on this module
+
+        return rwkv4_block
     from .model56 import BLOCKS  # it builds on this module
 
     return BLOCKS[version]

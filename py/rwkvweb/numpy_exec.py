@@ -124,6 +124,24 @@ def wkv7(c, include, vecs, params, state, out, count):
         bonus_out[t] = (r[t] * k_mod * r_k).sum(axis=1, keepdims=True) * v[t]
 
 
+def wkv4(c, include, vecs, params, state, out, count):
+    C, T, n = c["C"], c.get("T_PAD", 1), _tokens(c, count)
+    r, k, v = _f32(vecs, 3 * T * C).reshape(3, T, C)
+    u, time_decay = _f32(params, 2 * C).reshape(2, C)
+    w = -np.exp(time_decay)
+    abp = _f32(state, 3 * C).reshape(3, C)
+    aa, bb, pp = abp.copy()
+    rows = _f32(out, T * C).reshape(T, C)
+    for t in range(n):
+        q = np.maximum(pp, u + k[t])
+        e1, e2 = np.exp(pp - q), np.exp(u + k[t] - q)
+        rows[t] = r[t] * ((e1 * aa + e2 * v[t]) / (e1 * bb + e2))
+        q = np.maximum(pp + w, k[t])
+        e1, e2 = np.exp(pp + w - q), np.exp(k[t] - q)
+        aa, bb, pp = e1 * aa + e2 * v[t], e1 * bb + e2, q
+    abp[:] = aa, bb, pp
+
+
 def wkv5(c, include, vecs, params, state, out, count):
     """S[h] is [key j, value i]: y = rᵀ(S + u·k·vᵀ), then S = diag(w)·S + k·vᵀ, w = exp(−exp(d))."""
     C, N, T, n = c["C"], c["N"], c.get("T_PAD", 1), _tokens(c, count)
@@ -211,6 +229,7 @@ KERNELS = {
     ("norm.wgsl", "main"): norm,
     ("token_shift.wgsl", "main"): token_shift,
     ("wkv7.wgsl", "main"): wkv7,
+    ("wkv4.wgsl", "main"): wkv4,
     ("wkv5.wgsl", "main"): wkv5,
     ("embed.wgsl", "main"): embed,
     ("rows.wgsl", "last"): rows_last,

@@ -235,6 +235,28 @@ def wkv7(
     plan.dispatch(program, kernel, [vecs, params, state, out, count], (C // head_size, 1, 1))
 
 
+def wkv4(
+    plan: Plan,
+    program: str,
+    vecs: View,
+    params: View,
+    state: View,
+    out: View,
+    C: int,
+    tokens: int = 1,
+    count: View | None = None,
+) -> None:
+    """The WKV-4 recurrence over a chunk: vecs r|k|v [3, T, C] (r after its sigmoid), params
+    time_first|time_decay [2, C], state aa|bb|pp [3, C] -> out r ⊙ wkv [T, C]."""
+    vecs = _expect(vecs, 3 * tokens * C * F32, "wkv4 vecs (r|k|v)")
+    params = _expect(params, 2 * C * F32, "wkv4 params (time_first|time_decay)")
+    state = _expect(state, 3 * C * F32, "wkv4 state (aa|bb|pp)")
+    out = _expect(out, tokens * C * F32, "wkv4 out (r ⊙ wkv)")
+    count, counted = _counted(count, vecs)
+    kernel = plan.kernel("wkv4.wgsl", {"C": C, "WG": WG, **_chunk(tokens, counted)})
+    plan.dispatch(program, kernel, [vecs, params, state, out, count], _groups(C))
+
+
 def wkv5(
     plan: Plan,
     program: str,

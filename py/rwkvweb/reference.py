@@ -11,10 +11,12 @@ Shapes: C = n_embd, H = n_head, N = head_size (64), V = vocab_size.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import config4
 from .config import DECAY_SCALE, GN_EPS, LN_EPS, ModelConfig, ModelError, model_config
 from .quant import QuantizedInfo, fold_quantized, read_dequantized
 from .pth import open_model_file
@@ -61,46 +63,58 @@ class State:
     """The recurrent state of every layer; the model's whole memory of the past."""
 
     att_shift: np.ndarray  # [L, C]  previous token's ln1 output
-    wkv: np.ndarray  # [L, H, N, N] float32, official orientation: RWKV-7 S[value, key]; 5.2 and 6 S[key, value]
+    wkv: np.ndarray  # [L, *wkv_shape] float32: the WKV's memory, as wkv_shape says per version
     ffn_shift: np.ndarray  # [L, C]  previous token's ln2 output
+
+    @staticmethod
+    def wkv_shape(config: ModelConfig) -> tuple[int, ...]:
+        """A layer's WKV state: [H, N, N] in the official orientation (RWKV-7 S[value, key]; 5.2 and 6
+        S[key, value]); RWKV-4's aa | bb | pp [3, C] (config4.STATE_ROWS)."""
+        if config.version == config4.RWKV4:
+            return (3, config.n_embd)
+        return (config.n_head, config.head_size, config.head_size)
 
     @classmethod
     def zeros(cls, config: ModelConfig) -> "State":
-        L, C, H, N = config.n_layer, config.n_embd, config.n_head, config.head_size
-        return cls(np.zeros((L, C), np.float32), np.zeros((L, H, N, N), np.float32), np.zeros((L, C), np.float32))
+        """The state before any token: zeros, except RWKV-4's pp, "minus infinity" (config4.FRESH_PP)."""
+        L, C = config.n_layer, config.n_embd
+        wkv = np.zeros((L, *cls.wkv_shape(config)), np.float32)
+        if config.version == config4.RWKV4:
+            wkv[:, 2] = config4.FRESH_PP  # pp, the last row of aa | bb | pp
+        return cls(np.zeros((L, C), np.float32), wkv, np.zeros((L, C), np.float32))
 
     def copy(self) -> "State":
         return State(self.att_shift.copy(), self.wkv.copy(), self.ffn_shift.copy())
 
     def to_bytes(self) -> bytes:
-        """Canonical export: per layer, att_shift [C] | wkv [H*N*N] | ffn_shift [C], float32 little-endian."""
+        """Canonical export: per layer, att_shift [C] | wkv (all of it) | ffn_shift [C], float32 little-endian."""
         L = self.att_shift.shape[0]
         parts = [np.concatenate([self.att_shift[i], self.wkv[i].ravel(), self.ffn_shift[i]]) for i in range(L)]
         return np.concatenate(parts).astype("<f4").tobytes()
 
     @classmethod
     def from_bytes(cls, config: ModelConfig, data: bytes) -> "State":
-        L, C, H, N = config.n_layer, config.n_embd, config.n_head, config.head_size
-        per_layer = 2 * C + H * N * N
+        L, C, shape = config.n_layer, config.n_embd, cls.wkv_shape(config)
+        size = math.prod(shape)
+        per_layer = 2 * C + size
         if len(data) != 4 * L * per_layer:
             raise ValueError(
                 f"state is {len(data)} bytes; this model's state is {4 * L * per_layer} bytes (another model's state?)"
             )
         rows = np.frombuffer(data, "<f4").reshape(L, per_layer)
-        return cls(
-            rows[:, :C].copy(), rows[:, C : C + H * N * N].reshape(L, H, N, N).copy(), rows[:, C + H * N * N :].copy()
-        )
+        return cls(rows[:, :C].copy(), rows[:, C : C + size].reshape(L, *shape).copy(), rows[:, C + size :].copy())
 
 
 def load(path_or_source) -> "Reference":
-    """The reference of a model file, of the class its version needs (RWKV7, RWKV6, RWKV5)."""
+    """The reference of a model file, of the class its version needs (RWKV7, RWKV6, RWKV5, RWKV4)."""
     return Reference.load(path_or_source)
 
 
 def reference_class(version: str) -> type:
     from .reference56 import RWKV5, RWKV6  # they build on this module
+    from .rwkv4 import RWKV4
 
-    return {"x070": RWKV7, "x060": RWKV6, "x052": RWKV5}[version]
+    return {"x070": RWKV7, "x060": RWKV6, "x052": RWKV5, "x040": RWKV4}[version]
 
 
 class Reference:

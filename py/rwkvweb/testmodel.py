@@ -1,11 +1,11 @@
-"""Random RWKV checkpoints (7, 6, 5.2: the config's version) with official names and shapes, for tests
+"""Random RWKV checkpoints (7, 6, 5.2, 4: the config's version) with official names and shapes, for tests
 and benchmarks.
 
 The scales are chosen so a forward pass looks like a trained model's, not a
 saturated or vanishing one: decays spread over (0.6, 1) (5.2/6: (0.55, 0.998) before v6's LoRA
-moves them), in-context learning rates `a` mostly inside (0.1, 0.9), bonuses u of both signs,
-LoRA and bias terms non-zero (so a kernel that drops them fails its test), and logits with a
-spread of a few units. Same (shape, seed) -> same bytes.
+moves them; 4: (2e-9, 0.993), RWKV-4's own init spread), in-context learning rates `a` mostly
+inside (0.1, 0.9), bonuses u of both signs, LoRA and bias terms non-zero (so a kernel that drops
+them fails its test), and logits with a spread of a few units. Same (shape, seed) -> same bytes.
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ def _init(name: str, shape: tuple[int, ...], config: ModelConfig, rng) -> np.nda
         return _uniform(rng, shape, 0.0, 1.0)  # token-shift lerp coefficients
     if ".time_mix_" in leaf or (".time_maa_" in leaf and not leaf.endswith(("w1", "w2"))):
         return _uniform(rng, shape, 0.0, 1.0)  # 5.2 / 6 token-shift lerp coefficients
+    if leaf == "att.time_decay" and config.version == "x040":  # RWKV-LM v4's init: -5 + 8·(c/C)^…
+        return _uniform(rng, shape, -5.0, 3.0)  # -> decay exp(-exp(·)) in (2e-9, 0.993): fast and slow channels
+    if leaf == "att.time_first":
+        return _uniform(rng, shape, -2.0, 1.0)  # RWKV-4's bonus u of the current token, both signs
     if leaf == "att.time_decay":
         return _uniform(rng, shape, -6.0, -0.5)  # -> decay exp(-exp(·)) in (0.55, 0.998)
     if leaf == "att.time_faaaa":
