@@ -277,7 +277,7 @@ def bench_overhead(tokens: int, repeats: int) -> list[str]:
     from rwkvweb.pth import open_model_file
     from rwkvweb.config import model_config
 
-    rows = []
+    rows, rows_profile = [], []
     for name, path, count in (
         ("rwkv7-tiny-wordnet (shipped)", SHIPPED, max(tokens, 200)),
         ("0.1B shape fp16", model_file("fp16"), tokens),
@@ -295,6 +295,7 @@ def bench_overhead(tokens: int, repeats: int) -> list[str]:
             plan = compiled.plan.to_json()
             plan["fills"] = []
             step_ms = engine.page.evaluate(VARIANT_JS, [plan, 20, [DECODE, SAMPLE, keep(0)]])
+            rows_profile.append((name, profile_by_kernel(engine.page, plan, [DECODE, SAMPLE])))
         layers = compiled.config.n_layer
         dispatches = sum(1 for program in (DECODE, SAMPLE) for step in plan["programs"][program] if "kernel" in step)
         per_layer = sum(1 for step in plan["programs"][DECODE] if "kernel" in step) / layers
@@ -306,6 +307,8 @@ def bench_overhead(tokens: int, repeats: int) -> list[str]:
             f"{read / 1e6:.1f} MB, {read / step_ms / 1e6:.2f} GB/s |"
         )
     return [
+        *kernel_profile(rows_profile),
+        "",
         f"Decode in the page: tokens/s (min / median / max of {repeats} runs), and one token's time split into "
         "the GPU work of a step",
         "(decode + sample on the bridge alone) and everything else (batched read-back, Python, messages):",
@@ -315,6 +318,33 @@ def bench_overhead(tokens: int, repeats: int) -> list[str]:
         "|---|---|---|---|---|---|---|",
         *rows,
     ]
+
+
+def profile_by_kernel(page, plan: dict, programs: list[str], runs: int = 10) -> dict[str, tuple[int, float]]:
+    """Where a decode step's GPU time goes, without timestamp queries: per shader file, a program of only
+    that shader's dispatches (same bindings, same order) timed on the bridge alone. {shader: (dispatches, ms)}"""
+    steps = [step for program in programs for step in plan["programs"][program] if "kernel" in step]
+    shaders = sorted({plan["kernels"][step["kernel"]]["shader"] for step in steps})
+    profile = {}
+    for shader in shaders:
+        only = [step for step in steps if plan["kernels"][step["kernel"]]["shader"] == shader]
+        subset = {**plan, "programs": {"profiled": only}}
+        profile[shader] = (len(only), page.evaluate(VARIANT_JS, [subset, runs, ["profiled"]]))
+    return profile
+
+
+def kernel_profile(rows: list[tuple[str, dict]]) -> list[str]:
+    lines = [
+        "Where a decode step's GPU time goes: per shader, a program of only its dispatches timed on the bridge "
+        "alone (ms; the sum can differ from the whole step's time a little):",
+        "",
+        "| model | shader | dispatches | ms | µs per dispatch |",
+        "|---|---|---|---|---|",
+    ]
+    for name, profile in rows:
+        for shader, (count, ms) in sorted(profile.items(), key=lambda item: -item[1][1]):
+            lines.append(f"| {name} | {shader} | {count} | {ms:.2f} | {1000 * ms / count:.0f} |")
+    return lines
 
 
 PAGE_PROMPT = 128  # the page's prefill rows take 2 chunks of 64 (a 512-token prompt takes minutes on SwiftShader)
