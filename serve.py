@@ -82,8 +82,11 @@ MIME_TYPES = {
 # connect-src: model URLs on other origins (hubs over https:, a model server on this machine);
 # fetch() is all it allows, and the page reads only model bytes that way (web/net/range.js).
 MODEL_ORIGINS = "https: http://localhost:* http://127.0.0.1:*"
+# ws: on loopback: the remote page (web/remote.js) connects back to the Python process driving it.
+BRIDGE_ORIGINS = "ws://localhost:* ws://127.0.0.1:*"
 CONTENT_SECURITY_POLICY = (
-    f"default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src 'self' {MODEL_ORIGINS}; "
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; "
+    f"connect-src 'self' {MODEL_ORIGINS} {BRIDGE_ORIGINS}; "
     "img-src 'self' data: blob:; style-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'"
 )
 

@@ -180,11 +180,13 @@ def test_plain_http_on_another_host_is_refused_before_any_request(tab):
         call(tab, "load", {"url": "http://models.example/m.pth"})
 
 
-def test_the_csp_allows_model_origins_and_nothing_more():
+def test_the_csp_allows_model_origins_and_the_loopback_bridge_and_nothing_more():
     import serve
 
     directives = dict(d.strip().split(" ", 1) for d in serve.CONTENT_SECURITY_POLICY.split(";"))
-    assert directives["connect-src"].split() == ["'self'", "https:", "http://localhost:*", "http://127.0.0.1:*"]
+    models = ["https:", "http://localhost:*", "http://127.0.0.1:*"]
+    bridge = ["ws://localhost:*", "ws://127.0.0.1:*"]  # web/remote.js connects back to the driving Python process
+    assert directives["connect-src"].split() == ["'self'", *models, *bridge]
     assert directives["default-src"] == "'self'" and directives["script-src"] == "'self' 'wasm-unsafe-eval'"
 
 
