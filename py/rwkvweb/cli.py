@@ -171,6 +171,7 @@ def _load_numpy(args, **options):
 
     from .api import Model
 
+    source = args.model
     if args.backend == "wgpu":
         from .wgpu_exec import WgpuBackend
 
@@ -179,8 +180,10 @@ def _load_numpy(args, **options):
     elif args.backend == "webgpu-remote":
         backend = REMOTE_BACKEND(args.model)
         options.update(backend=backend, matvec=backend.matvec, max_binding=backend.max_binding)
+        if hasattr(backend, "source"):  # in a VM (rwkvweb.console): the header too is read by the page
+            source = backend.source(args.model)
 
-    return asyncio.run(Model.load(args.model, **_load_options(args), **options))
+    return asyncio.run(Model.load(source, **_load_options(args), **options))
 
 
 def cmd_plan(args) -> None:

@@ -20,7 +20,9 @@ from .headless import CHROMIUM, CHROMIUM_ARGS, site_server
 from .protocol import DEFAULT_TIMEOUT, VERSION, RemoteBackend
 from .websocket import WebSocketServer
 
-CONNECT_SECONDS = 90.0  # a cold Chromium plus a WebGPU device on SwiftShader takes a few seconds; a stale site is built first
+CONNECT_SECONDS = (
+    90.0  # a cold Chromium plus a WebGPU device on SwiftShader takes a few seconds; a stale site is built first
+)
 
 
 class WebSocketTransport:

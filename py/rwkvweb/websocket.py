@@ -105,7 +105,9 @@ class WebSocket:
         if self.closed:
             raise BridgeClosed("the page's connection is closed")
         n = len(data)
-        length = struct.pack("!B", n) if n < 126 else struct.pack("!BH", 126, n) if n < 65536 else struct.pack("!BQ", 127, n)
+        length = (
+            struct.pack("!B", n) if n < 126 else struct.pack("!BH", 126, n) if n < 65536 else struct.pack("!BQ", 127, n)
+        )
         try:
             self.connection.sendall(bytes([0x80 | opcode]) + length + data)  # server frames are never masked
         except OSError as error:
@@ -199,4 +201,3 @@ def _unmask(data: bytes, mask: bytes) -> bytes:
         return data
     repeated = (mask * (len(data) // 4 + 1))[: len(data)]
     return (int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")).to_bytes(len(data), "little")
-
