@@ -15,7 +15,10 @@ from .model import DEFAULT_CHUNK, DEFAULT_MAX_BINDING, MATVEC_VARIANTS
 from .quant import fold_quantized
 from .pth import open_model_file
 from .safetensors import FormatError
+from .protocol import BridgeClosed, BridgeError, ProtocolError
 from .source import SourceError
+
+BRIDGE_ERRORS = (BridgeClosed, BridgeError, ProtocolError)  # webgpu-remote: the page or the console failed
 
 
 BACKENDS = ["numpy", "webgpu", "webgpu-remote", "wgpu"]
@@ -25,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(args) or 0
-    except (FormatError, ModelError, SourceError, ValueError, FileNotFoundError) as error:
+    except (FormatError, ModelError, SourceError, ValueError, FileNotFoundError, *BRIDGE_ERRORS) as error:
         print(f"rwkvweb {args.command}: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and the like
