@@ -48,6 +48,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ROOT = os.path.join(HERE, "_site")
 EMBED_PAGE = "/embed.html"
+VM_PAGE = "/vm.html"
+CHEERPX_ORIGIN = "https://cxrtnc.leaningtech.com"  # CheerpX's CDN: its Community License allows use only from there
 CHUNK = 1 << 20
 HEADER_SECONDS = 10  # to send the request line and headers (a slow-loris client is cut off)
 IDLE_SECONDS = 60  # of silence on a connection (between requests, or a stalled read/write)
@@ -154,10 +156,19 @@ def security_headers(server, url_path: str) -> dict[str, str]:
         "Cross-Origin-Opener-Policy": "same-origin",
         "Cross-Origin-Embedder-Policy": "require-corp",
         "Cross-Origin-Resource-Policy": "cross-origin" if embeddable else "same-origin",
-        "Content-Security-Policy": f"{CONTENT_SECURITY_POLICY}; frame-ancestors {ancestors}{_frame_src(server)}",
+        "Content-Security-Policy": f"{_policy(url_path)}; frame-ancestors {ancestors}{_frame_src(server)}",
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
     }
+
+
+def _policy(url_path: str) -> str:
+    """The site's CSP; the VM page alone may also run CheerpX's engine from its CDN (web/vm.js: never vendored)."""
+    if url_path != VM_PAGE:
+        return CONTENT_SECURITY_POLICY
+    return CONTENT_SECURITY_POLICY.replace("script-src 'self'", f"script-src 'self' {CHEERPX_ORIGIN}").replace(
+        "worker-src 'self'", f"worker-src 'self' {CHEERPX_ORIGIN} blob:"
+    )
 
 
 def _frame_src(server) -> str:

@@ -4,7 +4,6 @@ Python twin of web/gpu/bridge-server.js) and types the answers in. Its other out
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import pty
@@ -15,6 +14,7 @@ import threading
 import numpy as np
 import pytest
 
+from conftest import run_async
 from rwkvweb.console import ConsoleTransport
 from rwkvweb.numpy_exec import NumpyBackend
 from rwkvweb.protocol import BridgeClosed, serve
@@ -54,7 +54,7 @@ def run_in_pty(model: str, *args: str) -> tuple[list[str], str, list[str]]:
         return FileSource(model)
 
     try:
-        asyncio.run(serve(SwiftShaderLikeNumpy(), ConsoleTransport(leader, leader, on_text=lines.append), open_url))
+        run_async(serve(SwiftShaderLikeNumpy(), ConsoleTransport(leader, leader, on_text=lines.append), open_url))
     except BridgeClosed:
         pass
     finally:

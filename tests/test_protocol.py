@@ -12,6 +12,7 @@ import threading
 import numpy as np
 import pytest
 
+from conftest import run_async
 from rwkvweb.api import Model
 from rwkvweb.config import ModelConfig
 from rwkvweb.console import ConsoleTransport
@@ -36,7 +37,7 @@ class Bridge:
 
     def _serve(self, opener, version):
         try:
-            asyncio.run(serve(NumpyBackend(), self.transport, opener, version=version))
+            asyncio.run(serve(NumpyBackend(), self.transport, opener, version=version))  # in its own thread
         except BridgeClosed:
             pass
 
@@ -67,8 +68,8 @@ def test_logits_through_the_protocol_equal_numpy_in_process(model_file):
     source = FileSource(model_file)
     source.url = url  # what the bridge's side reads the weights from
     tokens = [1, 2, 255, 7]
-    over_the_wire = asyncio.run(asyncio.run(Model.load(source, backend=remote, matvec="cols")).logits(tokens))
-    local = asyncio.run(asyncio.run(Model.load(model_file, matvec="cols")).logits(tokens))
+    over_the_wire = run_async(run_async(Model.load(source, backend=remote, matvec="cols")).logits(tokens))
+    local = run_async(run_async(Model.load(model_file, matvec="cols")).logits(tokens))
     assert over_the_wire == local  # the same numpy code on the other side: bit for bit
 
 
@@ -80,20 +81,20 @@ def test_a_bulk_read_comes_back_whole():
         "programs": {},
         "fills": [],
     }
-    asyncio.run(remote.load(plan))
+    run_async(remote.load(plan))
     data = np.random.default_rng(0).integers(0, 256, 3 << 20, dtype=np.uint8).tobytes()
-    asyncio.run(remote.write(0, 0, data))
-    assert asyncio.run(remote.read(0, 0, len(data))) == data
-    assert asyncio.run(remote.read(0, 1000, 5)) == data[1000:1005]
+    run_async(remote.write(0, 0, data))
+    assert run_async(remote.read(0, 0, len(data))) == data
+    assert run_async(remote.read(0, 1000, 5)) == data[1000:1005]
 
 
 def test_an_error_in_the_bridge_surfaces_with_its_message_at_the_next_wait():
     remote = Bridge().client()
     plan = {"buffers": [{"name": "b", "bytes": 16, "role": "scratch"}], "kernels": [], "programs": {}, "fills": []}
-    asyncio.run(remote.load(plan))
-    asyncio.run(remote.run(["no-such-program"], []))  # pipelined: not waited for
+    run_async(remote.load(plan))
+    run_async(remote.run(["no-such-program"], []))  # pipelined: not waited for
     with pytest.raises(BridgeError, match="the bridge's run failed: .*no-such-program"):
-        asyncio.run(remote.read(0, 0, 4))
+        run_async(remote.read(0, 0, 4))
 
 
 def test_version_mismatch_is_refused_in_both_directions():
@@ -118,7 +119,7 @@ def test_a_dropped_transport_and_a_silent_one_are_errors_not_hangs():
     remote = bridge.client(timeout=2)
     bridge.drop()
     with pytest.raises(BridgeClosed, match="the console (ended|is gone)"):
-        asyncio.run(remote.read(0, 0, 4))
+        run_async(remote.read(0, 0, 4))
     silent, _ = socket.socketpair()
     transport = ConsoleTransport(silent.fileno(), silent.fileno())
     with pytest.raises(BridgeClosed, match=r"did not answer hello within 0.3 s"):

@@ -3,13 +3,13 @@ web/remote.js, web/gpu/bridge-server.js). Same results as the in-page engine; cl
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
 import numpy as np
 import pytest
 
+from conftest import run_async
 from rwkvweb.api import Model
 from rwkvweb.protocol import BridgeClosed, BridgeError
 from rwkvweb.remote import remote_backend
@@ -46,14 +46,14 @@ def test_a_version_mismatch_is_refused_by_the_page_with_its_message(model):
 
 
 def test_model_load_over_the_remote_backend_and_a_dropped_page(model):
-    loaded = asyncio.run(Model.load(model, backend="webgpu-remote", tokenizer_for=lambda config, metadata: None))
-    ids, _ = asyncio.run(loaded.engine.generate([5, 6], 6, _greedy()))
-    reference = asyncio.run(Model.load(model, tokenizer_for=lambda config, metadata: None, matvec="cols"))
-    assert ids == asyncio.run(reference.engine.generate([5, 6], 6, _greedy()))[0]
+    loaded = run_async(Model.load(model, backend="webgpu-remote", tokenizer_for=lambda config, metadata: None))
+    ids, _ = run_async(loaded.engine.generate([5, 6], 6, _greedy()))
+    reference = run_async(Model.load(model, tokenizer_for=lambda config, metadata: None, matvec="cols"))
+    assert ids == run_async(reference.engine.generate([5, 6], 6, _greedy()))[0]
     loaded.engine.backend.browser.kill()  # the page goes away mid-session
     started = time.monotonic()
     with pytest.raises(BridgeClosed, match="the page('s connection| closed the connection)"):
-        asyncio.run(loaded.logits([1, 2]))
+        run_async(loaded.logits([1, 2]))
     assert time.monotonic() - started < 10  # reported at once, not after the call timeout
     loaded.engine.backend.close()
 
