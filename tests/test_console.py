@@ -38,11 +38,12 @@ def model(tmp_path_factory):
     return path
 
 
-def run_in_pty(model: str, *args: str) -> tuple[list[str], str, list[str]]:
-    """(the program's plain output lines, its stderr, the URLs the page was asked to read)."""
+def run_in_pty(model: str, *args: str, command=None) -> tuple[list[str], str, list[str]]:
+    """(the program's plain output lines, its stderr, the URLs the page was asked to read); command: how
+    the VM program is started (default: this Python's rwkvweb.console)."""
     leader, follower = pty.openpty()
     env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "py")}
-    command = [sys.executable, "-m", "rwkvweb.console", *args]
+    command = [*(command or [sys.executable, "-m", "rwkvweb.console"]), *args]
     child = subprocess.Popen(command, stdin=follower, stdout=follower, stderr=subprocess.PIPE, env=env)
     os.close(follower)  # the child's exit then ends the console (EIO on the leader)
     watchdog = threading.Timer(120, child.kill)  # a hang fails the test instead of stalling the suite
