@@ -132,7 +132,10 @@ def chroot_rwkvweb(root: str, *args: str, files: dict[str, str] | None = None) -
         shutil.copy(outside, os.path.join(root, inside.lstrip("/")))
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
     return subprocess.run(
-        ["chroot", root, "python3", "-m", "rwkvweb", *args], capture_output=True, env=env, timeout=600
+        [shutil.which("chroot") or "chroot", root, "python3", "-m", "rwkvweb", *args],
+        capture_output=True,
+        env=env,
+        timeout=600,
     )
 
 
