@@ -45,15 +45,27 @@ def test_a_version_mismatch_is_refused_by_the_page_with_its_message(model):
         remote_backend(model, version=99)
 
 
-def test_model_load_over_the_remote_backend_and_a_dropped_page(model):
+def test_model_load_a_bulk_read_back_and_a_dropped_page(model):
     loaded = run_async(Model.load(model, backend="webgpu-remote", tokenizer_for=lambda config, metadata: None))
     ids, _ = run_async(loaded.engine.generate([5, 6], 6, _greedy()))
     reference = run_async(Model.load(model, tokenizer_for=lambda config, metadata: None, matvec="cols"))
     assert ids == run_async(reference.engine.generate([5, 6], 6, _greedy()))[0]
-    loaded.engine.backend.browser.kill()  # the page goes away mid-session
+    backend = loaded.engine.backend
+    plan = {
+        "buffers": [{"name": "big", "bytes": 3 << 20, "role": "scratch"}],
+        "kernels": [],
+        "programs": {},
+        "fills": [],
+    }
+    run_async(backend.load(plan))  # a bulk write and read-back through the page's GPU, binary frames both ways
+    data = np.random.default_rng(1).integers(0, 256, 3 << 20, dtype=np.uint8).tobytes()
+    run_async(backend.write(0, 0, data))
+    assert run_async(backend.read(0, 0, len(data))) == data
+    backend.browser.kill()  # the page goes away mid-session
+    backend.browser.wait()
     started = time.monotonic()
     with pytest.raises(BridgeClosed, match="the page('s connection| closed the connection)"):
-        run_async(loaded.logits([1, 2]))
+        run_async(backend.read(0, 0, 4))
     assert time.monotonic() - started < 10  # reported at once, not after the call timeout
     loaded.engine.backend.close()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import subprocess
 import tempfile
 import urllib.parse
@@ -77,18 +78,24 @@ def _mounted(site: str):
 
 
 def _open_chromium(url: str, stack: ExitStack) -> subprocess.Popen:
-    profile = stack.enter_context(tempfile.TemporaryDirectory(prefix="rwkvweb-remote-"))
+    profile = stack.enter_context(tempfile.TemporaryDirectory(prefix="rwkvweb-remote-", ignore_cleanup_errors=True))
     log = stack.enter_context(tempfile.TemporaryFile())  # not a pipe: a chatty browser must never block on it
-    command = [CHROMIUM, "--headless", *CHROMIUM_ARGS, f"--user-data-dir={profile}", "--remote-debugging-port=0", url]
-    browser = subprocess.Popen(command, stdout=log, stderr=log)
+    command = [CHROMIUM, "--headless", *CHROMIUM_ARGS, f"--user-data-dir={profile}", url]
+    # a session of its own: stopping it ends the renderer and GPU processes too, not only the first one
+    browser = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
 
     def stop() -> None:
-        browser.terminate()
-        try:
-            browser.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            browser.kill()
-            browser.wait()
+        for signal_ in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(browser.pid, signal_)
+            except ProcessLookupError:
+                break
+            try:
+                browser.wait(timeout=10)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        browser.wait()
 
     stack.callback(stop)
     return browser
