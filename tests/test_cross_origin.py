@@ -190,6 +190,21 @@ def test_the_csp_allows_model_origins_and_the_loopback_bridge_and_nothing_more()
     assert directives["default-src"] == "'self'" and directives["script-src"] == "'self' 'wasm-unsafe-eval'"
 
 
+def test_only_the_vm_page_may_run_cheerpx_from_its_cdn():
+    import types
+
+    import serve
+
+    server = types.SimpleNamespace(embed_origins=[], frame_origins=[])
+    policy = lambda path: dict(  # noqa: E731
+        d.strip().split(" ", 1) for d in serve.security_headers(server, path)["Content-Security-Policy"].split(";")
+    )
+    assert policy("/vm.html")["script-src"] == "'self' https://cxrtnc.leaningtech.com 'wasm-unsafe-eval'"
+    assert "https://cxrtnc.leaningtech.com" in policy("/vm.html")["worker-src"]
+    for page in ("/index.html", "/remote.html", "/embed.html", "/vm.js"):
+        assert "leaningtech" not in serve.security_headers(server, page)["Content-Security-Policy"]
+
+
 @pytest.mark.browser
 def test_a_second_load_of_a_pth_comes_from_the_cache(tab, model_origin):
     first = call(tab, "load", {"url": f"{model_origin.url}cors/bf16.pth"})
