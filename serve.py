@@ -48,6 +48,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ROOT = os.path.join(HERE, "_site")
 EMBED_PAGE = "/embed.html"
+VM_PAGE = "/vm.html"
+CHEERPX_ORIGIN = "https://cxrtnc.leaningtech.com"  # CheerpX's CDN: its Community License allows use only from there
 CHUNK = 1 << 20
 HEADER_SECONDS = 10  # to send the request line and headers (a slow-loris client is cut off)
 IDLE_SECONDS = 60  # of silence on a connection (between requests, or a stalled read/write)
@@ -82,8 +84,11 @@ MIME_TYPES = {
 # connect-src: model URLs on other origins (hubs over https:, a model server on this machine);
 # fetch() is all it allows, and the page reads only model bytes that way (web/net/range.js).
 MODEL_ORIGINS = "https: http://localhost:* http://127.0.0.1:*"
+# ws: on loopback: the remote page (web/remote.js) connects back to the Python process driving it.
+BRIDGE_ORIGINS = "ws://localhost:* ws://127.0.0.1:*"
 CONTENT_SECURITY_POLICY = (
-    f"default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src 'self' {MODEL_ORIGINS}; "
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; "
+    f"connect-src 'self' {MODEL_ORIGINS} {BRIDGE_ORIGINS}; "
     "img-src 'self' data: blob:; style-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'"
 )
 
@@ -151,10 +156,19 @@ def security_headers(server, url_path: str) -> dict[str, str]:
         "Cross-Origin-Opener-Policy": "same-origin",
         "Cross-Origin-Embedder-Policy": "require-corp",
         "Cross-Origin-Resource-Policy": "cross-origin" if embeddable else "same-origin",
-        "Content-Security-Policy": f"{CONTENT_SECURITY_POLICY}; frame-ancestors {ancestors}{_frame_src(server)}",
+        "Content-Security-Policy": f"{_policy(url_path)}; frame-ancestors {ancestors}{_frame_src(server)}",
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
     }
+
+
+def _policy(url_path: str) -> str:
+    """The site's CSP; the VM page alone may also run CheerpX's engine from its CDN (web/vm.js: never vendored)."""
+    if url_path != VM_PAGE:
+        return CONTENT_SECURITY_POLICY
+    return CONTENT_SECURITY_POLICY.replace("script-src 'self'", f"script-src 'self' {CHEERPX_ORIGIN}").replace(
+        "worker-src 'self'", f"worker-src 'self' {CHEERPX_ORIGIN} blob:"
+    )
 
 
 def _frame_src(server) -> str:

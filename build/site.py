@@ -38,7 +38,11 @@ SOURCES = ["web", "shaders", "py/rwkvweb", "build", "models", "package.json", "p
 MODEL_SUFFIXES = (".st", ".safetensors")
 STAMP = ".build-stamp"
 MANIFEST = "asset-manifest.json"
-BROWSERLESS = ("headless.py",)  # package modules that drive a browser from CPython: never shipped into one
+BROWSERLESS = (
+    "headless.py",
+    "remote.py",
+    "websocket.py",
+)  # package modules that drive a browser from CPython: never shipped into one
 SERVICE_WORKER = "sw.js"  # written last: it carries the version of everything else
 THEME_COLOUR = "#1d4e5f"
 

@@ -180,12 +180,29 @@ def test_plain_http_on_another_host_is_refused_before_any_request(tab):
         call(tab, "load", {"url": "http://models.example/m.pth"})
 
 
-def test_the_csp_allows_model_origins_and_nothing_more():
+def test_the_csp_allows_model_origins_and_the_loopback_bridge_and_nothing_more():
     import serve
 
     directives = dict(d.strip().split(" ", 1) for d in serve.CONTENT_SECURITY_POLICY.split(";"))
-    assert directives["connect-src"].split() == ["'self'", "https:", "http://localhost:*", "http://127.0.0.1:*"]
+    models = ["https:", "http://localhost:*", "http://127.0.0.1:*"]
+    bridge = ["ws://localhost:*", "ws://127.0.0.1:*"]  # web/remote.js connects back to the driving Python process
+    assert directives["connect-src"].split() == ["'self'", *models, *bridge]
     assert directives["default-src"] == "'self'" and directives["script-src"] == "'self' 'wasm-unsafe-eval'"
+
+
+def test_only_the_vm_page_may_run_cheerpx_from_its_cdn():
+    import types
+
+    import serve
+
+    server = types.SimpleNamespace(embed_origins=[], frame_origins=[])
+    policy = lambda path: dict(  # noqa: E731
+        d.strip().split(" ", 1) for d in serve.security_headers(server, path)["Content-Security-Policy"].split(";")
+    )
+    assert policy("/vm.html")["script-src"] == "'self' https://cxrtnc.leaningtech.com 'wasm-unsafe-eval'"
+    assert "https://cxrtnc.leaningtech.com" in policy("/vm.html")["worker-src"]
+    for page in ("/index.html", "/remote.html", "/embed.html", "/vm.js"):
+        assert "leaningtech" not in serve.security_headers(server, page)["Content-Security-Policy"]
 
 
 @pytest.mark.browser

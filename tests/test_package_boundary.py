@@ -41,3 +41,4 @@ def test_the_browser_wheel_leaves_out_the_headless_driver(site_dir):
     )
     names = zipfile.ZipFile(wheel).namelist()
     assert "rwkvweb/api.py" in names and "rwkvweb/headless.py" not in names
+    assert "rwkvweb/remote.py" not in names and "rwkvweb/websocket.py" not in names  # webgpu-remote's driver side

@@ -110,6 +110,13 @@ class Model:
             from .numpy_exec import NumpyBackend
 
             backend = NumpyBackend()
+        elif backend == "webgpu-remote":  # CPython only: this process runs the engine, a headless page the bridge
+            from .remote import remote_backend
+
+            backend = remote_backend(source.name)
+            matvec, max_binding = backend.matvec, backend.max_binding  # what the page's GPU wants
+        elif isinstance(backend, str):
+            raise ValueError(f"unknown backend {backend!r}: give a backend object, or 'webgpu-remote'")
         planned = planned or plan_budget(config, tensors, parse_bytes(budget), precision, max_binding, matvec, chunk)
         planned.compiled.plan.budget = planned.budget
         engine = await Engine.create(planned.compiled, backend, source)

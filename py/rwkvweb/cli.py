@@ -15,14 +15,20 @@ from .model import DEFAULT_CHUNK, DEFAULT_MAX_BINDING, MATVEC_VARIANTS
 from .quant import fold_quantized
 from .pth import open_model_file
 from .safetensors import FormatError
+from .protocol import BridgeClosed, BridgeError, ProtocolError
 from .source import SourceError
+
+BRIDGE_ERRORS = (BridgeClosed, BridgeError, ProtocolError)  # webgpu-remote: the page or the console failed
+
+
+BACKENDS = ["numpy", "webgpu", "webgpu-remote", "wgpu"]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(args) or 0
-    except (FormatError, ModelError, SourceError, ValueError, FileNotFoundError) as error:
+    except (FormatError, ModelError, SourceError, ValueError, FileNotFoundError, *BRIDGE_ERRORS) as error:
         print(f"rwkvweb {args.command}: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and the like
@@ -56,9 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     logits.add_argument("--tokens", required=True, help="comma-separated token ids, e.g. 1,2,3")
     logits.add_argument(
         "--backend",
-        choices=["numpy", "webgpu", "wgpu"],
+        choices=BACKENDS,
         default="numpy",
         help="webgpu: the browser engine in headless Chromium (needs a source checkout); "
+        "webgpu-remote: the engine in this process, only the WebGPU bridge in a headless page (WebSocket); "
         "numpy: the float32 reference, or the planned engine on numpy when --budget/--precision is given; "
         "wgpu: the planned engine natively on wgpu-py (Vulkan; needs a source checkout)",
     )
@@ -77,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         "--pooling", choices=["last", "mean"], default="last", help="the last token's vector, or the mean over all"
     )
     embed.add_argument("--normalize", action="store_true", help="scale to unit length")
-    embed.add_argument("--backend", choices=["numpy", "webgpu", "wgpu"], default="numpy")
+    embed.add_argument("--backend", choices=BACKENDS, default="numpy")
     _budget_options(embed)
     _chunk_option(embed)
     embed.set_defaults(run=cmd_embed)
@@ -91,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     prompt.add_argument("--tokens", help="prompt as comma-separated token ids")
     prompt.add_argument("--prompt-tokens", type=int, help="a synthetic prompt of N token ids (benchmarks)")
     generate.add_argument("--max-tokens", type=int, default=100)
-    generate.add_argument("--backend", choices=["numpy", "webgpu", "wgpu"], default="numpy")
+    generate.add_argument("--backend", choices=BACKENDS, default="numpy")
     generate.add_argument(
         "--stats",
         action="store_true",
@@ -155,19 +162,35 @@ def _load_options(args) -> dict:
     return {"budget": parse_bytes(args.budget or "2GB"), "precision": args.precision or "auto", "chunk": args.chunk}
 
 
+def _remote_backend(model: str):
+    """The webgpu-remote backend: a headless page over a WebSocket (rwkvweb.console swaps in its console)."""
+    from .remote import remote_backend
+
+    return remote_backend(model)
+
+
+REMOTE_BACKEND = _remote_backend
+
+
 def _load_numpy(args, **options):
     """The planned engine on the numpy backend (or natively on wgpu), loaded from the command line's options."""
     import asyncio
 
     from .api import Model
 
+    source = args.model
     if args.backend == "wgpu":
         from .wgpu_exec import WgpuBackend
 
         backend = WgpuBackend()
         options.update(backend=backend, matvec=backend.matvec, max_binding=backend.max_binding)
+    elif args.backend == "webgpu-remote":
+        backend = REMOTE_BACKEND(args.model)
+        options.update(backend=backend, matvec=backend.matvec, max_binding=backend.max_binding)
+        if hasattr(backend, "source"):  # in a VM (rwkvweb.console): the header too is read by the page
+            source = backend.source(args.model)
 
-    return asyncio.run(Model.load(args.model, **_load_options(args), **options))
+    return asyncio.run(Model.load(source, **_load_options(args), **options))
 
 
 def cmd_plan(args) -> None:
@@ -203,7 +226,7 @@ def cmd_logits(args) -> None:
         with headless_engine(args.model) as engine:
             engine.load(args.model, **_load_options(args))
             rows = engine.call("logits", {"tokens": tokens})
-    elif args.backend == "wgpu" or args.budget or args.precision or args.chunk != DEFAULT_CHUNK:
+    elif args.backend in ("wgpu", "webgpu-remote") or args.budget or args.precision or args.chunk != DEFAULT_CHUNK:
         import asyncio
 
         import numpy as np
