@@ -26,7 +26,7 @@ from conftest import run_async
 from rwkvweb.api import Model
 from rwkvweb.config import ModelConfig
 from rwkvweb.plan import Plan
-from rwkvweb.reference import RWKV7
+from rwkvweb.reference import load
 from rwkvweb.testmodel import write_test_model
 from rwkvweb.wgpu_exec import WgpuUnavailableError, request_adapter
 
@@ -154,20 +154,23 @@ async def _logits(model, tokens):
 
 
 @pytest.mark.parametrize(
-    "width, head_size, precision, chunk, matvec",
+    "width, head_size, precision, chunk, matvec, version",
     [
-        (256, 64, "fp32", 64, None),  # 4 heads; 40 tokens in one partial chunk
-        (256, 64, "fp16", 16, None),
-        (128, 32, "fp32", 7, None),  # 4 heads of 32; chunks that are not whole token tiles
-        (192, 64, "int8", 16, None),  # 3 heads
-        (128, 64, "nf4", 7, None),
-        (64, 64, "fp16", 1, None),  # one head; token by token through the prefill kernels
-        (128, 64, "fp16", 16, "rows-wg"),  # the variant a real GPU gets, checked on this adapter too
+        (256, 64, "fp32", 64, None, "x070"),  # 4 heads; 40 tokens in one partial chunk
+        (256, 64, "fp16", 16, None, "x070"),
+        (128, 32, "fp32", 7, None, "x070"),  # 4 heads of 32; chunks that are not whole token tiles
+        (192, 64, "int8", 16, None, "x070"),  # 3 heads
+        (128, 64, "nf4", 7, None, "x070"),
+        (64, 64, "fp16", 1, None, "x070"),  # one head; token by token through the prefill kernels
+        (128, 64, "fp16", 16, "rows-wg", "x070"),  # the variant a real GPU gets, checked on this adapter too
+        (128, 32, "fp32", 7, None, "x060"),  # RWKV-6 (reference56.py)
+        (64, 8, "fp16", 16, None, "x052"),  # RWKV-5.2, 8 heads of 8
+        (128, 64, "int8", 16, "rows-wg", "x060"),
     ],
 )
-def test_model_equals_numpy_on_the_same_plan(native, tmp_path, width, head_size, precision, chunk, matvec):
+def test_model_equals_numpy_on_the_same_plan(native, tmp_path, width, head_size, precision, chunk, matvec, version):
     path = str(tmp_path / "m.st")
-    config = ModelConfig.default_for(2, width, 300, head_size=head_size)
+    config = ModelConfig.default_for(2, width, 300, head_size=head_size, version=version)
     write_test_model(path, config, seed=width + head_size, dtype="fp32" if precision == "fp32" else "fp16")
     tokens = [int(t) for t in np.random.default_rng(chunk).integers(0, 300, 40)]
 
@@ -186,7 +189,7 @@ def test_model_equals_numpy_on_the_same_plan(native, tmp_path, width, head_size,
     assert gpu_state.size == ref_state.size > 0
     assert greedy[0] == greedy[1]  # decode + the GPU sampler: the same ids
     if precision in ("fp32", "fp16"):
-        reference, _ = RWKV7.load(path).logits(tokens)
+        reference, _ = load(path).logits(tokens)
         assert np.abs(got - reference).max() <= REFERENCE * (reference.max() - reference.min())
 
 
