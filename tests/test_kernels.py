@@ -509,7 +509,7 @@ def wkv4_inputs(rng, C: int, tokens: int, fresh: bool):
     big = rng.uniform(0, 1, C) < 0.25
     k[:, big] = rng.uniform(-120, 120, (tokens, int(big.sum())))
     params = np.concatenate([rng.uniform(-2, 1, C), rng.uniform(-5, 3, C)]).astype(np.float32)
-    if fresh:  # aa = bb = 0, pp = "minus infinity" (rwkv4.FRESH_PP)
+    if fresh:  # aa = bb = 0, pp = "minus infinity" (reference4.FRESH_PP)
         state = np.concatenate([np.zeros(2 * C), np.full(C, -1e30)])
     else:  # a state some tokens in: bb >= 1 (one of its terms is e^0), pp the largest exponent so far
         state = np.concatenate([rand(rng, C, scale=2), rng.uniform(1, 5, C), rng.uniform(-3, 100, C)])

@@ -1,5 +1,5 @@
 """RWKV-4 generated models through the whole runtime on the numpy backend: the graph (model4.py) planned,
-filled and run by the engine against the numpy reference (rwkv4.py), the budget planner, state
+filled and run by the engine against the numpy reference (reference4.py), the budget planner, state
 export/import, a `.pth` checkpoint, the tokenizer chosen by vocabulary size, and the CLI.
 
 Bounds: the planned graph vs the reference ≤ 1e-4 of the logit range (both float32 from the same weights;

@@ -1,4 +1,4 @@
-"""RWKV-4 generated models on WebGPU (headless Chromium, SwiftShader) against the numpy reference (rwkv4.py).
+"""RWKV-4 generated models on WebGPU (headless Chromium, SwiftShader) against the numpy reference (reference4.py).
 
 Each case runs 40 tokens through one GPU plan twice (run_prefill_in_browser): one decode submission per
 token, then prefill chunks with the head on every row. Bounds (test_model56_gpu.py's, for the same reasons):

@@ -166,7 +166,7 @@ async def _logits(model, tokens):
         (128, 32, "fp32", 7, None, "x060"),  # RWKV-6 (reference56.py)
         (64, 8, "fp16", 16, None, "x052"),  # RWKV-5.2, 8 heads of 8
         (128, 64, "int8", 16, "rows-wg", "x060"),
-        (128, 64, "fp32", 7, None, "x040"),  # RWKV-4 (rwkv4.py; head_size unused)
+        (128, 64, "fp32", 7, None, "x040"),  # RWKV-4 (reference4.py; head_size unused)
         (64, 64, "nf4", 16, "rows-wg", "x040"),
     ],
 )

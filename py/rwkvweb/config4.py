@@ -20,7 +20,7 @@ RWKV4 = "x040"
 # WKV's numerator and denominator (both divided by e^pp) and pp, the previous token's ln2 output.
 STATE_ROWS = ("att_shift", "aa", "bb", "pp", "ffn_shift")
 # A fresh state's pp, "minus infinity" as in the official code (state[5*i+4] = -1e30): the empty past
-# then weighs e^(pp - q) = 0 exactly (rwkv4.py says why pp = 0 will not do).
+# then weighs e^(pp - q) = 0 exactly (reference4.py says why pp = 0 will not do).
 FRESH_PP = -1e30
 
 

@@ -1,6 +1,6 @@
 """The RWKV-4 ("x040") block of the graph (model.py builds everything around it).
 
-It reads like its reference (rwkv4.py): LayerNorm, the token shift by the static time_mix_r/k/v
+It reads like its reference (reference4.py): LayerNorm, the token shift by the static time_mix_r/k/v
 (weighting the current token), r = sigmoid(W_r·xr), k, v, the WKV (wkv4.wgsl, which also applies r),
 the output projection; then the classic channel mix. Slots of `Activations.mixed` and `.vecs`: r k v
 side by side (slots 0-2), which is wkv4's [3, T, C] input as it stands.
@@ -17,7 +17,7 @@ RKV = ("r", "k", "v")  # the order of the mixes and of wkv4's input slots
 
 
 def rwkv4_block(b: _Builder, p: str, a: Activations, i: int, att_shift: View, wkv_state: View, ffn_shift: View):
-    """rwkv4.RWKV4's block: time mixing, then the classic channel mix; wkv_state is aa | bb | pp [3, C]."""
+    """reference4.RWKV4's block: time mixing, then the classic channel mix; wkv_state is aa | bb | pp [3, C]."""
     cfg, plan = b.cfg, b.plan
     C, T = cfg.n_embd, a.tokens
     att, ln = f"blocks.{i}.att.", f"blocks.{i}."

@@ -112,7 +112,7 @@ def load(path_or_source) -> "Reference":
 
 def reference_class(version: str) -> type:
     from .reference56 import RWKV5, RWKV6  # they build on this module
-    from .rwkv4 import RWKV4
+    from .reference4 import RWKV4
 
     return {"x070": RWKV7, "x060": RWKV6, "x052": RWKV5, "x040": RWKV4}[version]
 

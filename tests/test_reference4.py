@@ -1,4 +1,4 @@
-"""RWKV-4's numpy reference (rwkv4.py) against the WKV written out as plain sums, and its kernel twin.
+"""RWKV-4's numpy reference (reference4.py) against the WKV written out as plain sums, and its kernel twin.
 
 The naive version is the definition, not the stable recurrence: float64 sums of e^{(t−1−i)·w + k_i}
 over the whole past, no running maximum. float64 holds e^k for |k| up to ~700, so it is exact enough
@@ -15,7 +15,7 @@ from rwkvweb import ops
 from rwkvweb.numpy_exec import NumpyExecutor
 from rwkvweb.plan import Plan
 from rwkvweb.config4 import FRESH_PP
-from rwkvweb.rwkv4 import decay, fresh_wkv_state, time_mix, wkv4
+from rwkvweb.reference4 import decay, fresh_wkv_state, time_mix, wkv4
 
 RTOL = 1e-5  # float32 recurrence vs float64 sums; see the module docstring
 
