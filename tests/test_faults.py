@@ -381,3 +381,21 @@ def load_from_url(page, url):
     page.click("#load")
     page.wait_for_selector("#model-info[data-loaded]", timeout=TIMEOUT)
     assert page.get_attribute("#status", "data-state") == "ready"
+
+
+def test_stop_aborts_a_load_in_the_page(page, server, models):
+    write_test_model(str(models / "faults-stop-4x512.st"), ModelConfig.default_for(4, 512, 300), seed=6, dtype="fp16")
+    page.goto(server.url)
+    page.wait_for_selector("#model-info[data-loaded]", timeout=TIMEOUT)  # the shipped model, in completion mode
+    page.evaluate("() => { delete document.querySelector('#model-info').dataset.loaded; }")
+    page.fill("#model-url", "test-models/faults-stop-4x512.st")
+    page.click("#load")
+    for _ in range(600):  # weights are arriving (polled: the page's CSP forbids wait_for_function's eval)
+        if page.evaluate("() => document.querySelector('#load-progress').value") > 0:
+            break
+        page.wait_for_timeout(50)
+    page.click("#stop")  # enabled while the load runs
+    expect(page.locator("#error")).to_have_text("the load was aborted", timeout=TIMEOUT)
+    expect(page.locator("#status")).to_have_text("no model loaded")  # the shipped one was already replaced
+    expect(page.locator("#generate")).to_be_disabled()
+    assert page.get_attribute("#model-info", "data-loaded") is None

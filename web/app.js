@@ -36,8 +36,9 @@ const needsModel = ["generate", "send", "regenerate", "new-chat", "save-chat", "
 function setBusy(busy) {
   state.busy = busy;
   for (const id of ["load", "tokenize", ...needsModel]) $(id).disabled = busy || (needsModel.includes(id) && !state.model);
-  $("stop").disabled = !busy || !state.generating;
-  $("chat-stop").disabled = !busy || !state.generating;
+  const stoppable = busy && (state.generating || state.loading); // Stop also aborts a load
+  $("stop").disabled = !stoppable;
+  $("chat-stop").disabled = !stoppable;
 }
 
 const state = {
@@ -119,6 +120,7 @@ async function loadModel(dropped = null, again = null) {
   const file = dropped || (again ? null : $("model-file").files[0]);
   const url = again ?? $("model-url").value;
   state.lastLoad = file ? { file } : { url };
+  state.loading = true;
   setBusy(true);
   setStatus(`loading ${file ? file.name : url}…`, "busy");
   try {
@@ -153,8 +155,11 @@ async function loadModel(dropped = null, again = null) {
     $("model-info").dataset.loaded = "true"; // last: whoever waits for it finds the page ready for the next action
   } catch (error) {
     showError(error);
+    // a load that failed half way (network, abort) had already replaced the model: none is left
+    if (state.model && !(await engine.call("info").catch(() => null))?.gpu?.bytesAllocated) state.model = null;
     if (error.code !== "device-lost") setStatus(state.model ? "model loaded" : "no model loaded", "ready");
   } finally {
+    state.loading = false;
     setBusy(false);
     listCachedModels();
     showStorage($("storage"));

@@ -171,7 +171,6 @@ const methods = {
                seconds: (performance.now() - started) / 1000, gpu: gpuBridge.info(), device };
     } finally {
       entry?.close();
-      loading = null;
     }
   },
 
@@ -319,6 +318,7 @@ async function answer(id, method, params) {
     self.postMessage({ id, ...(await publicError(error)) });
   } finally {
     running = null;
+    loading = null;
   }
 }
 
