@@ -62,4 +62,4 @@ def test_a_binding_over_the_device_limit_is_named(gpu_page):
 def test_a_lost_device_is_reported_on_every_later_call(gpu_page):
     messages = gpu_page.evaluate(BRIDGE_JS, [small_plan().to_json(), True])
     assert len(messages) == 2
-    assert all("the GPU device was lost" in m and "reload the page" in m for m in messages), messages
+    assert all("the GPU device was lost" in m and "Reload model" in m for m in messages), messages

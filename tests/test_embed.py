@@ -150,3 +150,50 @@ def test_hostile_output_and_errors_show_as_text_in_the_embed_page(tab, origins, 
     expect(frame.locator("#embed-transcript li[data-role='output']").last).to_have_text(HOSTILE)
     assert frame.locator("img, script:not([src])").count() == 0
     assert tab.frames[1].evaluate("window.__pwned") is None and tab.evaluate("window.__pwned") is None
+
+
+def test_a_lost_device_is_an_error_reply_and_a_load_recovers(tab, origins, model_dir):
+    """The GPU device is destroyed (as a driver reset would) while the iframe generates: the host's request
+    gets one error line with code "device-lost", and a load through the protocol brings the engine back."""
+    from rwkvweb.config import ModelConfig
+    from rwkvweb.testmodel import write_test_model
+
+    a, b, _ = origins
+    write_test_model(
+        str(model_dir / "world-embed-2x64.st"), ModelConfig.default_for(2, 64, 65536), seed=3, dtype="fp16"
+    )
+    tab.goto(example_url(a, b, a))
+    expect(tab.locator("#host-status")).to_have_attribute("data-loaded", "true", timeout=TIMEOUT)
+    tab.evaluate(
+        """async (url) => {
+      const app = window.rwkvweb;
+      await app.load({ url });
+      window.__baseline = (await app.generate("cat", { max_tokens: 8, temperature: 0 }).result).text;
+      window.__pieces = 0;
+      const run = app.generate("dog", { max_tokens: 4096 });
+      window.__run = (async () => { for await (const _ of run) window.__pieces++; })()
+        .then(() => "no error", (e) => [e.message, e.code]);
+    }""",
+        f"{b}/test-models/world-embed-2x64.st",
+    )
+    for _ in range(1200):  # text is coming (polled: the host page's CSP forbids wait_for_function's eval)
+        if tab.evaluate("() => window.__pieces") >= 3:
+            break
+        tab.wait_for_timeout(100)
+    workers = [w for w in tab.workers if w.url.startswith(b + "/worker.js")]
+    assert len(workers) == 1, [w.url for w in tab.workers]
+    workers[0].evaluate("() => self.__rwkvwebDevice().destroy()")
+    message, code = tab.evaluate("window.__run")
+    assert message.startswith("the GPU device was lost (destroyed") and "Reload model" in message
+    assert code == "device-lost" and "\n" not in message
+    frame = tab.frame_locator("iframe")
+    expect(frame.locator("#status")).to_have_attribute("data-state", "failed")
+    again = tab.evaluate(
+        """async (url) => {
+      await window.rwkvweb.load({ url });
+      return (await window.rwkvweb.generate("cat", { max_tokens: 8, temperature: 0 }).result).text;
+    }""",
+        f"{b}/test-models/world-embed-2x64.st",
+    )
+    assert again == tab.evaluate("window.__baseline")
+    expect(frame.locator("#status")).to_have_attribute("data-state", "ready")

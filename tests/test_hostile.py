@@ -49,7 +49,7 @@ def test_corpus_through_the_cli(tmp_path):
     assert slowest["seconds"] < hostile.CASE_SECONDS, slowest
 
 
-# Pyodide sends a Python exception as its traceback; the error's last line is what the page shows.
+# The worker sends a Python exception's last line ("ValueError: …"; web/worker.js's publicError).
 # FormatError, ModelError, BudgetError and ValueError are the refusals (the CLI prints the same ones);
 # any other type (KeyError, TypeError, AssertionError, RecursionError...) is a bug.
 PYTHON_ERROR = re.compile(r"^(?:[\w.]+\.)?(FormatError|ModelError|BudgetError|ValueError): (.+)$")
@@ -81,9 +81,8 @@ async ([url, tokens, seconds]) => {
 """
 
 
-# Refused by the page's JavaScript before Python sees the file. (An empty file: web/net/range.js
-# says "did not report the file's size" for a Content-Length of 0; "the file is empty" would be clearer.)
-JS_REFUSALS = {"truncated-at-0": "did not report the file's size"}
+# Refused by the page's JavaScript before Python sees the file (web/net/range.js names an empty file).
+JS_REFUSALS = {"truncated-at-0": "the model file is empty"}
 
 
 def browser_verdict(case: hostile.Case, answer: dict) -> tuple[str, str]:
@@ -97,7 +96,8 @@ def browser_verdict(case: hostile.Case, answer: dict) -> tuple[str, str]:
     last = [line for line in answer["error"].splitlines() if line.strip()][-1]
     match = PYTHON_ERROR.match(last)
     if not match:
-        return ("traceback" if "Traceback" in answer["error"] else "unclear"), last
+        crashed = re.match(r"^[A-Z]\w*(Error|Exception): ", last)  # a Python exception that is not a refusal
+        return ("traceback" if crashed or "Traceback" in answer["error"] else "unclear"), last
     return hostile.judge(case, "browser", 2, match.group(2), ""), last
 
 

@@ -14,19 +14,38 @@ function setStatus(text, state) {
 }
 
 function showError(error) {
+  if (error?.code === "device-lost") return deviceLost(error.message);
   $("error").hidden = !error;
   $("error").textContent = error ? String(error.message || error) : "";
+  if (!error) $("reload-model").hidden = true;
+}
+
+// The GPU device went away (mid-generation or idle): the model is gone with it. One line says so, and
+// "Reload model" loads the same model again on a new device (from the cache, where it was cached).
+function deviceLost(message) {
+  state.model = null;
+  delete $("model-info").dataset.loaded;
+  setStatus(message, "failed");
+  $("error").hidden = false;
+  $("error").textContent = message;
+  $("reload-model").hidden = !state.lastLoad;
+  setBusy(state.busy);
 }
 
 const needsModel = ["generate", "send", "regenerate", "new-chat", "save-chat", "python-run"];
 
 function setBusy(busy) {
+  state.busy = busy;
   for (const id of ["load", "tokenize", ...needsModel]) $(id).disabled = busy || (needsModel.includes(id) && !state.model);
-  $("stop").disabled = !busy || !state.generating;
-  $("chat-stop").disabled = !busy || !state.generating;
+  const stoppable = busy && (state.generating || state.loading); // Stop also aborts a load
+  $("stop").disabled = !stoppable;
+  $("chat-stop").disabled = !stoppable;
 }
 
-const state = { ready: false, model: null, generating: false, shipped: [], loadedDefault: false };
+const state = {
+  ready: false, busy: true, model: null, generating: false, shipped: [], loadedDefault: false,
+  lastLoad: null, // {url} or {file}: what "Reload model" loads again
+};
 
 // Chat, completion, or the Python cell: one pane at a time.
 function setMode(mode) {
@@ -65,6 +84,7 @@ const engine = new EngineClient(new URL("./worker.js", import.meta.url), {
     $("steps").append(item);
   },
   onFailed: (error) => { setStatus(error, "failed"); showError(error); },
+  onDeviceLost: deviceLost,
   onReady: (info) => {
     setStatus("ready", "ready");
     $("runtime").textContent = `Python ${info.python} (Pyodide) in a worker; World tokenizer with ${info.vocabTokens} tokens`;
@@ -81,6 +101,7 @@ const engine = new EngineClient(new URL("./worker.js", import.meta.url), {
 });
 
 $("load").addEventListener("click", () => loadModel());
+$("reload-model").addEventListener("click", () => loadModel(state.lastLoad?.file, state.lastLoad?.url));
 
 // A file dropped on the model section loads like one picked with the file input.
 $("model-section").addEventListener("dragover", (event) => event.preventDefault());
@@ -95,17 +116,20 @@ if (navigator.deviceMemory && navigator.deviceMemory * 1e9 / 2 < 2e9) {
   $("budget").value = navigator.deviceMemory * 1e9 / 2 >= 1e9 ? "1000000000" : "700000000";
 }
 
-async function loadModel(dropped = null) {
+async function loadModel(dropped = null, again = null) {
   showError(null);
-  const file = dropped || $("model-file").files[0];
+  const file = dropped || (again ? null : $("model-file").files[0]);
+  const url = again ?? $("model-url").value;
+  state.lastLoad = file ? { file } : { url };
+  state.loading = true;
   setBusy(true);
-  setStatus(`loading ${file ? file.name : $("model-url").value}…`, "busy");
+  setStatus(`loading ${file ? file.name : url}…`, "busy");
   try {
     const bar = $("load-progress");
     bar.hidden = false;
     bar.value = 0;
     const options = { budget: Number($("budget").value), precision: $("precision").value };
-    const model = await engine.call("load", file ? { file, ...options } : { url: $("model-url").value, ...options }, {
+    const model = await engine.call("load", file ? { file, ...options } : { url, ...options }, {
       onProgress: (p) => {
         bar.value = p.bytesDone / p.bytesTotal;
         $("load-detail").textContent = `${(p.bytesDone / 1e6).toFixed(1)} of ${(p.bytesTotal / 1e6).toFixed(1)} MB, ` +
@@ -123,17 +147,20 @@ async function loadModel(dropped = null) {
       (model.host_bytes ? `; the embedding table (${(model.host_bytes / 1e6).toFixed(1)} MB) in page memory, off the GPU` : "") +
       (model.note ? ` (note: ${model.note})` : "");
     $("model-info").dataset.chat = String(model.chat_model);
-    const shipped = state.shipped.find((m) => !file && m.file === $("model-url").value);
+    const shipped = state.shipped.find((m) => !file && m.file === url);
     if (shipped?.prompt) $("prompt").value = shipped.prompt;
     setMode(model.chat_model ? "chat" : "completion"); // the shipped dictionary model is no chat model
     await chat.reset();
     if (model.cached) askPersistence().then(() => showStorage($("storage")));
-    setStatus("model loaded", "ready");
+    setStatus(model.note ? `model loaded (note: ${model.note})` : "model loaded", "ready");
     $("model-info").dataset.loaded = "true"; // last: whoever waits for it finds the page ready for the next action
   } catch (error) {
     showError(error);
-    setStatus(state.model ? "model loaded" : "no model loaded", "ready");
+    // a load that failed half way (network, abort) had already replaced the model: none is left
+    if (state.model && !(await engine.call("info").catch(() => null))?.gpu?.bytesAllocated) state.model = null;
+    if (error.code !== "device-lost") setStatus(state.model ? "model loaded" : "no model loaded", "ready");
   } finally {
+    state.loading = false;
     setBusy(false);
     listCachedModels();
     showStorage($("storage"));

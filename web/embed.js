@@ -3,7 +3,8 @@
 //   host -> iframe  {rwkvweb: 1, id, method, params}
 //   iframe -> host  {rwkvweb: 1, kind: "ready"} once the engine is up; per request any number of
 //                   {rwkvweb: 1, id, kind: "text", piece} and {rwkvweb: 1, id, kind: "progress", ...},
-//                   then exactly one {rwkvweb: 1, id, result} or {rwkvweb: 1, id, error}.
+//                   then exactly one {rwkvweb: 1, id, result} or {rwkvweb: 1, id, error}; an error may carry
+//                   code: "device-lost" (the GPU device was lost: send load again to continue).
 // Who may talk to it: this page's own origin, plus the origins the server lets frame it (its CSP
 // frame-ancestors: serve.py --embed-origin), narrowed by ?origins=A,B. A message from any other origin,
 // or from a window that is not our parent, gets no reply and does nothing; replies go to the sender's
@@ -166,8 +167,9 @@ async function handle(origin, { id, method, params: input }) {
   } catch (error) {
     const message = String(error?.message || error);
     showError(`${method}: ${message}`);
-    setStatus("ready", "ready");
-    reply({ error: message });
+    const lost = error?.code === "device-lost";
+    setStatus(lost ? message : "ready", lost ? "failed" : "ready");
+    reply({ error: message, ...(lost ? { code: error.code } : {}) });
   } finally {
     if (running.get(id) !== undefined && method !== "abort") running.delete(id);
   }

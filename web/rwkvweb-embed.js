@@ -48,7 +48,9 @@ export class RwkvwebFrame {
       if (data.kind === "text") return call.onText?.(data.piece);
       if (data.kind === "progress") return call.onProgress?.(data);
       this.pending.delete(data.id);
-      "error" in data ? call.reject(new Error(data.error)) : call.resolve(data.result);
+      if (!("error" in data)) return call.resolve(data.result);
+      // code "device-lost": the GPU device was lost; load again to continue
+      call.reject(Object.assign(new Error(data.error), data.code ? { code: data.code } : {}));
     };
     window.addEventListener("message", this.listener);
   }

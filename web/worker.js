@@ -3,12 +3,15 @@
 //   page -> worker  {id, method, params}
 //   worker -> page  {id, result} | {id, error} | {id, kind: "text", piece} | {id, kind: "progress", ...}
 //                   | {kind: "progress", step, ms} | {kind: "ready", info} | {kind: "failed", error}
+//                   | {kind: "device-lost", error} (the GPU device went away, even between requests)
 // Requests run one at a time, in the order they came (a queue); `abort` is answered at once: it stops
 // the running request ({id} names one: a queued one is dropped, answered with an "aborted" error).
+// An error is one line: a Python exception's last line ("ValueError: …"; the whole traceback goes to
+// console.debug for developers); with code "device-lost" when the GPU device was lost (load again).
 // Started as worker.js?role=embed (web/embed.js) it refuses the Python cell: an embedding site
 // must never run code in this origin.
 import { loadPyodide } from "./pyodide/pyodide.mjs";
-import { Bridge } from "./gpu/bridge.js";
+import { Bridge, deviceLostMessage } from "./gpu/bridge.js";
 import { requestDevice, describe } from "./gpu/device.js";
 import { openSource, ModelSourceError } from "./net/range.js";
 import { cachedReader, openCache } from "./net/cache.js";
@@ -78,7 +81,7 @@ async function withCache(source, wanted) {
 
 // The model's source, or, when the network is down and the OPFS cache holds a whole copy of this
 // URL, that copy (with a note saying so: it may be older than the server's).
-async function openModel(target, cache) {
+async function openModel(target, cache, signal) {
   const url = typeof target === "string" ? new URL(target, site).href : null;
   const saved = url && cache ? await (await modelCache())?.loadedKey(url) : null;
   const offlineCopy = () => ({
@@ -87,7 +90,7 @@ async function openModel(target, cache) {
   });
   if (saved && navigator.onLine === false) return offlineCopy();
   try {
-    return { source: await openSource(target), offline: "" };
+    return { source: await openSource(target, { signal }), offline: "" };
   } catch (error) {
     if (saved && /cannot fetch/.test(error.message)) return offlineCopy();
     throw error;
@@ -110,6 +113,10 @@ async function ensureBridge() {
   if (!bridge) {
     gpu = await requestDevice();
     bridge = new Bridge(gpu.device, new URL("shaders/", site), gpu.adapter);
+    const device = gpu.device;
+    device.lost.then((info) => {
+      if (gpu?.device === device) self.postMessage({ kind: "device-lost", error: deviceLostMessage(info) });
+    });
   }
   return bridge;
 }
@@ -119,6 +126,22 @@ async function deviceFacts() {
   await ensureBridge();
   return { maxBinding: gpu.device.limits.maxStorageBufferBindingSize, device: describe(gpu.adapter, gpu.device) };
 }
+
+// For tests and developers (the worker's console): the device now in use, so that a lost device can be
+// simulated with .destroy(). Only code running inside this worker can reach it.
+self.__rwkvwebDevice = () => gpu?.device ?? null;
+
+// A reader whose reads stop once the load is aborted (the fetches themselves get the same signal).
+function abortable(reader, signal) {
+  const wrapped = Object.create(reader);
+  wrapped.read = async (start, end, into) => {
+    signal.throwIfAborted();
+    return reader.read(start, end, into);
+  };
+  return wrapped;
+}
+
+let loading = null; // the running load's AbortController
 
 const methods = {
   info: () => ({ ...info, gpu: bridge ? bridge.info() : null, wasmBytes: pyodide?._module.HEAP8.buffer.byteLength ?? 0 }),
@@ -131,8 +154,12 @@ const methods = {
   // No url and no file: the first model the site ships (models/index.json).
   async load({ url, file, budget, precision = "auto", cache = true, chunk }, id) {
     const started = performance.now();
-    const { source, offline } = await openModel(file || url || (await shippedModel()), cache && !file);
-    const { reader, entry, note: cacheNote } = await withCache(source, cache && !file);
+    const controller = new AbortController();
+    loading = controller;
+    const target = file || url || (await shippedModel());
+    const { source, offline } = await openModel(target, cache && !file, controller.signal);
+    const { reader: stored, entry, note: cacheNote } = await withCache(source, cache && !file);
+    const reader = abortable(stored, controller.signal);
     const note = [offline, cacheNote].filter(Boolean).join("; ");
     reader.onProgress = (p) => {
       const seconds = (performance.now() - started) / 1000;
@@ -143,7 +170,7 @@ const methods = {
       const gpuBridge = await ensureBridge();
       const { maxBinding, device } = await deviceFacts();
       const model = plain(await api.load(gpuBridge, reader, maxBinding, pyodide.toPy(device), budget ?? undefined, precision, chunk ?? undefined));
-      entry?.markLoaded();
+      if (!stored.cachingStopped) entry?.markLoaded();
       const notes = [reader.note, note].filter(Boolean).join("; ");
       return { ...model, name: reader.name, url: reader.url ?? null, bytes: reader.size, fetchedBytes: source.fetchedBytes, cached: Boolean(entry), note: notes,
                seconds: (performance.now() - started) / 1000, gpu: gpuBridge.info(), device };
@@ -277,7 +304,26 @@ function abort({ id } = {}) {
     return true;
   }
   api?.abort();
+  loading?.abort(new Error("the load was aborted"));
   return true;
+}
+
+// What the caller is told: one line. Pyodide's PythonError carries the whole traceback; the caller gets
+// its last line ("ValueError: …"), a JavaScript error raised inside Python (JsException) its own message,
+// and a lost device (whatever call noticed it first) the one line that says so.
+async function publicError(error) {
+  if (gpu && !bridge?.failure) await Promise.race([gpu.device.lost, new Promise((resolve) => setTimeout(resolve, 50))]);
+  if (bridge?.lost) return { error: bridge.failure, code: "device-lost" };
+  let message = String(error?.message || error);
+  if (error?.type && message.startsWith("Traceback")) {
+    console.debug(message); // the full traceback, for developers
+    // the exception's own line, which Python prints with its module ("pyodide.ffi.JsException: …")
+    const type = error.type.replace(/[^\w]/g, "");
+    const line = [...message.matchAll(new RegExp(`^(?:[\\w.]+\\.)?${type}: `, "gm"))].at(-1);
+    message = line ? `${type}: ${message.slice(line.index + line[0].length)}`.trim() : message.trim().split("\n").at(-1);
+    if (type === "JsException") message = message.replace(/^JsException: (\w*Error: )?/, "");
+  }
+  return { error: message };
 }
 
 async function answer(id, method, params) {
@@ -286,11 +332,13 @@ async function answer(id, method, params) {
     if (dropped.delete(id)) throw new Error("aborted before it started");
     if (!Object.hasOwn(methods, method)) throw new Error(`unknown method ${JSON.stringify(method)}`);
     running = id;
+    api?.clear_abort();
     self.postMessage({ id, result: await methods[method](params || {}, id) });
   } catch (error) {
-    self.postMessage({ id, error: String(error?.message || error) });
+    self.postMessage({ id, ...(await publicError(error)) });
   } finally {
     running = null;
+    loading = null;
   }
 }
 

@@ -98,14 +98,18 @@ async def load(
     )  # refuses before anything is unloaded
     await unload(js_bridge)
     world = lambda config, metadata: tokenizer_for(config.vocab_size, metadata, _require_tokenizer)  # noqa: E731
-    _model = await Model.load(
-        reader,
-        backend=WebGPUBackend(js_bridge),
-        tokenizer_for=world,
-        max_binding=int(max_binding),
-        header=header,
-        planned=planned,
-    )
+    try:
+        _model = await Model.load(
+            reader,
+            backend=WebGPUBackend(js_bridge),
+            tokenizer_for=world,
+            max_binding=int(max_binding),
+            header=header,
+            planned=planned,
+        )
+    except BaseException:
+        js_bridge.destroy()  # failed half way (network, abort, lost device): no GPU bytes stay behind
+        raise
     _set_identity(str(getattr(reader, "name", "model")), int(reader.size))
     info = _model.info()
     info["chat_template"] = default_template(_model.metadata)
@@ -161,8 +165,6 @@ async def unload(js_bridge) -> None:
 
 async def generate(prompt, options, on_text) -> dict:
     """Stream a generation; on_text(piece) is a JS callback. Returns text, ids and speed."""
-    global _abort_requested
-    _abort_requested = False
     options = dict(_py(options) or {})
     max_tokens = int(options.pop("max_tokens", 100))
     prompt = _py(prompt)
@@ -183,6 +185,14 @@ def _stats(stats) -> dict:
         "decode_seconds": stats.decode_seconds,
         "tokens_per_second": stats.tokens_per_second,
     }
+
+
+def clear_abort() -> None:
+    """A request takes the engine: an abort meant for an earlier one does not carry over. The worker
+    calls this synchronously as the request starts: an async function's body runs only on a later turn
+    of the event loop, after an abort that followed the request's message, which it must not undo."""
+    global _abort_requested
+    _abort_requested = False
 
 
 def abort() -> None:
@@ -259,8 +269,6 @@ async def chat_regenerate(options, on_text) -> dict:
 
 
 async def _answer(conversation: Conversation, options, on_text) -> dict:
-    global _abort_requested
-    _abort_requested = False
     options = dict(_py(options) or {})
     max_tokens = int(options.pop("max_tokens", 200))
     model = _require_model()

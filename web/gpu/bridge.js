@@ -23,7 +23,11 @@ export class Bridge {
     this.modules = new Map(); // preludes + file -> GPUShaderModule
     this.pipelines = new Map(); // kernel key -> GPUComputePipeline
     this.failure = null; // a lost device or an asynchronous validation error: every later call reports it
-    device.lost.then((info) => { this.failure ??= `the GPU device was lost (${info.reason || "unknown"}): ${info.message}; reload the page`; });
+    this.lost = false;
+    device.lost.then((info) => { // the more important fact: it replaces an earlier GPU error
+      this.lost = true;
+      this.failure = deviceLostMessage(info);
+    });
     device.addEventListener("uncapturederror", (event) => { this.failure ??= `GPU error: ${event.error.message}`; });
   }
 
@@ -156,12 +160,14 @@ export class Bridge {
       }
     }
     let next = 0;
+    let failed = false; // one lane's failure stops the others before their next batch
     const lane = async () => {
       const scratch = new Scratch();
-      while (next < batches.length) {
+      while (next < batches.length && !failed) {
         const batch = batches[next++];
         const size = batch.end - batch.start;
         const got = await readRange(batch.start, batch.end, scratch.take("read", size));
+        if (failed) return;
         const bytes = got instanceof Uint8Array ? got : new Uint8Array(got);
         scratch.keep("read", bytes.buffer); // a reader may hand back the buffer it read into (a BYOB read moves it)
         for (const f of batch.fills) this.upload(f, bytes.subarray(f.start - batch.start, f.end - batch.start), scratch);
@@ -170,7 +176,17 @@ export class Bridge {
         onProgress({ ...progress });
       }
     };
-    await Promise.all(Array.from({ length: Math.min(parallel, batches.length) }, lane));
+    // Every lane settles before the failure is reported: none may write into buffers that the
+    // failed load's clean-up destroys (a write there would be a GPU error that poisons the device).
+    const stopOthers = (error) => {
+      failed = true;
+      throw error;
+    };
+    const lanes = await Promise.allSettled(
+      Array.from({ length: Math.min(parallel, batches.length) }, () => lane().catch(stopOthers)),
+    );
+    const failure = lanes.find((l) => l.status === "rejected");
+    if (failure) throw failure.reason;
     this.check();
   }
 
@@ -261,6 +277,13 @@ export class Bridge {
   check() {
     if (this.failure) throw new Error(this.failure);
   }
+}
+
+// One line for a lost device (a driver reset, the GPU process crashing, device.destroy()): what
+// happened and the way back, which the page offers as its "Reload model" button.
+export function deviceLostMessage(info) {
+  const why = [info?.reason, info?.message].filter(Boolean).join(": ") || "unknown reason";
+  return `the GPU device was lost (${why}); Reload model to continue on a new device`;
 }
 
 // Reusable memory for one loading lane: take(name, bytes) gives an ArrayBuffer of at least that

@@ -174,7 +174,8 @@ function merge(ranges) {
 const mb = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
 
 // A reader (web/net/range.js) whose bytes come from the cache where present and are stored
-// there as they arrive (the source's fetchedBytes counts only those).
+// there as they arrive (the source's fetchedBytes counts only those). A range is stored only once its
+// whole read succeeded, so a load that fails half way (network, abort) leaves only complete bytes.
 export function cachedReader(reader, entry) {
   const cached = Object.create(reader);
   let failed = false;
@@ -191,6 +192,7 @@ export function cachedReader(reader, entry) {
         entry.write(start, bytes);
       } catch (error) { // e.g. QuotaExceededError: keep loading, stop caching, say why
         failed = true;
+        cached.cachingStopped = true; // the entry lacks bytes this load read: it must not be marked loaded
         cached.note = [reader.note, `caching stopped: ${error.name === "QuotaExceededError" ? "the browser's storage quota is full; delete cached models to make room" : error.message}`].filter(Boolean).join("; ");
       }
     }

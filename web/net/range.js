@@ -21,6 +21,9 @@ export async function openSource(source, { signal } = {}) {
 }
 
 function blobReader(blob) {
+  if (blob.size === 0) {
+    throw new ModelSourceError(`${blob.name || "local file"}: the model file is empty (0 bytes); pick the model file itself`);
+  }
   const reader = {
     name: blob.name || "local file",
     size: blob.size,
@@ -40,7 +43,10 @@ async function urlReader(url, signal) {
   const crossOrigin = checkOrigin(url);
   const head = await request(url, { method: "HEAD", signal }, crossOrigin && "cors");
   const size = Number(head.headers.get("Content-Length") ?? NaN);
-  if (!Number.isFinite(size) || size <= 0) {
+  if (size === 0) {
+    throw new ModelSourceError(`${url}: the model file is empty (0 bytes on the server); check the URL or upload it again`);
+  }
+  if (!Number.isFinite(size) || size < 0) {
     throw new ModelSourceError(`${url}: the server did not report the file's size (no Content-Length${crossOrigin ? " exposed to cross-origin reads" : ""})`);
   }
   let stream = null;
@@ -177,6 +183,7 @@ async function request(url, options, crossOrigin = false) {
     try {
       response = await fetch(url, options);
     } catch (error) {
+      if (options.signal?.aborted) throw options.signal.reason ?? error; // asked for: never retried
       if (error.name === "AbortError") throw error;
       failure = crossOrigin ? await crossOriginFailure(url, crossOrigin)
         : `cannot fetch (${error.message}); check the URL and that the server is up`;
@@ -190,6 +197,7 @@ async function request(url, options, crossOrigin = false) {
       throw new ModelSourceError(`${url}: ${failure || `HTTP ${response.status}`} (after ${attempt + 1} attempts)`);
     }
     await new Promise((resolve) => setTimeout(resolve, RETRY_DELAYS_MS[attempt]));
+    options.signal?.throwIfAborted();
   }
 }
 
