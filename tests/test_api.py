@@ -9,7 +9,7 @@ from conftest import run_async as run
 
 from rwkvweb.api import Model
 from rwkvweb.engine import Sampling
-from rwkvweb.config import ModelConfig
+from rwkvweb.config import ModelConfig, fresh_state
 from rwkvweb.reference import RWKV7
 from rwkvweb.testmodel import write_test_model
 
@@ -83,6 +83,34 @@ def test_abort_stops_between_tokens_and_leaves_the_engine_usable(path):
     result = run(model.generate([1, 2], 50, temperature=1.0, on_token=seen.append, should_stop=lambda: len(seen) >= 3))
     assert result.stats.stopped_by == "abort" and len(result.tokens) == 3
     assert run(model.generate([1, 2], 20, temperature=0)).tokens == reference_greedy(path, [1, 2], 20)
+
+
+def stop_before_chunk(k: int):
+    """A should_stop that lets k prompt chunks run and aborts before the next (it is polled once per chunk)."""
+    polls = []
+    return lambda: polls.append(1) or len(polls) > k
+
+
+@pytest.mark.parametrize("keep_state", [False, True])
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_an_abort_between_prompt_chunks_leaves_the_state_as_before_the_prompt(path, k, keep_state):
+    """The prompt is fed whole or not at all (engine.py says why): after k of its 4-token chunks the state,
+    the pending token and the next generation are those of the history alone, as the reference gives them."""
+    model = run(Model.load(path, chunk=4))
+    history = [7, 3, 9]
+    run(model.generate(history, 2, temperature=0))  # the state holds history + 1 token, the 2nd pending
+    before, pending = run(model.state()), model.engine.pending
+    long = [1 + (5 * i) % 290 for i in range(18)]  # 5 chunks with the pending token
+    aborted = run(model.generate(long, 10, temperature=0, keep_state=keep_state, should_stop=stop_before_chunk(k)))
+    assert aborted.stats.stopped_by == "abort" and aborted.tokens == []
+    assert aborted.stats.prefill_chunks == k
+    fed = history + reference_greedy(path, history, 2) if keep_state else []
+    if keep_state:
+        assert model.engine.pending == pending and run(model.state()) == before
+    else:  # the prompt started from a fresh state: that is the state before it
+        assert model.engine.pending is None and run(model.state()) == fresh_state(model.config)
+    then = run(model.generate([4, 2], 6, temperature=0, keep_state=True))
+    assert then.tokens == reference_greedy(path, fed + [4, 2], 6)
 
 
 def test_bad_options_are_refused_clearly(path):

@@ -162,3 +162,46 @@ def test_built_in_templates_reuse_the_state_even_when_the_answer_renders_differe
     closing = "" if fed.endswith("\n\n") else "\n\n"
     assert r2.stats.prompt_tokens == len(closing + "User: And then?\n\nAssistant:")
     assert r2.tokens == fresh.tokens[: len(r2.tokens)] and r2.tokens
+
+
+@pytest.mark.parametrize("turn", [1, 2])
+def test_an_abort_while_the_prompt_runs_leaves_state_and_transcript_in_step(chat_model, turn):
+    """Turn `turn` is aborted after one of its prompt's 8-token chunks: the engine undoes the prompt and the
+    transcript records the empty answer. The next turn feeds the aborted message once, with its own, and
+    answers as a fresh conversation over the same transcript does."""
+    long = "Tell me a story about " + "a very long road, " * 4
+
+    async def run():
+        model = await Model.load(chat_model, chunk=8)
+        chat = Conversation(template="model")
+        if turn == 2:
+            chat.messages.append({"role": "user", "content": "Hello"})
+            await chat.answer(model, 6, metadata=model.metadata, **GREEDY)
+        before = (chat.fed_text, await model.state())
+        chat.messages.append({"role": "user", "content": long})
+        polls = []
+        stop = lambda: polls.append(1) or len(polls) > 1  # noqa: E731  (one chunk runs, then the abort)
+        _, aborted = await chat.answer(model, 6, should_stop=stop, metadata=model.metadata, **GREEDY)
+        after = (chat.fed_text, await model.state())
+        chat.messages.append({"role": "user", "content": "Go on"})
+        transcript = [dict(m) for m in chat.messages]
+        _, suffix, keep = chat.next_prompt(model.metadata)
+        fed_now = len(model.encode(suffix)) + (model.engine.pending is not None)  # (state() above fed it)
+        _, next_turn = await chat.answer(model, 8, metadata=model.metadata, **GREEDY)
+        fresh = await Model.load(chat_model)
+        _, control = await Conversation("model", list(transcript)).answer(fresh, 8, metadata=fresh.metadata, **GREEDY)
+        return before, aborted, after, transcript, (suffix, keep, fed_now), next_turn, control
+
+    before, aborted, after, transcript, (suffix, keep, fed_now), next_turn, control = run_async(run())
+    assert aborted.stats.stopped_by == "abort" and aborted.stats.prefill_chunks == 1 and aborted.tokens == []
+    assert after == before  # the state and the text it holds: nothing of the aborted prompt
+    assert transcript[-3:] == [
+        {"role": "user", "content": long},
+        {"role": "assistant", "content": ""},
+        {"role": "user", "content": "Go on"},
+    ]
+    # the next turn feeds the aborted message with its own, once: after the text the state held (turn 2), or
+    # the whole transcript from a fresh state (turn 1: the aborted prompt was the conversation's first text)
+    assert keep == (turn == 2) and suffix.count(long) == 1 and next_turn.stats.prompt_tokens == fed_now
+    assert turn == 2 or fed_now == control.stats.prompt_tokens
+    assert next_turn.tokens == control.tokens and next_turn.tokens

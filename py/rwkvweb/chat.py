@@ -151,7 +151,9 @@ class Conversation:
         """Generate the assistant's turn after the transcript (whose last message is the user's).
         Returns (reply, generation): generation.stats.prompt_tokens counts only the text fed now.
         The state then holds the prompt and every generated token (api.Model.generate keeps the
-        last one pending), so `fed_text` is the prompt plus the generated text."""
+        last one pending), so `fed_text` is the prompt plus the generated text. An abort while the prompt
+        runs leaves the state as before it: `fed_text` stays (or is "" after a fresh start), and the
+        empty answer is recorded, so the next turn feeds this turn's message with its own."""
         prompt, suffix, keep = self.next_prompt(metadata)
         self.checkpoint = (self.fed_text, self.fed_messages, await model.state()) if keep else ("", 0, b"")
         raw, shown = [""], [0]  # the text generated so far; how much of it on_text has seen
@@ -173,9 +175,15 @@ class Conversation:
             keep_state=keep,
             **sampling,
         )
-        self.fed_text = prompt + result.text
         reply = reply_text(result.text)
         self.messages.append({"role": "assistant", "content": reply})
+        if result.stats.stopped_by == "abort" and not result.tokens:
+            # aborted while the prompt ran: the engine undid it (engine.py), so the state holds what it held
+            # before; without keep_state that is a fresh state, which no text of this conversation describes
+            if not keep:
+                self.fed_text, self.fed_messages = "", 0
+            return reply, result
+        self.fed_text = prompt + result.text
         self.fed_messages = len(self.messages)
         return reply, result
 

@@ -8,6 +8,13 @@ State semantics: the engine holds the recurrent state of every token fed so far.
 starts from a fresh state unless `keep_state=True`; the last sampled token is fed before the
 next step, so a generation that stops (or is aborted) leaves the state consistent with all the
 text it produced except that last token, which `pending` remembers.
+
+An abort while the prompt runs (checked before each prefill chunk) undoes the chunks already run: the
+state and `pending` are those from before the prompt (fresh, unless keep_state), and nothing was
+generated. A prompt is fed whole or not at all because its callers speak text: a chunk boundary can
+fall inside a UTF-8 character or between tokens that the rest of the text would have tokenized together,
+so "the first k chunks" has no text a transcript could record (chat.Conversation) or a caller re-send.
+After an abort, `generated == 0` says the prompt was not fed; one token or more says it was, whole.
 """
 
 from __future__ import annotations
@@ -64,6 +71,7 @@ class Sampling:
 class GenerationStats:
     prompt_tokens: int = 0
     generated: int = 0
+    prefill_chunks: int = 0  # prefill submissions run (an aborted prompt: those before the abort, since undone)
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
     stopped_by: str = ""  # "length" | "end_of_text" | "stop" (on_token said so: a stop string) | "abort"
@@ -105,24 +113,47 @@ class Engine:
             raise ValueError(f"token id {token} is outside the model's vocabulary [0, {self.config.vocab_size})")
         return token
 
-    async def feed(self, tokens: list[int], then: tuple[str, ...] = ()) -> None:
+    async def feed(
+        self, tokens: list[int], then: tuple[str, ...] = (), should_stop: Callable[[], bool] | None = None
+    ) -> tuple[bool, int]:
         """Advance the state over tokens, `chunk` per submission, reading nothing back; the programs
-        in `then` run in the last chunk's submission (HEAD_LAST: its last token's logits)."""
-        if self.pending is not None:
-            tokens, self.pending = [self.pending, *tokens], None
-        for start in range(0, len(tokens), self.compiled.chunk):
-            last = start + self.compiled.chunk >= len(tokens)
-            await self._run_chunk(tokens[start : start + self.compiled.chunk], then if last else ())
+        in `then` run in the last chunk's submission (HEAD_LAST: its last token's logits).
+        Returns (whole, chunks run). With `should_stop`, it is polled before each chunk, and a True
+        undoes the chunks run (RESTORE of the SNAPSHOT the first one took): whole is then False and
+        the state and `pending` are as before the call."""
+        pending, size = self.pending, self.compiled.chunk
+        if pending is not None:
+            tokens, self.pending = [pending, *tokens], None
+        chunks = [tokens[start : start + size] for start in range(0, len(tokens), size)]
+        undoable = should_stop is not None and len(chunks) > 1
+        for index, chunk in enumerate(chunks):
+            if should_stop is not None and should_stop():
+                if index:
+                    await self.backend.run([RESTORE], [])
+                self.pending = pending
+                return False, index
+            last = index == len(chunks) - 1
+            first = (SNAPSHOT,) if undoable and index == 0 else ()  # in the same submission: no extra one
+            await self._run_chunk(chunk, then if last else (), before=first)
+            if undoable and not last:
+                await self._settle()
+        return True, len(chunks)
 
-    async def _run_chunk(self, chunk: list[int], then: tuple[str, ...] = ()) -> None:
-        """One prefill submission: the chunk's ids and count written, the layers run, then `then`."""
+    async def _settle(self) -> None:
+        """Wait for the GPU to finish what was submitted (a 4-byte read-back). Between prefill chunks this
+        is what lets an abort land: submissions return at once, so without it every chunk is queued before
+        the first has run; and the wait yields to the page worker's event loop, which delivers the abort."""
+        await self._read(self.compiled.count)
+
+    async def _run_chunk(self, chunk: list[int], then: tuple[str, ...] = (), before: tuple[str, ...] = ()) -> None:
+        """One prefill submission: the chunk's ids and count written, `before`, the layers run, then `then`."""
         c = self.compiled
         ids = struct.pack(f"<{len(chunk)}I", *(self._check_token(t) for t in chunk))
         writes = [
             (c.tokens.buffer, c.tokens.offset, ids),
             (c.count.buffer, c.count.offset, struct.pack("<I", len(chunk))),
         ]
-        await self.backend.run([PREFILL, *then], writes + await self._embedding(chunk, c.chunk_input))
+        await self.backend.run([*before, PREFILL, *then], writes + await self._embedding(chunk, c.chunk_input))
 
     async def _embedding(self, tokens: list[int], target) -> list[tuple[int, int, bytes]]:
         """The writes that give a program its input rows when the table is in host memory
@@ -206,7 +237,8 @@ class Engine:
         feeding the next step's embedding on the GPU and all of them read back at once. A batch that
         runs past a stop (end of text, a stop string, max_tokens) is undone: the state taken aside
         before it is restored and only the steps up to the stop run again, so state, counts and ids
-        are those of one step per submission. should_stop() (abort) is polled between batches."""
+        are those of one step per submission. should_stop() (abort) is polled before each prompt chunk (an
+        abort there leaves the state as before the prompt: the module's docstring says why) and between batches."""
         if not prompt and (self.pending is None or not keep_state):
             raise ValueError("generate needs at least one prompt token")
         if not keep_state:
@@ -216,14 +248,19 @@ class Engine:
         await self._write(self.compiled.counts, bytes(self.compiled.counts.size))
         await self._write(self.compiled.sampler, sampling.pack())
         out: list[int] = []
-        if max_tokens == 0 or should_stop():  # nothing runs: the prompt is fed, all but its last token (kept pending)
-            stats.stopped_by = "length" if max_tokens == 0 else "abort"
+        if max_tokens == 0:  # nothing is sampled: the prompt is fed, all but its last token (kept pending)
+            stats.stopped_by = "length"
             tokens = [*([self.pending] if self.pending is not None else []), *prompt]
             self.pending = None
-            await self.feed(tokens[:-1])
+            stats.prefill_chunks = (await self.feed(tokens[:-1]))[1]
             self.pending = tokens[-1]
             return out, stats
-        await self.feed(prompt, then=(HEAD_LAST, SAMPLE, keep(0)))  # the last chunk's logits give the first token
+        # the last chunk's logits give the first token; an abort before that chunk leaves the prompt unfed
+        whole, stats.prefill_chunks = await self.feed(prompt, (HEAD_LAST, SAMPLE, keep(0)), should_stop)
+        if not whole:
+            stats.stopped_by = "abort"
+            stats.prefill_seconds = time.perf_counter() - started
+            return out, stats
         batch = 1
         ids = await self._read_history(1)
         stats.prefill_seconds = time.perf_counter() - started
