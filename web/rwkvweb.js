@@ -24,6 +24,8 @@ import { EngineClient } from "./client.js";
  *
  * @typedef {object} GenerateStats
  * @property {number} prompt_tokens tokens the engine ran for the prompt
+ * @property {number} prefill_chunks prefill submissions run (an abort is honoured between them: a prompt
+ *   aborted before its first token is undone whole, the state left as before it, and `generated` is 0)
  * @property {number} generated
  * @property {number} prefill_seconds
  * @property {number} tokens_per_second

@@ -180,6 +180,7 @@ def _stats(stats) -> dict:
     return {
         "stopped_by": stats.stopped_by,
         "prompt_tokens": stats.prompt_tokens,
+        "prefill_chunks": stats.prefill_chunks,
         "generated": stats.generated,
         "prefill_seconds": stats.prefill_seconds,
         "decode_seconds": stats.decode_seconds,
