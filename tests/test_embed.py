@@ -73,10 +73,17 @@ def test_a_host_on_another_origin_loads_and_generates_through_the_protocol(tab, 
       const text = await app.decode(ids);
       const state = await app.exportState();
       await app.importState(state);
-      // two requests at once are queued, not refused or interleaved: greedy, the same text twice
+      // three requests at once are queued, not refused or interleaved: each one's pieces arrive together,
+      // in the order the requests were made; greedy, the first and the last give the same text
       const options = { max_tokens: 12, temperature: 0 };
-      const [one, two] = await Promise.all([app.generate("cat (noun): ", options).result,
-                                            app.generate("cat (noun): ", options).result]);
+      const events = [];
+      const drain = async (tag, run) => {
+        for await (const piece of run) events.push([tag, piece]);
+        return await run.result;
+      };
+      const [one, other, two] = await Promise.all([drain("a", app.generate("cat (noun): ", options)),
+                                                   drain("b", app.generate("dog (noun): ", { ...options, max_tokens: 6 })),
+                                                   drain("c", app.generate("cat (noun): ", options))]);
       const errors = [];
       for (const call of [() => app.call("<img src=x onerror=pwn()>"), () => app.call("python", { code: "1" }),
                           () => app.embed("hello"), () => app.call("generate", { prompt: 5 })]) {
@@ -87,13 +94,19 @@ def test_a_host_on_another_origin_loads_and_generates_through_the_protocol(tab, 
       let pieces = 0;
       for await (const piece of run) { if (++pieces === 3) await run.abort(); }
       const aborted = await run.result;
-      return { ids, text, stateBytes: state.byteLength, one, two, errors, aborted: aborted.stats.stopped_by };
+      return { ids, text, stateBytes: state.byteLength, one, other, two, events, errors,
+               aborted: aborted.stats.stopped_by };
     }""")
     assert protocol["ids"] == list(b"hi <b>") and protocol["text"] == "hi <b>"
     assert protocol["stateBytes"] == 4 * (
         4 * 192 * 2 + 4 * 3 * 64 * 64
     )  # per layer: two shifts [C] + S [H, 64, 64], float32
     assert protocol["one"]["text"] == protocol["two"]["text"] and protocol["one"]["stats"]["generated"] == 12
+    assert protocol["other"]["stats"]["generated"] == 6  # b is told from a and c by its length
+    tags = [tag for tag, _ in protocol["events"]]
+    assert tags == sorted(tags) and set(tags) == {"a", "b", "c"}  # a's pieces, then b's, then c's: never mixed
+    for tag, result in zip("abc", (protocol["one"], protocol["other"], protocol["two"])):
+        assert "".join(piece for t, piece in protocol["events"] if t == tag) == result["text"]
     assert protocol["one"]["stats"]["prompt_tokens"] == len("cat (noun): ")
     unknown, python, embed, bad_prompt = protocol["errors"]
     assert unknown.startswith('unknown method "<img src=x onerror=pwn()>"; known: load, generate, abort')
