@@ -81,8 +81,9 @@ def test_a_host_on_another_origin_loads_and_generates_through_the_protocol(tab, 
         for await (const piece of run) events.push([tag, piece]);
         return await run.result;
       };
+      const short = { ...options, max_tokens: 6 };
       const [one, other, two] = await Promise.all([drain("a", app.generate("cat (noun): ", options)),
-                                                   drain("b", app.generate("dog (noun): ", { ...options, max_tokens: 6 })),
+                                                   drain("b", app.generate("dog (noun): ", short)),
                                                    drain("c", app.generate("cat (noun): ", options))]);
       const errors = [];
       for (const call of [() => app.call("<img src=x onerror=pwn()>"), () => app.call("python", { code: "1" }),

@@ -342,6 +342,40 @@ def test_the_module_rejects_with_the_lost_device_and_loads_again(page, server, m
     assert again == page.evaluate("window.__baseline")
 
 
+def test_the_module_aborts_a_load_half_way_frees_its_gpu_memory_and_loads_again(page, server, models):
+    """load(url, { signal }): aborted once weights are arriving, it rejects with one clear line, the GPU holds
+    no bytes (the half-made model's are freed), and the next load generates as before; a signal aborted
+    already stops a load before anything starts."""
+    write_test_model(str(models / "faults-module-4x512.st"), ModelConfig.default_for(4, 512, 300), seed=7, dtype="fp16")
+    open_blank(page, server.url)
+    out = page.evaluate(
+        """async ([small, big]) => {
+      const { load } = await import("/rwkvweb.js");
+      const greedy = { max_tokens: 12, temperature: 0 };
+      const model = await load(small);
+      const baseline = (await model.generate([5, 6, 7], greedy).result).tokens;
+      const gpuBytes = async () => (await model.client.call("info")).gpu.bytesAllocated;  // the shared engine
+      const stop = new AbortController();
+      let progress = 0;
+      const onProgress = () => { if (++progress === 1) stop.abort(); };
+      const error = await load(big, { cache: false, signal: stop.signal, onProgress })
+        .then(() => "no error", (e) => e.message);
+      const bytesAfter = await gpuBytes();
+      const before = new AbortController();
+      before.abort();
+      const early = await load(small, { signal: before.signal }).then(() => "no error", (e) => e.message);
+      const again = await load(small, { signal: new AbortController().signal });
+      const tokens = (await again.generate([5, 6, 7], greedy).result).tokens;
+      return { error, progress, bytesAfter, early, baseline, tokens, loaded: await gpuBytes() };
+    }""",
+        [SMALL, "/test-models/faults-module-4x512.st"],
+    )
+    assert out["progress"] >= 1 and out["error"] == "the load was aborted"
+    assert out["bytesAfter"] == 0  # nothing of the half-made model (nor the one it replaced) stays on the GPU
+    assert out["early"] == "the load was aborted"
+    assert out["tokens"] == out["baseline"] and out["loaded"] > 0
+
+
 def test_the_module_queues_two_generations_at_once(page, server):
     open_blank(page, server.url)
     out = page.evaluate("""async () => {

@@ -5,6 +5,7 @@
 //   const run = model.generate("Once upon a time", { max_tokens: 50, temperature: 0.8 });
 //   for await (const piece of run) out.append(piece);
 //   const { text, stats } = await run.result;
+//   run.abort();                                    // stops a generation; load(url, { signal }) stops on its AbortSignal
 //
 // The same semantics as the Python API (py/rwkvweb/api.py): generate starts from a fresh state unless
 // keep_state is true; state() exports the recurrent state and state(bytes) imports it; fork() gives a
@@ -40,6 +41,9 @@ import { EngineClient } from "./client.js";
  * @property {"auto"|"fp32"|"fp16"|"int8"|"nf4"} [precision]
  * @property {boolean} [cache] keep the bytes in the OPFS model cache (default true)
  * @property {(progress: {bytesDone: number, bytesTotal: number}) => void} [onProgress]
+ * @property {AbortSignal} [signal] aborting it stops the load: it rejects with "the load was aborted" ("aborted
+ *   before it started" while still queued behind another request), and the GPU memory the half-loaded model
+ *   held is freed (so is the model loaded before: a load replaces it once the new file's header is read)
  */
 
 let engine = null; // one engine worker per page, shared by every handle
@@ -67,12 +71,23 @@ function startEngine() {
  * @param {LoadOptions} [options]
  * @returns {Promise<Model>}
  */
-export async function load(source, { budget, precision = "auto", cache = true, onProgress } = {}) {
+export async function load(source, { budget, precision = "auto", cache = true, onProgress, signal } = {}) {
+  const aborted = () => new Error("the load was aborted"); // the worker's words for a load stopped half way
+  if (signal?.aborted) throw aborted();
   const client = await startEngine();
+  if (signal?.aborted) throw aborted();
   const params = { budget, precision, cache };
   if (source instanceof Blob) params.file = source;
   else if (source !== undefined) params.url = new URL(source, location.href).href;
-  const info = await client.call("load", params, { onProgress });
+  const pending = client.call("load", params, { onProgress });
+  const stop = () => client.abort(pending.id); // running: stopped, its GPU bytes freed; queued: dropped
+  signal?.addEventListener("abort", stop, { once: true });
+  let info;
+  try {
+    info = await pending;
+  } finally {
+    signal?.removeEventListener("abort", stop);
+  }
   const model = new Model(client, info, null);
   client.owner = model;
   return model;
