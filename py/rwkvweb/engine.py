@@ -116,7 +116,7 @@ class Engine:
     async def feed(
         self, tokens: list[int], then: tuple[str, ...] = (), should_stop: Callable[[], bool] | None = None
     ) -> tuple[bool, int]:
-        """Advance the state over tokens, `chunk` per submission, reading nothing back; the programs
+        """Advance the state over tokens, `chunk` per submission, reading no results back; the programs
         in `then` run in the last chunk's submission (HEAD_LAST: its last token's logits).
         Returns (whole, chunks run). With `should_stop`, it is polled before each chunk, and a True
         undoes the chunks run (RESTORE of the SNAPSHOT the first one took): whole is then False and
