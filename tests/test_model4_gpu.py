@@ -14,13 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpu_harness import (
-    blank_page,
-    check_greedy,
-    check_prefill_and_reference,
-    plan_generated_model,
-    run_model_in_browser,
-)
+from gpu_harness import check_greedy, check_prefill_and_reference, plan_generated_model, run_model_in_browser
 from rwkvweb.config import ModelConfig
 from rwkvweb.model import compile_model
 from rwkvweb.safetensors import SafetensorsFile
@@ -29,13 +23,6 @@ from rwkvweb.testmodel import write_test_model
 pytestmark = pytest.mark.browser
 REFERENCE = 1e-4  # of the logit range; see the module docstring
 SAME_PLAN = 1e-5
-
-
-@pytest.fixture(scope="module")
-def gpu_page(browser, server):
-    page = blank_page(browser.new_page(), server)
-    yield page
-    page.close()
 
 
 @pytest.mark.parametrize(

@@ -16,19 +16,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpu_harness import blank_page, check_prefill_and_reference, plan_generated_model
+from gpu_harness import check_prefill_and_reference, plan_generated_model
 from rwkvweb.config import ModelConfig
 
 pytestmark = pytest.mark.browser
 REFERENCE = 1e-4  # of the logit range; see the module docstring
 SAME_PLAN = 1e-5
-
-
-@pytest.fixture(scope="module")
-def gpu_page(browser, server):
-    page = blank_page(browser.new_page(), server)
-    yield page
-    page.close()
 
 
 @pytest.mark.parametrize("version", ["x052", "x060"])

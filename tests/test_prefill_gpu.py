@@ -14,19 +14,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpu_harness import blank_page, check_prefill_and_reference, plan_generated_model
+from gpu_harness import check_prefill_and_reference, plan_generated_model
 from rwkvweb.config import ModelConfig
 
 pytestmark = pytest.mark.browser
 SAME_PLAN = 1e-5  # prefill vs decode on one plan; see the module docstring
 REFERENCE = 1e-3  # vs the numpy reference, as in test_model_gpu.py
-
-
-@pytest.fixture(scope="module")
-def gpu_page(browser, server):
-    page = blank_page(browser.new_page(), server)
-    yield page
-    page.close()
 
 
 @pytest.mark.parametrize(
