@@ -2,7 +2,8 @@
 python -m build.bench_console
 
 A child process plays the VM side (rwkvweb.console's backend on a raw tty), this process the page's side
-(protocol.serve over numpy). Prints the median time of a bare frame (hello) and of a 1 MiB read-back.
+(protocol.serve over numpy). Prints the median times of a bare frame (hello), a 4-byte and a 1 MiB
+read-back (protocol.round_trip_times, which rwkvweb.remote uses for the WebSocket transport).
 """
 
 from __future__ import annotations
@@ -17,23 +18,12 @@ from rwkvweb.console import ConsoleTransport
 from rwkvweb.numpy_exec import NumpyBackend
 from rwkvweb.protocol import BridgeClosed, serve
 
+# The VM side's program: only what the VM's wheel ships (protocol.py holds the timing, not remote.py).
 VM_SIDE = """
-import asyncio, json, statistics, time
+import asyncio, json
 from rwkvweb.console import console_backend
-backend = console_backend()
-def median_ms(call, n):
-    times = []
-    for _ in range(n):
-        started = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - started) * 1000)
-    return round(statistics.median(times), 3)
-plan = {"buffers": [{"name": "m", "bytes": 1 << 20, "role": "scratch"}], "kernels": [], "programs": {}, "fills": []}
-asyncio.run(backend.load(plan))
-print(json.dumps({
-    "frame_round_trip_ms": median_ms(lambda: backend._call({"op": "hello", "version": 1}), 300),
-    "read_1_MiB_ms": median_ms(lambda: asyncio.run(backend.read(0, 0, 1 << 20)), 10),
-}))
+from rwkvweb.protocol import round_trip_times
+print(json.dumps(round_trip_times(console_backend(), asyncio.run)))
 """
 
 

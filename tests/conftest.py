@@ -82,6 +82,17 @@ def page(browser, server):
     tab.close()
 
 
+@pytest.fixture(scope="module")
+def gpu_page(browser, server):
+    """One blank tab on the server's origin for a module's plan runs (tests/gpu_harness.py); test_wgpu_exec.py
+    overrides it with a native GPU."""
+    from gpu_harness import blank_page
+
+    tab = blank_page(browser.new_page(), server)
+    yield tab
+    tab.close()
+
+
 def run_async(coroutine):
     """asyncio.run in a thread of its own: Playwright's sync API (browser tests in the same
     session) keeps an event loop running on the main thread, where asyncio.run refuses to start."""

@@ -1,4 +1,5 @@
-"""Run plans on the browser's WebGPU bridge (headless Chromium) and on the numpy executor.
+"""Run plans on the browser's WebGPU bridge (headless Chromium) and on the numpy executor, and check a
+generated model run there against its numpy reference (the harness of test_model*_gpu.py, test_prefill_gpu.py).
 
 The page is a blank document on the test server's origin, so `import()` loads the site's own
 bridge modules; no Pyodide is involved: this tier tests kernels, the bridge and plans.
@@ -10,9 +11,13 @@ import base64
 
 import numpy as np
 
+from rwkvweb.budget import parse_bytes, plan_budget
 from rwkvweb.config import fresh_state
 from rwkvweb.headless import open_blank
 from rwkvweb.numpy_exec import NumpyExecutor
+from rwkvweb.reference import load
+from rwkvweb.safetensors import SafetensorsFile
+from rwkvweb.testmodel import write_test_model
 
 # Shared start of the page functions below: base64 out, the site's bridge on one cached device.
 BRIDGE_SETUP_JS = """
@@ -231,3 +236,60 @@ def run_prefill_in_browser(page, compiled, model_url: str, tokens: list[int]) ->
     for key in ("decodeState", "prefillState"):
         out[key] = floats(base64.b64decode(out[key]))
     return out
+
+
+# A generated model checked on the page: the same harness for every version (test_model*_gpu.py, test_prefill_gpu.py).
+
+
+def plan_generated_model(path, cfg, seed: int, precision: str, matvec: str, chunk: int):
+    """Write a generated model to `path` (fp32 for an fp32 plan, fp16 otherwise) and plan it at `precision`
+    under a 1 GB budget, with 64 KiB bindings so that the head and embedding split into parts."""
+    write_test_model(str(path), cfg, seed=seed, dtype="fp32" if precision == "fp32" else "fp16")
+    tensors = SafetensorsFile(str(path)).tensors
+    return plan_budget(cfg, tensors, parse_bytes("1GB"), precision, max_binding=64 * 1024, matvec=matvec, chunk=chunk)
+
+
+def check_prefill_and_reference(
+    page, url: str, path, compiled, tokens: list[int], same_plan: float, reference: float | None, against: str
+) -> None:
+    """Teacher-force `tokens` through `compiled` on the page twice (run_prefill_in_browser, the model at `url`)
+    and assert prefill equals decode, logits and final state, within `same_plan` of the logit range (of the
+    state's scale, at least 1). Unless `reference` is None (a quantized plan: the numpy reference does not
+    quantize), the `against` path's ("decode" or "prefill") logits and state must equal the numpy reference
+    of the file at `path` within `reference` of its range (of the same state scale). The callers state why
+    their bounds hold."""
+    got = run_prefill_in_browser(page, compiled, url, tokens)
+    scale = got["decode"].max() - got["decode"].min()
+    state_scale = max(1.0, np.abs(got["decodeState"]).max())
+    print(f"prefill vs decode: {np.abs(got['prefill'] - got['decode']).max() / scale:.1e} of the range")
+    assert np.abs(got["prefill"] - got["decode"]).max() <= same_plan * scale
+    assert np.abs(got["prefillState"] - got["decodeState"]).max() <= same_plan * state_scale
+    if reference is None:
+        return
+    expected, state = load(str(path)).logits(tokens)
+    error = np.abs(got[against] - expected).max() / (expected.max() - expected.min())
+    print(f"{against} vs reference: {error:.1e} of the range")
+    assert error <= reference
+    assert np.abs(got[against + "State"] - floats(state.to_bytes())).max() <= reference * state_scale
+
+
+def greedy_reference(model, tokens: list[int], steps: int):
+    """The reference's logits rows for the teacher-forced `tokens`, the `steps` ids that argmax decoding
+    then chooses, and the state after them (what run_model_in_browser's greedy run must reproduce)."""
+    rows, state = model.logits(tokens)
+    chosen, logits = [], rows[-1]
+    for _ in range(steps):
+        chosen.append(int(np.argmax(logits)))
+        logits, state = model.forward(chosen[-1], state)
+    return rows, chosen, state
+
+
+def check_greedy(got: dict, path, tokens: list[int], steps: int, bound: float) -> None:
+    """run_model_in_browser's `got` (teacher-forced `tokens`, then `steps` greedy ids) against the numpy
+    reference of the file at `path`: logits rows within `bound` of their range, the same ids, and the final
+    state within `bound` of the GPU state's scale (at least 1)."""
+    expected, chosen, state = greedy_reference(load(str(path)), tokens, steps)
+    assert np.abs(got["rows"] - expected).max() <= bound * (expected.max() - expected.min())
+    assert got["greedy"] == chosen
+    gpu_state = floats(got["state"])
+    assert np.abs(gpu_state - floats(state.to_bytes())).max() <= bound * max(1.0, np.abs(gpu_state).max())

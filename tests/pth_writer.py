@@ -195,5 +195,10 @@ def checkpoint_of(tensors: dict[str, np.ndarray], bf16=frozenset()) -> Checkpoin
     return checkpoint
 
 
-def write_pth(path, tensors: dict[str, np.ndarray], bf16=frozenset(), zip64: bool = False) -> None:
-    path.write_bytes(checkpoint_of(tensors, bf16).to_bytes(zip64=zip64))
+def write_pth(
+    path, tensors: dict[str, np.ndarray], bf16=frozenset(), zip64: bool = False, extra_pickle: bytes = b""
+) -> None:
+    """torch.save's file of `tensors`; `extra_pickle`: opcodes the pickle runs after the state dict (hostile files)."""
+    checkpoint = checkpoint_of(tensors, bf16)
+    checkpoint.extra_pickle = extra_pickle
+    path.write_bytes(checkpoint.to_bytes(zip64=zip64))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from gpu_harness import blank_page
 from rwkvweb import ops
 from rwkvweb.plan import Plan
 
@@ -29,13 +28,6 @@ async ([plan, loseDevice]) => {
   return errors;
 }
 """
-
-
-@pytest.fixture(scope="module")
-def gpu_page(browser, server):
-    page = blank_page(browser.new_page(), server)
-    yield page
-    page.close()
 
 
 def small_plan() -> Plan:

@@ -20,14 +20,7 @@ from rwkvweb.reference import RWKV7
 from rwkvweb.safetensors import SafetensorsFile
 from rwkvweb.testmodel import random_weights
 
-from pth_writer import _text, checkpoint_of
-
-
-def write_pth(path, tensors: dict, bf16=frozenset(), extra_pickle: bytes = b"") -> None:
-    """torch.save's layout (tests/pth_writer.py), with `extra_pickle` opcodes run after the state dict."""
-    checkpoint = checkpoint_of(tensors, bf16)
-    checkpoint.extra_pickle = extra_pickle
-    path.write_bytes(checkpoint.to_bytes())
+from pth_writer import _text, write_pth
 
 
 @pytest.fixture(scope="module")

@@ -13,21 +13,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpu_harness import blank_page, floats, run_in_browser, run_in_numpy
+from gpu_harness import floats, run_in_browser, run_in_numpy
 from rwkvweb import ops
 from rwkvweb.plan import Plan
 from rwkvweb.quant import SCHEMES, quantize
 
 pytestmark = pytest.mark.browser
 RTOL = 1e-5  # float32 in another summation order; see the module docstring
-
-
-@pytest.fixture(scope="module")
-def gpu_page(browser, server):
-    page = browser.new_page()
-    blank_page(page, server)
-    yield page
-    page.close()
 
 
 def inputs(plan: Plan, **arrays):

@@ -14,24 +14,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpu_harness import blank_page, run_model_in_browser, run_prefill_in_browser
-from rwkvweb.budget import parse_bytes, plan_budget
+from gpu_harness import check_greedy, check_prefill_and_reference, plan_generated_model, run_model_in_browser
 from rwkvweb.config import ModelConfig
 from rwkvweb.model import compile_model
-from rwkvweb.reference import load
 from rwkvweb.safetensors import SafetensorsFile
 from rwkvweb.testmodel import write_test_model
 
 pytestmark = pytest.mark.browser
 REFERENCE = 1e-4  # of the logit range; see the module docstring
 SAME_PLAN = 1e-5
-
-
-@pytest.fixture(scope="module")
-def gpu_page(browser, server):
-    page = blank_page(browser.new_page(), server)
-    yield page
-    page.close()
 
 
 @pytest.mark.parametrize(
@@ -47,27 +38,15 @@ def gpu_page(browser, server):
 def test_generated_model_matches_the_reference(gpu_page, server, model_dir, layers, width, precision, matvec, chunk):
     name = f"x040-{layers}x{width}-{precision}.st"
     cfg = ModelConfig.default_for(layers, width, 300, version="x040")
-    write_test_model(str(model_dir / name), cfg, seed=width + layers, dtype="fp32" if precision == "fp32" else "fp16")
-    tensors = SafetensorsFile(str(model_dir / name)).tensors
-    planned = plan_budget(
-        cfg, tensors, parse_bytes("1GB"), precision, max_binding=64 * 1024, matvec=matvec, chunk=chunk
-    )
+    planned = plan_generated_model(model_dir / name, cfg, width + layers, precision, matvec, chunk)
     if precision in ("int8", "nf4"):
         assert planned.precisions["blocks.0.ffn.receptance.weight"] == precision
     tokens = [int(t) for t in np.random.default_rng(width).integers(0, 300, 40)]
-    got = run_prefill_in_browser(gpu_page, planned.compiled, server.url + "test-models/" + name, tokens)
-
-    scale = got["decode"].max() - got["decode"].min()
-    state_scale = max(1.0, np.abs(got["decodeState"]).max())
-    print(f"prefill vs decode: {np.abs(got['prefill'] - got['decode']).max() / scale:.1e} of the range")
-    assert np.abs(got["prefill"] - got["decode"]).max() <= SAME_PLAN * scale
-    assert np.abs(got["prefillState"] - got["decodeState"]).max() <= SAME_PLAN * state_scale
-    if precision in ("fp32", "fp16"):
-        expected, state = load(str(model_dir / name)).logits(tokens)
-        error = np.abs(got["decode"] - expected).max() / (expected.max() - expected.min())
-        print(f"decode vs reference: {error:.1e} of the range")
-        assert error <= REFERENCE
-        assert np.abs(got["decodeState"] - np.frombuffer(state.to_bytes(), np.float32)).max() <= REFERENCE * state_scale
+    reference = REFERENCE if precision in ("fp32", "fp16") else None
+    url = server.url + "test-models/" + name
+    check_prefill_and_reference(
+        gpu_page, url, model_dir / name, planned.compiled, tokens, SAME_PLAN, reference, "decode"
+    )
 
 
 def test_greedy_decoding_follows_the_reference(gpu_page, server, model_dir):
@@ -78,15 +57,4 @@ def test_greedy_decoding_follows_the_reference(gpu_page, server, model_dir):
     compiled = compile_model(cfg, SafetensorsFile(str(model_dir / name)).tensors, max_binding=64 * 1024)
     tokens = [int(t) for t in np.random.default_rng(0).integers(0, 1000, 32)]
     got = run_model_in_browser(gpu_page, compiled, server.url + "test-models/" + name, tokens, greedy=16)
-    reference = load(str(model_dir / name))
-    expected, state = reference.logits(tokens)
-    chosen, logits = [], expected[-1]
-    for _ in range(16):
-        chosen.append(int(np.argmax(logits)))
-        logits, state = reference.forward(chosen[-1], state)
-    assert np.abs(got["rows"] - expected).max() <= REFERENCE * (expected.max() - expected.min())
-    assert got["greedy"] == chosen
-    gpu_state = np.frombuffer(got["state"], np.float32)
-    assert np.abs(gpu_state - np.frombuffer(state.to_bytes(), np.float32)).max() <= REFERENCE * max(
-        1.0, np.abs(gpu_state).max()
-    )
+    check_greedy(got, model_dir / name, tokens, 16, REFERENCE)

@@ -16,23 +16,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpu_harness import blank_page, run_prefill_in_browser
-from rwkvweb.budget import parse_bytes, plan_budget
+from gpu_harness import check_prefill_and_reference, plan_generated_model
 from rwkvweb.config import ModelConfig
-from rwkvweb.reference import load
-from rwkvweb.safetensors import SafetensorsFile
-from rwkvweb.testmodel import write_test_model
 
 pytestmark = pytest.mark.browser
 REFERENCE = 1e-4  # of the logit range; see the module docstring
 SAME_PLAN = 1e-5
-
-
-@pytest.fixture(scope="module")
-def gpu_page(browser, server):
-    page = blank_page(browser.new_page(), server)
-    yield page
-    page.close()
 
 
 @pytest.mark.parametrize("version", ["x052", "x060"])
@@ -51,27 +40,13 @@ def test_generated_model_matches_the_reference(
 ):
     name = f"{version}-{layers}x{width}-h{head_size}-{precision}.st"
     cfg = ModelConfig.default_for(layers, width, 300, head_size=head_size, version=version)
-    write_test_model(
-        str(model_dir / name), cfg, seed=width + head_size, dtype="fp32" if precision == "fp32" else "fp16"
-    )
-    tensors = SafetensorsFile(str(model_dir / name)).tensors
-    planned = plan_budget(
-        cfg, tensors, parse_bytes("1GB"), precision, max_binding=64 * 1024, matvec=matvec, chunk=chunk
-    )
+    planned = plan_generated_model(model_dir / name, cfg, width + head_size, precision, matvec, chunk)
     if precision in ("int8", "nf4"):
         assert planned.precisions["blocks.0.att.gate.weight"] == planned.precisions["blocks.0.ffn.receptance.weight"]
         assert planned.precisions["blocks.0.att.gate.weight"] == precision
     tokens = [int(t) for t in np.random.default_rng(width).integers(0, 300, 40)]
-    got = run_prefill_in_browser(gpu_page, planned.compiled, server.url + "test-models/" + name, tokens)
-
-    scale = got["decode"].max() - got["decode"].min()
-    state_scale = max(1.0, np.abs(got["decodeState"]).max())
-    print(f"prefill vs decode: {np.abs(got['prefill'] - got['decode']).max() / scale:.1e} of the range")
-    assert np.abs(got["prefill"] - got["decode"]).max() <= SAME_PLAN * scale
-    assert np.abs(got["prefillState"] - got["decodeState"]).max() <= SAME_PLAN * state_scale
-    if precision in ("fp32", "fp16"):
-        expected, state = load(str(model_dir / name)).logits(tokens)
-        error = np.abs(got["decode"] - expected).max() / (expected.max() - expected.min())
-        print(f"decode vs reference: {error:.1e} of the range")
-        assert error <= REFERENCE
-        assert np.abs(got["decodeState"] - np.frombuffer(state.to_bytes(), np.float32)).max() <= REFERENCE * state_scale
+    reference = REFERENCE if precision in ("fp32", "fp16") else None
+    url = server.url + "test-models/" + name
+    check_prefill_and_reference(
+        gpu_page, url, model_dir / name, planned.compiled, tokens, SAME_PLAN, reference, "decode"
+    )

@@ -13,24 +13,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpu_harness import blank_page, run_model_in_browser
+from gpu_harness import blank_page, check_greedy, greedy_reference, run_model_in_browser
 from rwkvweb.config import ModelConfig
 from rwkvweb.model import compile_model
-from rwkvweb.reference import RWKV7, State
+from rwkvweb.reference import RWKV7
 from rwkvweb.safetensors import SafetensorsFile
 from rwkvweb.testmodel import write_test_model
 
 pytestmark = pytest.mark.browser
 TOLERANCE = 1e-3  # of the logit range; see the module docstring
-
-
-def greedy_reference(model: RWKV7, tokens: list[int], steps: int) -> tuple[np.ndarray, list[int], State]:
-    rows, state = model.logits(tokens)
-    chosen, logits = [], rows[-1]
-    for _ in range(steps):
-        chosen.append(int(np.argmax(logits)))
-        logits, state = model.forward(chosen[-1], state)
-    return rows, chosen, state
 
 
 @pytest.mark.parametrize(
@@ -50,22 +41,13 @@ def test_generated_model_matches_the_reference(browser, server, model_dir, layer
     file = SafetensorsFile(str(model_dir / name))
     # max_binding small enough to split the head and embedding into parts: the split path runs too
     compiled = compile_model(cfg, file.tensors, max_binding=64 * 1024, matvec=matvec)
-    tokens = list(np.random.default_rng(0).integers(0, vocab, 32))
+    tokens = [int(t) for t in np.random.default_rng(0).integers(0, vocab, 32)]
     page = blank_page(browser.new_page(), server)
     try:
-        got = run_model_in_browser(
-            page, compiled, server.url + "test-models/" + name, [int(t) for t in tokens], greedy=16
-        )
+        got = run_model_in_browser(page, compiled, server.url + "test-models/" + name, tokens, greedy=16)
     finally:
         page.close()
-    expected, chosen, state = greedy_reference(RWKV7.load(str(model_dir / name)), [int(t) for t in tokens], 16)
-    scale = expected.max() - expected.min()
-    assert np.abs(got["rows"] - expected).max() <= TOLERANCE * scale
-    assert got["greedy"] == chosen
-    gpu_state = np.frombuffer(got["state"], np.float32)
-    assert np.abs(gpu_state - np.frombuffer(state.to_bytes(), np.float32)).max() <= TOLERANCE * max(
-        1.0, np.abs(gpu_state).max()
-    )
+    check_greedy(got, model_dir / name, tokens, 16, TOLERANCE)
 
 
 @pytest.mark.slow

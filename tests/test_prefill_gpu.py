@@ -14,23 +14,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpu_harness import blank_page, run_prefill_in_browser
-from rwkvweb.budget import parse_bytes, plan_budget
+from gpu_harness import check_prefill_and_reference, plan_generated_model
 from rwkvweb.config import ModelConfig
-from rwkvweb.reference import RWKV7
-from rwkvweb.safetensors import SafetensorsFile
-from rwkvweb.testmodel import write_test_model
 
 pytestmark = pytest.mark.browser
 SAME_PLAN = 1e-5  # prefill vs decode on one plan; see the module docstring
 REFERENCE = 1e-3  # vs the numpy reference, as in test_model_gpu.py
-
-
-@pytest.fixture(scope="module")
-def gpu_page(browser, server):
-    page = blank_page(browser.new_page(), server)
-    yield page
-    page.close()
 
 
 @pytest.mark.parametrize(
@@ -48,25 +37,11 @@ def gpu_page(browser, server):
 def test_prefill_equals_decode(gpu_page, server, model_dir, width, head_size, precision, matvec, chunk):
     name = f"prefill-{width}-{head_size}-{precision}.st"
     cfg = ModelConfig.default_for(2, width, 300, head_size=head_size)
-    write_test_model(
-        str(model_dir / name), cfg, seed=width + head_size, dtype="fp32" if precision == "fp32" else "fp16"
-    )
-    tensors = SafetensorsFile(str(model_dir / name)).tensors
-    planned = plan_budget(
-        cfg, tensors, parse_bytes("1GB"), precision, max_binding=64 * 1024, matvec=matvec, chunk=chunk
-    )
+    planned = plan_generated_model(model_dir / name, cfg, width + head_size, precision, matvec, chunk)
     assert planned.compiled.chunk == chunk
     tokens = [int(t) for t in np.random.default_rng(chunk).integers(0, 300, 70)]
-    got = run_prefill_in_browser(gpu_page, planned.compiled, server.url + "test-models/" + name, tokens)
-
-    scale = got["decode"].max() - got["decode"].min()
-    print(f"prefill vs decode: {np.abs(got['prefill'] - got['decode']).max() / scale:.1e} of the range")
-    assert np.abs(got["prefill"] - got["decode"]).max() <= SAME_PLAN * scale
-    state_scale = max(1.0, np.abs(got["decodeState"]).max())
-    assert np.abs(got["prefillState"] - got["decodeState"]).max() <= SAME_PLAN * state_scale
-    if precision in ("fp32", "fp16"):
-        expected, state = RWKV7.load(str(model_dir / name)).logits(tokens)
-        assert np.abs(got["prefill"] - expected).max() <= REFERENCE * (expected.max() - expected.min())
-        assert (
-            np.abs(got["prefillState"] - np.frombuffer(state.to_bytes(), np.float32)).max() <= REFERENCE * state_scale
-        )
+    reference = REFERENCE if precision in ("fp32", "fp16") else None
+    url = server.url + "test-models/" + name
+    check_prefill_and_reference(
+        gpu_page, url, model_dir / name, planned.compiled, tokens, SAME_PLAN, reference, "prefill"
+    )

@@ -17,7 +17,17 @@ from rwkvweb.api import Model
 from rwkvweb.config import ModelConfig
 from rwkvweb.console import ConsoleTransport
 from rwkvweb.numpy_exec import NumpyBackend
-from rwkvweb.protocol import VERSION, BridgeClosed, BridgeError, ProtocolError, RemoteBackend, decode, encode, serve
+from rwkvweb.protocol import (
+    VERSION,
+    BridgeClosed,
+    BridgeError,
+    ProtocolError,
+    RemoteBackend,
+    decode,
+    encode,
+    round_trip_times,
+    serve,
+)
 from rwkvweb.source import FileSource
 from rwkvweb.testmodel import write_test_model
 from rwkvweb.websocket import WebSocketServer
@@ -86,6 +96,16 @@ def test_a_bulk_read_comes_back_whole():
     run_async(remote.write(0, 0, data))
     assert run_async(remote.read(0, 0, len(data))) == data
     assert run_async(remote.read(0, 1000, 5)) == data[1000:1005]
+
+
+def test_round_trip_times_time_each_call_it_names():
+    """The timings rwkvweb.remote and build/bench_console.py print, here over the socket pair."""
+    remote = Bridge().client()
+    times = round_trip_times(remote, run_async, round_trips=10)
+    assert set(times) == {"frame_round_trip_ms", "read_4_bytes_ms", "read_1_MiB_ms"}
+    assert all(ms > 0 for ms in times.values())
+    assert times["read_1_MiB_ms"] > times["read_4_bytes_ms"]  # a MiB of base64 lines, not one frame's cost
+    assert remote.pending == {}  # every timed call was answered
 
 
 def test_an_error_in_the_bridge_surfaces_with_its_message_at_the_next_wait():

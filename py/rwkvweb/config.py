@@ -1,8 +1,9 @@
 """The model's architecture, inferred from tensor names and shapes (no config file needed).
 
-`tensor_shapes(config)` is the one description of a checkpoint's tensors for its version
-(RWKV-7 here; RWKV-5.2 and RWKV-6 in config56.py, RWKV-4 in config4.py): detection checks a file against it, and the
-test-model generator builds from it. Names keep the official spelling (`att.x_r`, `ln_x`).
+`tensor_shapes(config)` is the one description of a checkpoint's tensors for its version: the tensors
+every version has, plus each block's own (RWKV-7 here; RWKV-5.2 and RWKV-6 in config56.py, RWKV-4 in
+config4.py, each a `block_shapes`). Detection checks a file against it, and the test-model generator
+builds from it. Names keep the official spelling (`att.x_r`, `ln_x`).
 """
 
 from __future__ import annotations
@@ -69,13 +70,16 @@ class ModelConfig:
 
 
 def tensor_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every tensor of an official checkpoint of this config's version with its shape."""
+    """Every tensor of an official checkpoint of this config's version with its shape, in checkpoint order
+    (testmodel draws its random weights in this order). Every version has the embedding, block 0's ln0,
+    each block's ln1/ln2, ln_out and the head; its own block tensors come from its module."""
     if config.version == config4.RWKV4:
-        return config4.tensor_shapes(config)
-    if config.version != "x070":
-        return config56.tensor_shapes(config)
-    C, V, F = config.n_embd, config.vocab_size, config.dim_ffn
-    H, N = config.n_head, config.head_size
+        own_block = config4.block_shapes
+    elif config.version != "x070":
+        own_block = config56.block_shapes
+    else:
+        own_block = _block_shapes
+    C, V = config.n_embd, config.vocab_size
     shapes: dict[str, tuple[int, ...]] = {"emb.weight": (V, C)}
     for i in range(config.n_layer):
         b = f"blocks.{i}."
@@ -83,21 +87,30 @@ def tensor_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
             shapes[b + "ln0.weight"], shapes[b + "ln0.bias"] = (C,), (C,)
         for ln in ("ln1", "ln2"):
             shapes[b + ln + ".weight"], shapes[b + ln + ".bias"] = (C,), (C,)
-        for mix in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"):
-            shapes[b + "att." + mix] = (1, 1, C)
-        for name, rank in (("w", config.d_decay_lora), ("a", config.d_aaa_lora), ("v", config.d_mv_lora)):
-            shapes[b + f"att.{name}0"] = (1, 1, C)
-            shapes[b + f"att.{name}1"] = (C, rank)
-            shapes[b + f"att.{name}2"] = (rank, C)
-        shapes[b + "att.g1"], shapes[b + "att.g2"] = (C, config.d_gate_lora), (config.d_gate_lora, C)
-        shapes[b + "att.k_k"], shapes[b + "att.k_a"], shapes[b + "att.r_k"] = (1, 1, C), (1, 1, C), (H, N)
-        for proj in ("receptance", "key", "value", "output"):
-            shapes[b + f"att.{proj}.weight"] = (C, C)
-        shapes[b + "att.ln_x.weight"], shapes[b + "att.ln_x.bias"] = (C,), (C,)
-        shapes[b + "ffn.x_k"] = (1, 1, C)
-        shapes[b + "ffn.key.weight"], shapes[b + "ffn.value.weight"] = (F, C), (C, F)
+        shapes.update(own_block(config, b))
     shapes["ln_out.weight"], shapes["ln_out.bias"] = (C,), (C,)
     shapes["head.weight"] = (V, C)
+    return shapes
+
+
+def _block_shapes(config: ModelConfig, b: str) -> dict[str, tuple[int, ...]]:
+    """RWKV-7's own tensors of the block whose names start with `b` (`blocks.{i}.`)."""
+    C, F = config.n_embd, config.dim_ffn
+    H, N = config.n_head, config.head_size
+    shapes: dict[str, tuple[int, ...]] = {}
+    for mix in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"):
+        shapes[b + "att." + mix] = (1, 1, C)
+    for name, rank in (("w", config.d_decay_lora), ("a", config.d_aaa_lora), ("v", config.d_mv_lora)):
+        shapes[b + f"att.{name}0"] = (1, 1, C)
+        shapes[b + f"att.{name}1"] = (C, rank)
+        shapes[b + f"att.{name}2"] = (rank, C)
+    shapes[b + "att.g1"], shapes[b + "att.g2"] = (C, config.d_gate_lora), (config.d_gate_lora, C)
+    shapes[b + "att.k_k"], shapes[b + "att.k_a"], shapes[b + "att.r_k"] = (1, 1, C), (1, 1, C), (H, N)
+    for proj in ("receptance", "key", "value", "output"):
+        shapes[b + f"att.{proj}.weight"] = (C, C)
+    shapes[b + "att.ln_x.weight"], shapes[b + "att.ln_x.bias"] = (C,), (C,)
+    shapes[b + "ffn.x_k"] = (1, 1, C)
+    shapes[b + "ffn.key.weight"], shapes[b + "ffn.value.weight"] = (F, C), (C, F)
     return shapes
 
 

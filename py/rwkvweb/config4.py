@@ -41,27 +41,20 @@ def default_for(n_layer: int, n_embd: int, vocab_size: int) -> "ModelConfig":
     )
 
 
-def tensor_shapes(config: "ModelConfig") -> dict[str, tuple[int, ...]]:
-    """Every tensor of an official RWKV-4 checkpoint with its shape."""
-    C, V, F = config.n_embd, config.vocab_size, config.dim_ffn
-    shapes: dict[str, tuple[int, ...]] = {"emb.weight": (V, C)}
-    for i in range(config.n_layer):
-        b = f"blocks.{i}."
-        if i == 0:
-            shapes[b + "ln0.weight"], shapes[b + "ln0.bias"] = (C,), (C,)
-        for ln in ("ln1", "ln2"):
-            shapes[b + ln + ".weight"], shapes[b + ln + ".bias"] = (C,), (C,)
-        shapes[b + "att.time_decay"], shapes[b + "att.time_first"] = (C,), (C,)
-        for mix in ("k", "v", "r"):
-            shapes[b + f"att.time_mix_{mix}"] = (1, 1, C)
-        for proj in ("key", "value", "receptance", "output"):
-            shapes[b + f"att.{proj}.weight"] = (C, C)
-        for mix in ("k", "r"):
-            shapes[b + f"ffn.time_mix_{mix}"] = (1, 1, C)
-        shapes[b + "ffn.key.weight"], shapes[b + "ffn.value.weight"] = (F, C), (C, F)
-        shapes[b + "ffn.receptance.weight"] = (C, C)
-    shapes["ln_out.weight"], shapes["ln_out.bias"] = (C,), (C,)
-    shapes["head.weight"] = (V, C)
+def block_shapes(config: "ModelConfig", b: str) -> dict[str, tuple[int, ...]]:
+    """An RWKV-4 block's own tensors with their shapes (names start with `b`, `blocks.{i}.`);
+    config.tensor_shapes adds those every version has."""
+    C, F = config.n_embd, config.dim_ffn
+    shapes: dict[str, tuple[int, ...]] = {}
+    shapes[b + "att.time_decay"], shapes[b + "att.time_first"] = (C,), (C,)
+    for mix in ("k", "v", "r"):
+        shapes[b + f"att.time_mix_{mix}"] = (1, 1, C)
+    for proj in ("key", "value", "receptance", "output"):
+        shapes[b + f"att.{proj}.weight"] = (C, C)
+    for mix in ("k", "r"):
+        shapes[b + f"ffn.time_mix_{mix}"] = (1, 1, C)
+    shapes[b + "ffn.key.weight"], shapes[b + "ffn.value.weight"] = (F, C), (C, F)
+    shapes[b + "ffn.receptance.weight"] = (C, C)
     return shapes
 
 

@@ -38,39 +38,32 @@ def default_for(version: str, n_layer: int, n_embd: int, vocab_size: int, head_s
     )
 
 
-def tensor_shapes(config: "ModelConfig") -> dict[str, tuple[int, ...]]:
-    """Every tensor of an official v5.2 or v6 checkpoint with its shape."""
-    C, V, F = config.n_embd, config.vocab_size, config.dim_ffn
+def block_shapes(config: "ModelConfig", b: str) -> dict[str, tuple[int, ...]]:
+    """A v5.2 or v6 block's own tensors with their shapes (names start with `b`, `blocks.{i}.`);
+    config.tensor_shapes adds those every version has."""
+    C, F = config.n_embd, config.dim_ffn
     H, N = config.n_head, config.head_size
     finch = config.version == FINCH
-    shapes: dict[str, tuple[int, ...]] = {"emb.weight": (V, C)}
-    for i in range(config.n_layer):
-        b = f"blocks.{i}."
-        if i == 0:
-            shapes[b + "ln0.weight"], shapes[b + "ln0.bias"] = (C,), (C,)
-        for ln in ("ln1", "ln2"):
-            shapes[b + ln + ".weight"], shapes[b + ln + ".bias"] = (C,), (C,)
-        if finch:  # ddlerp: x_maa then five data-dependent mixes; the decay from its own LoRA
-            D, Dw = config.d_mix_lora, config.d_decay_lora
-            for mix in ("x", "w", "k", "v", "r", "g"):
-                shapes[b + f"att.time_maa_{mix}"] = (1, 1, C)
-            shapes[b + "att.time_maa_w1"], shapes[b + "att.time_maa_w2"] = (C, 5 * D), (5, D, C)
-            shapes[b + "att.time_decay"] = (1, 1, C)
-            shapes[b + "att.time_decay_w1"], shapes[b + "att.time_decay_w2"] = (C, Dw), (Dw, C)
-        else:
-            for mix in ("k", "v", "r", "g"):
-                shapes[b + f"att.time_mix_{mix}"] = (1, 1, C)
-            shapes[b + "att.time_decay"] = (H, N)
-        shapes[b + "att.time_faaaa"] = (H, N)
-        for proj in ("receptance", "key", "value", "output", "gate"):
-            shapes[b + f"att.{proj}.weight"] = (C, C)
-        shapes[b + "att.ln_x.weight"], shapes[b + "att.ln_x.bias"] = (C,), (C,)
-        for mix in ("k", "r"):
-            shapes[b + (f"ffn.time_maa_{mix}" if finch else f"ffn.time_mix_{mix}")] = (1, 1, C)
-        shapes[b + "ffn.key.weight"], shapes[b + "ffn.value.weight"] = (F, C), (C, F)
-        shapes[b + "ffn.receptance.weight"] = (C, C)
-    shapes["ln_out.weight"], shapes["ln_out.bias"] = (C,), (C,)
-    shapes["head.weight"] = (V, C)
+    shapes: dict[str, tuple[int, ...]] = {}
+    if finch:  # ddlerp: x_maa then five data-dependent mixes; the decay from its own LoRA
+        D, Dw = config.d_mix_lora, config.d_decay_lora
+        for mix in ("x", "w", "k", "v", "r", "g"):
+            shapes[b + f"att.time_maa_{mix}"] = (1, 1, C)
+        shapes[b + "att.time_maa_w1"], shapes[b + "att.time_maa_w2"] = (C, 5 * D), (5, D, C)
+        shapes[b + "att.time_decay"] = (1, 1, C)
+        shapes[b + "att.time_decay_w1"], shapes[b + "att.time_decay_w2"] = (C, Dw), (Dw, C)
+    else:
+        for mix in ("k", "v", "r", "g"):
+            shapes[b + f"att.time_mix_{mix}"] = (1, 1, C)
+        shapes[b + "att.time_decay"] = (H, N)
+    shapes[b + "att.time_faaaa"] = (H, N)
+    for proj in ("receptance", "key", "value", "output", "gate"):
+        shapes[b + f"att.{proj}.weight"] = (C, C)
+    shapes[b + "att.ln_x.weight"], shapes[b + "att.ln_x.bias"] = (C,), (C,)
+    for mix in ("k", "r"):
+        shapes[b + (f"ffn.time_maa_{mix}" if finch else f"ffn.time_mix_{mix}")] = (1, 1, C)
+    shapes[b + "ffn.key.weight"], shapes[b + "ffn.value.weight"] = (F, C), (C, F)
+    shapes[b + "ffn.receptance.weight"] = (C, C)
     return shapes
 
 

@@ -212,6 +212,26 @@ def token_shift(
     plan.dispatch(program, kernel, [x, prev, mix, out, count], _groups(C))
 
 
+def _recurrence(
+    plan: Plan,
+    program: str,
+    shader: str,
+    bindings: list[tuple[View, int, str]],
+    constants: dict,
+    tokens: int,
+    count: View | None,
+    workgroups: tuple[int, int, int],
+    flags: dict | None = None,
+) -> None:
+    """One WKV kernel over a chunk: each (view, float32s, what) of vecs | params | state | out checked to
+    its size, the token count bound after them, and `flags` (switches left out when off) after the chunk
+    constants."""
+    views = [_expect(view, floats * F32, what) for view, floats, what in bindings]
+    count, counted = _counted(count, views[0])
+    kernel = plan.kernel(shader, {**constants, **_chunk(tokens, counted), **(flags or {})})
+    plan.dispatch(program, kernel, [*views, count], workgroups)
+
+
 def wkv7(
     plan: Plan,
     program: str,
@@ -226,13 +246,14 @@ def wkv7(
 ) -> None:
     """The WKV-7 recurrence over a chunk: vecs r|w|k|v|a [5, T, C], params k_k|k_a|r_k -> out y|bonus [2, T, C]."""
     assert C % head_size == 0
-    vecs = _expect(vecs, 5 * tokens * C * F32, "wkv7 vecs (r|w|k|v|a)")
-    params = _expect(params, 3 * C * F32, "wkv7 params (k_k|k_a|r_k)")
-    state = _expect(state, C * head_size * F32, "wkv7 state [H, N, N]")
-    out = _expect(out, 2 * tokens * C * F32, "wkv7 out (y|bonus)")
-    count, counted = _counted(count, vecs)
-    kernel = plan.kernel("wkv7.wgsl", {"C": C, "N": head_size, **_chunk(tokens, counted)})
-    plan.dispatch(program, kernel, [vecs, params, state, out, count], (C // head_size, 1, 1))
+    bindings = [
+        (vecs, 5 * tokens * C, "wkv7 vecs (r|w|k|v|a)"),
+        (params, 3 * C, "wkv7 params (k_k|k_a|r_k)"),
+        (state, C * head_size, "wkv7 state [H, N, N]"),
+        (out, 2 * tokens * C, "wkv7 out (y|bonus)"),
+    ]
+    constants = {"C": C, "N": head_size}
+    _recurrence(plan, program, "wkv7.wgsl", bindings, constants, tokens, count, (C // head_size, 1, 1))
 
 
 def wkv4(
@@ -248,13 +269,13 @@ def wkv4(
 ) -> None:
     """The WKV-4 recurrence over a chunk: vecs r|k|v [3, T, C] (r after its sigmoid), params
     time_first|time_decay [2, C], state aa|bb|pp [3, C] -> out r ⊙ wkv [T, C]."""
-    vecs = _expect(vecs, 3 * tokens * C * F32, "wkv4 vecs (r|k|v)")
-    params = _expect(params, 2 * C * F32, "wkv4 params (time_first|time_decay)")
-    state = _expect(state, 3 * C * F32, "wkv4 state (aa|bb|pp)")
-    out = _expect(out, tokens * C * F32, "wkv4 out (r ⊙ wkv)")
-    count, counted = _counted(count, vecs)
-    kernel = plan.kernel("wkv4.wgsl", {"C": C, "WG": WG, **_chunk(tokens, counted)})
-    plan.dispatch(program, kernel, [vecs, params, state, out, count], _groups(C))
+    bindings = [
+        (vecs, 3 * tokens * C, "wkv4 vecs (r|k|v)"),
+        (params, 2 * C, "wkv4 params (time_first|time_decay)"),
+        (state, 3 * C, "wkv4 state (aa|bb|pp)"),
+        (out, tokens * C, "wkv4 out (r ⊙ wkv)"),
+    ]
+    _recurrence(plan, program, "wkv4.wgsl", bindings, {"C": C, "WG": WG}, tokens, count, _groups(C))
 
 
 def wkv5(
@@ -273,19 +294,15 @@ def wkv5(
     """The RWKV-5.2/6 WKV over a chunk: vecs r|d|k|v [4, T, C], params time_decay|time_faaaa [2, C] -> y [T, C].
     The decay is exp(−exp(d)) of time_decay (5.2) or, per_token_decay, of vecs' d slot (6)."""
     assert C % head_size == 0
-    vecs = _expect(vecs, 4 * tokens * C * F32, "wkv5 vecs (r|d|k|v)")
-    params = _expect(params, 2 * C * F32, "wkv5 params (time_decay|time_faaaa)")
-    state = _expect(state, C * head_size * F32, "wkv5 state [H, N, N]")
-    out = _expect(out, tokens * C * F32, "wkv5 out (y)")
-    count, counted = _counted(count, vecs)
-    constants = {
-        "C": C,
-        "N": head_size,
-        **_chunk(tokens, counted),
-        **({"PER_TOKEN_DECAY": True} if per_token_decay else {}),
-    }
-    kernel = plan.kernel("wkv5.wgsl", constants)
-    plan.dispatch(program, kernel, [vecs, params, state, out, count], (C // head_size, 1, 1))
+    bindings = [
+        (vecs, 4 * tokens * C, "wkv5 vecs (r|d|k|v)"),
+        (params, 2 * C, "wkv5 params (time_decay|time_faaaa)"),
+        (state, C * head_size, "wkv5 state [H, N, N]"),
+        (out, tokens * C, "wkv5 out (y)"),
+    ]
+    flags = {"PER_TOKEN_DECAY": True} if per_token_decay else {}
+    constants = {"C": C, "N": head_size}
+    _recurrence(plan, program, "wkv5.wgsl", bindings, constants, tokens, count, (C // head_size, 1, 1), flags)
 
 
 def embed(

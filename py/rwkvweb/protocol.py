@@ -159,6 +159,30 @@ class RemoteBackend:
             ) from None
 
 
+def round_trip_times(backend: RemoteBackend, run, round_trips: int = 200) -> dict:
+    """Medians, in ms, of calls over a backend's transport: a bare frame (hello), a 4-byte read-back and a
+    1 MiB one (a twentieth as many, at least 5) of a 1 MiB scratch buffer it loads first. `run` runs a
+    coroutine to its end (asyncio.run). Here, not in remote.py, because build/bench_console.py times the
+    console transport with it inside the VM, whose wheel leaves remote.py out (build/site.py's BROWSERLESS)."""
+    import statistics  # only the benchmarks need it
+
+    def median_ms(call, n: int) -> float:
+        times = []
+        for _ in range(n):
+            started = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - started) * 1000)
+        return round(statistics.median(times), 3)
+
+    plan = {"buffers": [{"name": "m", "bytes": 1 << 20, "role": "scratch"}], "kernels": [], "programs": {}, "fills": []}
+    run(backend.load(plan))
+    return {
+        "frame_round_trip_ms": median_ms(lambda: backend._call({"op": "hello", "version": VERSION}), round_trips),
+        "read_4_bytes_ms": median_ms(lambda: run(backend.read(0, 0, 4)), round_trips),
+        "read_1_MiB_ms": median_ms(lambda: run(backend.read(0, 0, 1 << 20)), max(5, round_trips // 20)),
+    }
+
+
 def _source_url(source) -> str:
     url = getattr(source, "url", None) or getattr(source, "name", "")
     if not str(url).startswith(("http://", "https://")):

@@ -18,7 +18,7 @@ import urllib.parse
 from contextlib import ExitStack
 
 from .headless import CHROMIUM, CHROMIUM_ARGS, site_server
-from .protocol import DEFAULT_TIMEOUT, VERSION, RemoteBackend
+from .protocol import DEFAULT_TIMEOUT, VERSION, RemoteBackend, round_trip_times
 from .websocket import WebSocketServer
 
 CONNECT_SECONDS = (
@@ -102,34 +102,11 @@ def _open_chromium(url: str, stack: ExitStack) -> subprocess.Popen:
 
 
 def measure(model_path: str, round_trips: int = 200) -> dict:
-    """Round-trip times over the WebSocket to the page, in ms (medians): a bare frame (hello), a 4-byte
-    GPU read-back, a 1 MiB read-back. `python -m rwkvweb.remote MODEL`"""
-    import statistics
-    import time
-
+    """Round-trip times over the WebSocket to the page, in ms (medians; protocol.round_trip_times): a bare
+    frame (hello), a 4-byte GPU read-back, a 1 MiB read-back. `python -m rwkvweb.remote MODEL`"""
     backend = remote_backend(model_path)
     try:
-        plan = {
-            "buffers": [{"name": "m", "bytes": 1 << 20, "role": "scratch"}],
-            "kernels": [],
-            "programs": {},
-            "fills": [],
-        }
-        _run(backend.load(plan))
-
-        def median_ms(call, n):
-            times = []
-            for _ in range(n):
-                started = time.perf_counter()
-                call()
-                times.append((time.perf_counter() - started) * 1000)
-            return round(statistics.median(times), 3)
-
-        return {
-            "frame_round_trip_ms": median_ms(lambda: backend._call({"op": "hello", "version": VERSION}), round_trips),
-            "read_4_bytes_ms": median_ms(lambda: _run(backend.read(0, 0, 4)), round_trips),
-            "read_1_MiB_ms": median_ms(lambda: _run(backend.read(0, 0, 1 << 20)), max(5, round_trips // 20)),
-        }
+        return round_trip_times(backend, _run, round_trips)
     finally:
         backend.close()
 
