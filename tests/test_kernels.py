@@ -671,10 +671,13 @@ GROUP_PARTS = [(32, "tanh"), (64, "none"), (96, "sigmoid"), (32, "none")]  # RWK
         ("nf4", True, 32),
     ],
 )
-@pytest.mark.parametrize("tokens, real", [(1, 1), (16, 11)])
-def test_grouped_matvec_reads_and_writes_each_parts_slots(gpu_page, dtype, row_major, row_threads, tokens, real):
+@pytest.mark.parametrize("tokens, real, with_bias", [(1, 1, False), (16, 11, False), (1, 1, True), (16, 16, True)])
+def test_grouped_matvec_reads_and_writes_each_parts_slots(
+    gpu_page, dtype, row_major, row_threads, tokens, real, with_bias
+):
     """Four matrices of one K in one dispatch, each reading its own slot of x ([slots, T, K]) and writing its
-    own columns of a [T, ΣM] output with its own activation, against W_p · x_p computed part by part."""
+    own columns of a [T, ΣM] output with its own activation (and its own biases, side by side in one
+    buffer: RWKV-7's w0 | a0), against act(W_p · x_p + b_p) computed part by part."""
     rng = np.random.default_rng(tokens + row_threads)
     K, T = 128, tokens
     Ms = [M for M, _ in GROUP_PARTS]
@@ -686,12 +689,12 @@ def test_grouped_matvec_reads_and_writes_each_parts_slots(gpu_page, dtype, row_m
     else:
         w = stored.astype(np.float16 if dtype == "f16" else np.float32)
     plan = Plan()
-    x, out = rand(rng, 4 * T * K), rand(rng, T * sum(Ms))
-    v, initial = inputs(plan, w=w, x=x, out=out)
+    x, out, bias = rand(rng, 4 * T * K), rand(rng, T * sum(Ms)), rand(rng, sum(Ms))
+    v, initial = inputs(plan, w=w, x=x, out=out, b=bias)
     count = count_buffer(plan, initial, real) if tokens > 1 else None
     kind = {"row_major": row_major, "row_threads": row_threads}
     ops.matvec_group(plan, "test", v["w"], dtype, v["x"], v["out"], parts, K, x_stride=K, out_stride=sum(Ms),
-                     tokens=tokens, count=count, **kind)  # fmt: skip
+                     tokens=tokens, count=count, bias=v["b"] if with_bias else None, **kind)  # fmt: skip
     check(gpu_page, plan, initial, [v["out"]])
 
     # the numpy twin's grouping, against the maths part by part (weights as the GPU reads them)
@@ -705,7 +708,8 @@ def test_grouped_matvec_reads_and_writes_each_parts_slots(gpu_page, dtype, row_m
         weight = widened[at : at + matrix.size].reshape(matrix.shape if row_major else matrix.T.shape)
         weight = weight if row_major else weight.T
         xs = x[part.x_offset :][: T * K].reshape(T, K)[:real]
-        expected[:real, part.out_offset : part.out_offset + part.M] = activations[part.act](xs @ weight.T)
+        biases = bias[part.out_offset : part.out_offset + part.M] if with_bias else 0  # out columns = bias order
+        expected[:real, part.out_offset : part.out_offset + part.M] = activations[part.act](xs @ weight.T + biases)
     assert np.abs(got.reshape(T, -1) - expected).max() <= RTOL * np.abs(expected).max()
 
 

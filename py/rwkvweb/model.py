@@ -250,6 +250,7 @@ class _Builder:
         strides: tuple[int, int],
         chunk: dict,
         lora: bool = False,
+        bias: View | None = None,
     ) -> None:
         """Each named matrix times its part of x into its part of out (ops.Part; x and out rows `strides` floats
         apart): one grouped dispatch when groupable, else one matvec each."""
@@ -270,11 +271,13 @@ class _Builder:
                 K,
                 x_stride=x_stride,
                 out_stride=out_stride,
+                bias=bias,
                 **variant,
                 **chunk,
             )
             return
-        for name, part in parts:
+        for n, (name, part) in enumerate(parts):
+            first = sum(p.M for _, p in parts[:n])  # this part's biases in `bias`
             M, K = self.matvec_shape(name, lora)
             variant = {"row_major": False} if lora else self.layout(name)
             view, dtype = self.lora(name) if lora else self._store(name, 0, M, transpose=not variant["row_major"])
@@ -288,6 +291,7 @@ class _Builder:
                 M,
                 K,
                 act=part.act,
+                bias=None if bias is None else View(bias.buffer, bias.offset + first * F32, M * F32),
                 x_offset=part.x_offset,
                 x_stride=x_stride,
                 row_offset=part.out_offset,
@@ -588,10 +592,21 @@ def _block(b: _Builder, p: str, a: Activations, i: int, att_shift: View, wkv_sta
         lora=True,
     )
     biases = b.vectors(att + "lora_bias", [att + "w0", att + "a0"] + ([att + "v0"] if i else []))
-    ups = {"w": ("decay", biases.slot(0, C * F32)), "a": ("sigmoid", biases.slot(1, C * F32)), "g": ("none", None)}
-    for name, s, rank, _ in loras[:3]:
-        outer, bias = ups[name]
-        _lora_up(b, p, att + name + "2", a.hidden, (inner[name], ranks), vecs(s), rank, outer, bias, chunk)
+    # w's and a's up-projections together (their biases w0 | a0 lie side by side), then g's
+    b.matvec_group(
+        p,
+        [
+            (att + "w2", ops.Part(C, inner["w"], W * slot, "decay")),
+            (att + "a2", ops.Part(C, inner["a"], A * slot, "sigmoid")),
+        ],
+        a.hidden,
+        a.vecs,
+        (ranks, C),
+        chunk,
+        lora=True,
+        bias=biases.slot(0, 2 * C * F32),
+    )
+    _lora_up(b, p, att + "g2", a.hidden, (inner["g"], ranks), vecs(G), cfg.d_gate_lora, "none", None, chunk)
     if i == 0:
         plan.copy(p, vecs(V), a.v_first)
     else:  # v += (v_first − v)·sigmoid(v0 + (xv·v1)·v2), in the LoRA's epilogue

@@ -89,8 +89,8 @@ def matvec(c, include, weight, x, bias, out, count, toward):
         else:  # each group's own [K, width] block, width padded to whole vec4s (only the last group's may be)
             width = -(-group["M"] // 4) * 4
             t = xs @ weights[group["start"] * K : (group["start"] + width) * K].reshape(K, width)[:, : group["M"]]
-        if c["HAS_BIAS"]:
-            t = t + _f32(bias, M)
+        if c["HAS_BIAS"]:  # bias[m] for the dispatch's row m: every group's biases one after another
+            t = t + _f32(bias, M)[group["start"] : group["start"] + group["M"]]
         t = _activate(t.astype(np.float32), group["act"])
         rows = rows_of(out, group["out"])
         if c.get("GATED"):

@@ -167,12 +167,14 @@ def matvec_group(
     row_threads: int = 1,
     tokens: int = 1,
     count: View | None = None,
+    bias: View | None = None,
 ) -> None:
-    """Several matrices with the same K in one dispatch: out[t, p.out_offset + m] = p.act(W_p·x[t, p.x_offset:][:K])
-    for each part p, token t's rows x_stride floats apart in x and out_stride in out. The weight buffer holds
-    the parts one after another, each as matvec stores it alone (row-major [M, K] rows, or a k-major [K, M]
-    block; quantized: all codes in order, then all block parameters), so k-major parts before the last
-    have M % 4 == 0 (model.py `_Builder.store_group`)."""
+    """Several matrices with the same K in one dispatch: for each part p,
+    out[t, p.out_offset + m] = p.act(W_p·x[t, p.x_offset:][:K] + bias_p[m])  (`bias`: every part's biases one
+    after another, ΣM floats), token t's rows x_stride floats apart in x and out_stride in out. The weight
+    buffer holds the parts one after another, each as matvec stores it alone (row-major [M, K] rows, or a
+    k-major [K, M] block; quantized: all codes in order, then all block parameters), so k-major parts before
+    the last have M % 4 == 0 (model.py `_Builder.store_group`)."""
     assert 1 <= len(parts) <= MAX_PARTS, f"a grouped matvec takes 1 to {MAX_PARTS} matrices, not {len(parts)}"
     assert K % 4 == 0 and x_stride % 4 == 0, (K, x_stride)
     assert row_major or all(p.M % 4 == 0 for p in parts[:-1]), "k-major parts before the last need M % 4 == 0"
@@ -186,6 +188,8 @@ def matvec_group(
         assert p.x_offset % 4 == 0, p
         _expect(x, ((tokens - 1) * x_stride + p.x_offset + K) * F32, "grouped matvec x")
         _expect(out, ((tokens - 1) * out_stride + p.out_offset + p.M) * F32, "grouped matvec out")
+    if bias is not None:
+        bias = _expect(bias, M * F32, "grouped matvec bias")
     count, counted = _counted(count, x)
     starts = [sum(p.M for p in parts[:i]) for i in range(1, len(parts))]
     constants = {
@@ -202,14 +206,15 @@ def matvec_group(
         **{f"ROW_OFFSET{i}": p.out_offset for i, p in enumerate(parts[1:], 1)},
         **{f"ACT{i}": ACTIVATIONS[p.act] for i, p in enumerate(parts[1:], 1)},
         "ROW_THREADS": row_threads if row_major else 1,
-        "HAS_BIAS": False,
+        "HAS_BIAS": bias is not None,
         "ACCUMULATE": False,
         "WG": WG,
         **_chunk(tokens, counted, TILE_T=tile),
     }
     kernel = _weight_kernel(plan, "matvec.wgsl", constants, dtype, m_pad * K)
     rows = _groups(m_pad // 4) if not row_major else _groups(M, WG // row_threads)
-    plan.dispatch(program, kernel, [weight, x, x, out, count, x], (rows[0], tokens // tile, 1))  # x: unread stand-ins
+    bindings = [weight, x, bias or x, out, count, x]  # x: unread stand-ins
+    plan.dispatch(program, kernel, bindings, (rows[0], tokens // tile, 1))
 
 
 def _chunk(tokens: int, counted: dict, **more) -> dict:
