@@ -15,8 +15,9 @@
 // Groups (START1 set): up to four matrices with the same K stacked in one weight buffer, rows
 // [START_g, START_g+1) of this dispatch (row-major: the matrices' rows one after another; k-major: each
 // its own [K, rows] block); group g reads x from X_OFFSET_g, writes `out` from ROW_OFFSET_g and applies
-// ACT_g (group 0: X_OFFSET, ROW_OFFSET, ACT). RWKV-7's r/k/v projections and LoRA down-projections
-// each run as one dispatch this way (model.py `_block`). k-major groups before the last hold M % 4 == 0 rows.
+// ACT_g (group 0: X_OFFSET, ROW_OFFSET, ACT); bias[m] is by the dispatch's row m (the groups' biases side by
+// side). RWKV-7's r/k/v, its LoRA down-projections and w's + a's up-projections run as one dispatch each this
+// way (model.py `_block`). k-major groups before the last hold M % 4 == 0 rows.
 // Needs a weight prelude (lib/weights_*.wgsl) for `weight4`.
 override M: u32;                  // output rows written by this dispatch
 override K: u32;                  // input length, a multiple of 4
