@@ -16,7 +16,7 @@ import pytest
 from gpu_harness import floats, run_in_browser, run_in_numpy
 from rwkvweb import ops
 from rwkvweb.plan import Plan
-from rwkvweb.quant import SCHEMES, quantize
+from rwkvweb.quant import SCHEMES, dequantize, quantize
 
 pytestmark = pytest.mark.browser
 RTOL = 1e-5  # float32 in another summation order; see the module docstring
@@ -647,3 +647,85 @@ def test_norm_gate_without_an_added_term(gpu_page):
     )
     ops.norm(plan, "test", v["x"], v["w"], v["b"], v["out"], group, heads, 64e-5, tokens=tokens, gate=v["gate"])
     check(gpu_page, plan, initial, [v["out"]])
+
+
+GROUP_PARTS = [(32, "tanh"), (64, "none"), (96, "sigmoid"), (32, "none")]  # RWKV-7's four LoRA downs, smaller
+
+
+@pytest.mark.parametrize(
+    "dtype, row_major, row_threads",
+    [
+        ("f32", False, 1),  # k-major blocks side by side: SwiftShader's layout
+        ("f16", False, 1),
+        ("f32", True, 1),
+        ("f16", True, 32),  # the workgroup reduction: two rows per workgroup, groups change inside one
+        ("int8", True, 1),  # quantized: every part's codes, then every part's block parameters
+        ("nf4", True, 32),
+    ],
+)
+@pytest.mark.parametrize("tokens, real, with_bias", [(1, 1, False), (16, 11, False), (1, 1, True), (16, 16, True)])
+def test_grouped_matvec_reads_and_writes_each_parts_slots(
+    gpu_page, dtype, row_major, row_threads, tokens, real, with_bias
+):
+    """Four matrices of one K in one dispatch, each reading its own slot of x ([slots, T, K]) and writing its
+    own columns of a [T, ΣM] output with its own activation (and its own biases, side by side in one
+    buffer: RWKV-7's w0 | a0), against act(W_p · x_p + b_p) computed part by part."""
+    rng = np.random.default_rng(tokens + row_threads)
+    K, T = 128, tokens
+    Ms = [M for M, _ in GROUP_PARTS]
+    parts = [ops.Part(M, (3 - i) * T * K, sum(Ms[:i]), act) for i, (M, act) in enumerate(GROUP_PARTS)]  # slots reversed
+    matrices = [rand(rng, M, K, scale=K**-0.5) for M in Ms]
+    stored = np.concatenate([(m if row_major else m.T).reshape(-1) for m in matrices])  # each part as if alone
+    if dtype in SCHEMES:
+        w = np.frombuffer(b"".join(quantize(stored, dtype)), np.uint8)
+    else:
+        w = stored.astype(np.float16 if dtype == "f16" else np.float32)
+    plan = Plan()
+    x, out, bias = rand(rng, 4 * T * K), rand(rng, T * sum(Ms)), rand(rng, sum(Ms))
+    v, initial = inputs(plan, w=w, x=x, out=out, b=bias)
+    count = count_buffer(plan, initial, real) if tokens > 1 else None
+    kind = {"row_major": row_major, "row_threads": row_threads}
+    ops.matvec_group(plan, "test", v["w"], dtype, v["x"], v["out"], parts, K, x_stride=K, out_stride=sum(Ms),
+                     tokens=tokens, count=count, bias=v["b"] if with_bias else None, **kind)  # fmt: skip
+    check(gpu_page, plan, initial, [v["out"]])
+
+    # the numpy twin's grouping, against the maths part by part (weights as the GPU reads them)
+    reads = [(v["out"].buffer, 0, v["out"].size)]
+    got = floats(run_in_numpy(plan.to_json(), initial, "test", [[]], reads)[0][f"{v['out'].buffer}:0"])
+    widened = dequantize(w, dtype, stored.size) if dtype in SCHEMES else w.astype(np.float32)
+    expected = out.reshape(T, -1).copy()
+    activations = {"none": lambda t: t, "tanh": np.tanh, "sigmoid": lambda t: 1 / (1 + np.exp(-t))}
+    for i, (part, matrix) in enumerate(zip(parts, matrices)):
+        at = sum(m.size for m in matrices[:i])
+        weight = widened[at : at + matrix.size].reshape(matrix.shape if row_major else matrix.T.shape)
+        weight = weight if row_major else weight.T
+        xs = x[part.x_offset :][: T * K].reshape(T, K)[:real]
+        biases = bias[part.out_offset : part.out_offset + part.M] if with_bias else 0  # out columns = bias order
+        expected[:real, part.out_offset : part.out_offset + part.M] = activations[part.act](xs @ weight.T + biases)
+    assert np.abs(got.reshape(T, -1) - expected).max() <= RTOL * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("n_mix, tokens, real", [(6, 1, 1), (1, 1, 1), (6, 16, 11), (1, 8, 8)])
+def test_norm_shift_normalises_then_mixes_and_remembers(gpu_page, n_mix, tokens, real):
+    """LayerNorm fused with the token shift: the mixes of every real token and the new shift state (the last
+    real token's normalised row); its numpy twin is norm's then token_shift's, checked here against the maths."""
+    rng = np.random.default_rng(n_mix + tokens)
+    C = 192  # three channels per invocation of a workgroup of 64
+    plan = Plan()
+    x, params, prev = rand(rng, tokens * C, scale=2) + 1, rand(rng, 2 * C), rand(rng, C)
+    mix = rng.uniform(0, 1, n_mix * C).astype(np.float32)
+    v, initial = inputs(plan, x=x, params=params, prev=prev, mix=mix, out=np.zeros(n_mix * tokens * C, np.float32))
+    count = count_buffer(plan, initial, real) if tokens > 1 else None
+    ops.norm_shift(plan, "test", v["x"], v["params"], v["prev"], v["mix"], v["out"], C, n_mix, 1e-5, tokens, count)
+    check(gpu_page, plan, initial, [v["out"], v["prev"]])
+
+    reads = [(v[name].buffer, 0, v[name].size) for name in ("out", "prev")]
+    got = run_in_numpy(plan.to_json(), initial, "test", [[]], reads)[0]
+    rows = x.reshape(tokens, C)[:real]
+    y = (rows - rows.mean(1, keepdims=True)) / np.sqrt(rows.var(1, keepdims=True) + 1e-5) * params[:C] + params[C:]
+    before = np.concatenate([prev[None], y[:-1]])
+    expected = np.zeros((n_mix, tokens, C), np.float32)
+    expected[:, :real] = y[None] + (before - y)[None] * mix.reshape(n_mix, 1, C)
+    for name, want in (("out", expected), ("prev", y[-1])):
+        have = floats(got[f"{v[name].buffer}:0"])
+        assert np.abs(have - want.reshape(-1)).max() <= RTOL * np.abs(want).max(), name

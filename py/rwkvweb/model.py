@@ -157,17 +157,27 @@ class _Builder:
         )
 
     def _store_new(self, name: str, first: int, rows: int, transpose: bool) -> tuple[View, str]:
-        """Rows [first, first + rows) of a [R, K] weight in one buffer (k-major if `transpose`),
-        filled in chunks of about CHUNK_BYTES so the loader never holds a whole matrix."""
+        """Rows [first, first + rows) of a [R, K] weight in one buffer (k-major if `transpose`)."""
         info, dtype = self.tensors[name], self.precision(name)
-        K = info.shape[1]
         stored_rows = -(-rows // 4) * 4 if transpose else rows
         view = self.plan.buffer(
             f"{name}[{first}:{first + rows}]" if rows < info.shape[0] else name,
-            ops.weight_bytes(dtype, stored_rows * K),
+            ops.weight_bytes(dtype, stored_rows * info.shape[1]),
             "weight",
         )
         self.weight_bytes[name] = self.weight_bytes.get(name, 0) + view.size
+        self._fill_matrix(view, name, first, rows, transpose, 0, stored_rows * info.shape[1])
+        return view, dtype
+
+    def _fill_matrix(
+        self, view: View, name: str, first: int, rows: int, transpose: bool, base: int, elements: int
+    ) -> None:
+        """Rows [first, first + rows) of weight `name` into a buffer of `elements` weights from element `base`
+        on (a grouped buffer holds several matrices: store_group), filled in chunks of about CHUNK_BYTES so
+        the loader never holds a whole matrix. Quantized: codes in element order, then every block's parameters."""
+        info, dtype = self.tensors[name], self.precision(name)
+        K = info.shape[1]
+        stored_rows = -(-rows // 4) * 4 if transpose else rows
         per_row = info.nbytes // info.shape[0]
         chunk = max(128, CHUNK_BYTES // per_row // 128 * 128)  # whole quantization blocks per chunk
         convert = {
@@ -178,24 +188,117 @@ class _Builder:
             n = min(chunk, rows - r0)
             start = info.start + (first + r0) * per_row
             options = {}
-            if dtype in SCHEMES:  # codes in element order, then every block's parameters
+            if dtype in SCHEMES:
                 scheme = SCHEMES[dtype]
-                at = view.offset + scheme.code_bytes(r0 * K)
+                at = view.offset + scheme.code_bytes(base + r0 * K)
                 params_at = (
-                    view.offset + scheme.param_offset(stored_rows * K) + r0 * K // scheme.block * scheme.param_bytes
+                    view.offset + scheme.param_offset(elements) + (base + r0 * K) // scheme.block * scheme.param_bytes
                 )
                 if info.dtype in SCHEMES:  # quantized ahead of time: the parameters are copied as they are too
                     params = info.params_start + (first + r0) * K // scheme.block * scheme.param_bytes
                     self._fill(view, params_at, params, params + -(-n * K // scheme.block) * scheme.param_bytes)
                 else:
                     options = {"quantize": dtype, "params_offset": params_at}
-            elif transpose:  # column k of these rows lands at k·stored_rows + r0
-                at = view.offset + ops.weight_bytes(dtype, r0)
+            elif transpose:  # column k of these rows lands at base + k·stored_rows + r0
+                at = view.offset + ops.weight_bytes(dtype, base + r0)
                 options = {"transpose": (n, K, stored_rows)}
             else:
-                at = view.offset + ops.weight_bytes(dtype, r0 * K)
+                at = view.offset + ops.weight_bytes(dtype, base + r0 * K)
             self._fill(view, at, start, start + n * per_row, convert, **options)
+
+    def matvec_shape(self, name: str, lora: bool) -> tuple[int, int]:
+        """(M, K) of the product: an nn.Linear weight is [M, K]; a LoRA matrix is stored [K, M] (x @ w1)."""
+        rows, cols = self.tensors[name].shape
+        return (cols, rows) if lora else (rows, cols)
+
+    def groupable(self, names: list[str], lora: bool) -> bool:
+        """Whether these whole matrices can share one buffer and one grouped matvec (ops.matvec_group):
+        one precision, layout and K, k-major parts of whole vec4 columns, quantized parts of whole blocks,
+        and one binding for all."""
+        dtypes = {self.precision(n) for n in names}
+        layouts = {self.layout(n)["row_major"] and not lora for n in names}
+        shapes = [self.matvec_shape(n, lora) for n in names]
+        if len(dtypes) != 1 or len(layouts) != 1 or len({K for _, K in shapes}) != 1 or len(names) > ops.MAX_PARTS:
+            return False
+        dtype, row_major = dtypes.pop(), layouts.pop()
+        whole_parts = all(M % 4 == 0 for M, _ in shapes) or row_major
+        if dtype in SCHEMES:
+            whole_parts = whole_parts and all(M * K % SCHEMES[dtype].block == 0 for M, K in shapes)
+        return whole_parts and ops.weight_bytes(dtype, sum(M * K for M, K in shapes)) <= self.max_binding
+
+    def store_group(self, names: list[str], lora: bool) -> tuple[View, str]:
+        """Whole matrices one after another in one buffer, each laid out as it would be alone (groupable)."""
+        return self._once(("group", tuple(names), lora), lambda: self._store_group_new(names, lora))
+
+    def _store_group_new(self, names: list[str], lora: bool) -> tuple[View, str]:
+        assert self.groupable(names, lora), names
+        dtype = self.precision(names[0])
+        transpose = not lora and not self.layout(names[0])["row_major"]
+        sizes = [self.tensors[n].numel for n in names]
+        view = self.plan.buffer(" + ".join(names), ops.weight_bytes(dtype, sum(sizes)), "weight")
+        for i, name in enumerate(names):
+            self.weight_bytes[name] = self.weight_bytes.get(name, 0) + ops.weight_bytes(dtype, sizes[i])
+            self._fill_matrix(view, name, 0, self.tensors[name].shape[0], transpose, sum(sizes[:i]), sum(sizes))
         return view, dtype
+
+    def matvec_group(
+        self,
+        program: str,
+        parts: list[tuple[str, ops.Part]],
+        x: View,
+        out: View,
+        strides: tuple[int, int],
+        chunk: dict,
+        lora: bool = False,
+        bias: View | None = None,
+    ) -> None:
+        """Each named matrix times its part of x into its part of out (ops.Part; x and out rows `strides` floats
+        apart): one grouped dispatch when groupable, else one matvec each."""
+        names = [name for name, _ in parts]
+        x_stride, out_stride = strides
+        variant = {"row_major": False} if lora else self.layout(names[0])
+        if self.groupable(names, lora):
+            K = self.matvec_shape(names[0], lora)[1]
+            view, dtype = self.store_group(names, lora)
+            ops.matvec_group(
+                self.plan,
+                program,
+                view,
+                dtype,
+                x,
+                out,
+                [part for _, part in parts],
+                K,
+                x_stride=x_stride,
+                out_stride=out_stride,
+                bias=bias,
+                **variant,
+                **chunk,
+            )
+            return
+        for n, (name, part) in enumerate(parts):
+            first = sum(p.M for _, p in parts[:n])  # this part's biases in `bias`
+            M, K = self.matvec_shape(name, lora)
+            variant = {"row_major": False} if lora else self.layout(name)
+            view, dtype = self.lora(name) if lora else self._store(name, 0, M, transpose=not variant["row_major"])
+            ops.matvec(
+                self.plan,
+                program,
+                view,
+                dtype,
+                x,
+                out,
+                M,
+                K,
+                act=part.act,
+                bias=None if bias is None else View(bias.buffer, bias.offset + first * F32, M * F32),
+                x_offset=part.x_offset,
+                x_stride=x_stride,
+                row_offset=part.out_offset,
+                out_stride=out_stride,
+                **variant,
+                **chunk,
+            )
 
     def _fill(self, view: View, at: int, start: int, end: int, convert: str | None = None, **options) -> None:
         """File bytes [start, end) into the view's buffer from offset `at` on (plan.Plan.fill)."""
@@ -269,7 +372,7 @@ class Activations:
     xx: View  # a normalised copy
     mixed: View  # token-shift outputs, 6 slots
     vecs: View  # r w k v a g, 6 slots
-    hidden: View  # a LoRA's inner activations
+    hidden: View  # LoRAs' inner activations, [tokens, Σ ranks]
     v_first: View  # block 0's v
     wkv_out: View  # y | bonus
     y_gated: View  # (GroupNorm(y) + bonus) ⊙ g
@@ -278,7 +381,8 @@ class Activations:
     @staticmethod
     def floats_per_token(cfg: ModelConfig) -> dict[str, int]:
         C = cfg.n_embd
-        lora = max(cfg.d_decay_lora, cfg.d_aaa_lora, cfg.d_mv_lora, cfg.d_gate_lora, 5 * cfg.d_mix_lora)
+        # RWKV-7's four LoRA down-projections side by side (one grouped matvec); RWKV-6's five ddlerp ones
+        lora = max(cfg.d_decay_lora + cfg.d_aaa_lora + cfg.d_mv_lora + cfg.d_gate_lora, 5 * cfg.d_mix_lora)
         return {
             "x": C,
             "xx": C,
@@ -460,35 +564,64 @@ def _block(b: _Builder, p: str, a: Activations, i: int, att_shift: View, wkv_sta
 
     # time mixing
     ln1 = b.vectors(ln + "ln1", [ln + "ln1.weight", ln + "ln1.bias"])
-    ops.norm(plan, p, a.x, ln1.slot(0, C * F32), ln1.slot(1, C * F32), a.xx, C, 1, LN_EPS, tokens=T)
-    ops.token_shift(
-        plan, p, a.xx, att_shift, b.vectors(att + "mix", [att + m for m in ATT_MIX]), a.mixed, C, 6, **chunk
+    mixes = b.vectors(att + "mix", [att + m for m in ATT_MIX])
+    ops.norm_shift(plan, p, a.x, ln1, att_shift, mixes, a.mixed, C, 6, LN_EPS, **chunk)  # LayerNorm, then the shift
+    slot = T * C  # floats from one slot of `mixed` / `vecs` to the next
+    b.matvec_group(
+        p,
+        [
+            (att + proj + ".weight", ops.Part(C, s * slot, s * slot))
+            for s, proj in ((R, "receptance"), (K, "key"), (V, "value"))
+        ],
+        a.mixed,
+        a.vecs,
+        (C, C),
+        chunk,
     )
-    for s, proj in ((R, "receptance"), (K, "key"), (V, "value")):
-        b.linear(p, att + proj + ".weight", mixed(s), vecs(s), **chunk)
+    loras = [("w", W, cfg.d_decay_lora, "tanh"), ("a", A, cfg.d_aaa_lora, "none"), ("g", G, cfg.d_gate_lora, "sigmoid")]
+    loras += [("v", V, cfg.d_mv_lora, "none")] if i else []  # layer 0 keeps v itself as v_first
+    ranks = sum(rank for _, _, rank, _ in loras)
+    inner = {name: sum(r for _, _, r, _ in loras[:n]) for n, (name, *_) in enumerate(loras)}  # starts in `hidden`
+    b.matvec_group(
+        p,
+        [(att + name + "1", ops.Part(rank, s * slot, inner[name], act)) for name, s, rank, act in loras],
+        a.mixed,
+        a.hidden,
+        (C, ranks),
+        chunk,
+        lora=True,
+    )
     biases = b.vectors(att + "lora_bias", [att + "w0", att + "a0"] + ([att + "v0"] if i else []))
-    _lora(
-        b, p, att + "w", mixed(W), a.hidden, vecs(W), cfg.d_decay_lora, "tanh", biases.slot(0, C * F32), "decay", chunk
+    # w's and a's up-projections together (their biases w0 | a0 lie side by side), then g's
+    b.matvec_group(
+        p,
+        [
+            (att + "w2", ops.Part(C, inner["w"], W * slot, "decay")),
+            (att + "a2", ops.Part(C, inner["a"], A * slot, "sigmoid")),
+        ],
+        a.hidden,
+        a.vecs,
+        (ranks, C),
+        chunk,
+        lora=True,
+        bias=biases.slot(0, 2 * C * F32),
     )
-    _lora(
-        b, p, att + "a", mixed(A), a.hidden, vecs(A), cfg.d_aaa_lora, "none", biases.slot(1, C * F32), "sigmoid", chunk
-    )
-    _lora(b, p, att + "g", mixed(G), a.hidden, vecs(G), cfg.d_gate_lora, "sigmoid", None, "none", chunk)
+    _lora_up(b, p, att + "g2", a.hidden, (inner["g"], ranks), vecs(G), cfg.d_gate_lora, "none", None, chunk)
     if i == 0:
         plan.copy(p, vecs(V), a.v_first)
     else:  # v += (v_first − v)·sigmoid(v0 + (xv·v1)·v2), in the LoRA's epilogue
-        _lora(
+        toward = {**chunk, "toward": a.v_first}
+        _lora_up(
             b,
             p,
-            att + "v",
-            mixed(V),
+            att + "v2",
             a.hidden,
+            (inner["v"], ranks),
             vecs(V),
             cfg.d_mv_lora,
-            "none",
-            biases.slot(2, C * F32),
             "sigmoid",
-            {**chunk, "toward": a.v_first},
+            biases.slot(2, C * F32),
+            toward,
         )
     params = b.vectors(att + "wkv_params", [att + "k_k", att + "k_a", att + "r_k"])
     ops.wkv7(plan, p, a.vecs, params, wkv_state, a.wkv_out, C, N, **chunk)
@@ -512,8 +645,7 @@ def _block(b: _Builder, p: str, a: Activations, i: int, att_shift: View, wkv_sta
 
     # channel mixing
     ln2 = b.vectors(ln + "ln2", [ln + "ln2.weight", ln + "ln2.bias"])
-    ops.norm(plan, p, a.x, ln2.slot(0, C * F32), ln2.slot(1, C * F32), a.xx, C, 1, LN_EPS, tokens=T)
-    ops.token_shift(plan, p, a.xx, ffn_shift, b.vectors(ffn + "x_k", [ffn + "x_k"]), mixed(0), C, 1, **chunk)
+    ops.norm_shift(plan, p, a.x, ln2, ffn_shift, b.vectors(ffn + "x_k", [ffn + "x_k"]), mixed(0), C, 1, LN_EPS, **chunk)
     b.linear(p, ffn + "key.weight", mixed(0), a.ffn_hidden, act="relu2", **chunk)
     b.linear(p, ffn + "value.weight", a.ffn_hidden, a.x, accumulate=True, **chunk)
 
@@ -526,6 +658,40 @@ def _head(b: _Builder, program: str, x: View, xx: View, logits: View) -> None:
     variant = b.layout("head.weight")
     for head, dtype, first, rows in b.row_parts("head.weight", transpose=not variant["row_major"]):
         ops.matvec(b.plan, program, head, dtype, xx, logits, rows, C, row_offset=first, **variant)
+
+
+def _lora_up(
+    b: _Builder,
+    program: str,
+    name: str,
+    hidden: View,
+    at: tuple[int, int],
+    out: View,
+    rank: int,
+    outer: str,
+    bias: View | None,
+    chunk: dict,
+) -> None:
+    """out = outer(bias + h @ w2), h the LoRA's inner activations: `rank` floats from at[0] in rows of `hidden`
+    at[1] floats apart (the grouped down-projections' output in `_block`)."""
+    view, dtype = b.lora(name)
+    x_offset, x_stride = at
+    ops.matvec(
+        b.plan,
+        program,
+        view,
+        dtype,
+        hidden,
+        out,
+        b.cfg.n_embd,
+        rank,
+        row_major=False,
+        act=outer,
+        bias=bias,
+        x_offset=x_offset,
+        x_stride=x_stride,
+        **chunk,
+    )
 
 
 def _lora(

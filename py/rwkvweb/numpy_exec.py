@@ -7,6 +7,8 @@ the oracle the browser kernel tests compare against. The twins follow the shader
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from .config import DECAY_SCALE
@@ -53,28 +55,50 @@ def _tokens(c, count) -> int:
     return min(int(count.view(np.uint32)[0]), t_pad) if c.get("COUNTED") else t_pad
 
 
+def _token_rows(v, at: int, n: int, width: int, stride: int) -> np.ndarray:
+    """A float32 view of n rows of `width` floats, `stride` floats apart, from float `at` on."""
+    return np.lib.stride_tricks.as_strided(_f32(v)[at:], (n, width), (stride * 4, 4))
+
+
+def matvec_groups(c) -> list[dict]:
+    """matvec.wgsl's groups: rows [start, start + M) of the dispatch with their own x offset, out offset, activation."""
+    starts = [0] + [c[f"START{i}"] for i in (1, 2, 3) if f"START{i}" in c] + [c["M"]]
+    suffixes = [""] + [str(i) for i in range(1, len(starts) - 1)]
+    return [
+        {
+            "start": starts[i],
+            "M": starts[i + 1] - starts[i],
+            "x": c.get("X_OFFSET" + suffix, 0),
+            "out": c.get("ROW_OFFSET" + suffix, 0),
+            "act": c.get("ACT" + suffix, 0),
+        }
+        for i, suffix in enumerate(suffixes)
+    ]
+
+
 def matvec(c, include, weight, x, bias, out, count, toward):
     M, K, n = c["M"], c["K"], _tokens(c, count)
-    x_stride, x_offset = c.get("X_STRIDE", K), c.get("X_OFFSET", 0)
-    xs = np.lib.stride_tricks.as_strided(_f32(x)[x_offset:], (n, K), (x_stride * 4, 4))
-    if c["ROW_MAJOR"]:
-        t = xs @ _weights(weight, include[0])[: M * K].reshape(M, K).T
-    else:
-        m_pad = -(-M // 4) * 4
-        t = xs @ _weights(weight, include[0])[: K * m_pad].reshape(K, m_pad)[:, :M]
-    if c["HAS_BIAS"]:
-        t = t + _f32(bias, M)
-    t = _activate(t.astype(np.float32), c["ACT"])
-    offset = c["ROW_OFFSET"]
-    stride = c.get("OUT_STRIDE", offset + M)
-    rows = np.lib.stride_tricks.as_strided(_f32(out)[offset:], (n, M), (stride * 4, 4))
-    if c.get("GATED"):
-        t = t * np.lib.stride_tricks.as_strided(_f32(toward)[offset:], (n, M), (stride * 4, 4))
-    if c.get("LERP"):
-        target = np.lib.stride_tricks.as_strided(_f32(toward)[offset:], (n, M), (stride * 4, 4))
-        rows[:] = rows + (target - rows) * t
-    else:
-        rows[:] = rows + t if c["ACCUMULATE"] else t
+    x_stride = c.get("X_STRIDE", K)
+    weights = _weights(weight, include[0])
+    stride = c.get("OUT_STRIDE", c["ROW_OFFSET"] + M)
+    for group in matvec_groups(c):
+        rows_of = partial(_token_rows, n=n, width=group["M"], stride=stride)  # token t's rows of this group
+        xs = np.lib.stride_tricks.as_strided(_f32(x)[group["x"] :], (n, K), (x_stride * 4, 4))
+        if c["ROW_MAJOR"]:
+            t = xs @ weights[group["start"] * K : (group["start"] + group["M"]) * K].reshape(group["M"], K).T
+        else:  # each group's own [K, width] block, width padded to whole vec4s (only the last group's may be)
+            width = -(-group["M"] // 4) * 4
+            t = xs @ weights[group["start"] * K : (group["start"] + width) * K].reshape(K, width)[:, : group["M"]]
+        if c["HAS_BIAS"]:  # bias[m] for the dispatch's row m: every group's biases one after another
+            t = t + _f32(bias, M)[group["start"] : group["start"] + group["M"]]
+        t = _activate(t.astype(np.float32), group["act"])
+        rows = rows_of(out, group["out"])
+        if c.get("GATED"):
+            t = t * rows_of(toward, group["out"])
+        if c.get("LERP"):
+            rows[:] = rows + (rows_of(toward, group["out"]) - rows) * t
+        else:
+            rows[:] = rows + t if c["ACCUMULATE"] else t
 
 
 def norm(c, include, x, weight, bias, out, add, gate):
@@ -105,6 +129,15 @@ def token_shift(c, include, x, prev, mix, out, count):
     _f32(out, m * T * C).reshape(m, T, C)[:, :n] = mixed
     if n and not c.get("KEEP_PREV"):
         before[:] = now[-1]
+
+
+def norm_shift(c, include, x, params, prev, mix, out, count):
+    """norm.wgsl's LayerNorm, then token_shift.wgsl over the normalised rows (norm_shift.wgsl's contract)."""
+    C, T = c["C"], c.get("T_PAD", 1)
+    normed = np.zeros(T * C, np.float32).view(np.uint8)
+    weight, bias = params[: C * 4], params[C * 4 : 2 * C * 4]
+    norm({"GROUP": C, "EPS": c["EPS"]}, include, x[: T * C * 4], weight, bias, normed, None, None)
+    token_shift(c, include, normed, prev, mix, out, count)
 
 
 def wkv7(c, include, vecs, params, state, out, count):
@@ -228,6 +261,7 @@ KERNELS = {
     ("matvec.wgsl", "main"): matvec,
     ("norm.wgsl", "main"): norm,
     ("token_shift.wgsl", "main"): token_shift,
+    ("norm_shift.wgsl", "main"): norm_shift,
     ("wkv7.wgsl", "main"): wkv7,
     ("wkv4.wgsl", "main"): wkv4,
     ("wkv5.wgsl", "main"): wkv5,

@@ -8,6 +8,7 @@ instead of as garbage on the GPU. Activations are float32 (4 bytes per element).
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 from .plan import Plan, View
 from .quant import SCHEMES
@@ -95,7 +96,7 @@ def matvec(
     `out_stride` floats apart (default row_offset + M); `count` marks how many tokens are real;
     with `toward`, out moves toward it by the activation instead: out += (toward − out)·act(W·x + bias);
     with `gate`, act(W·x + bias) is multiplied by gate[t, m] first. Token t's inputs are x[t·x_stride +
-    x_offset:][:K] (default x_stride = K: rows of exactly K)."""
+    x_offset:][:K] (default x_stride = K: rows of exactly K; x_offset may pass x_stride: a later slot of x)."""
     assert K % 4 == 0, f"K={K} must be a multiple of 4"
     assert row_threads >= 1 and WG % row_threads == 0 and row_threads & (row_threads - 1) == 0, row_threads
     tile = 1 if row_major and row_threads > 1 else token_tile(tokens)
@@ -104,7 +105,7 @@ def matvec(
     m_pad = M if row_major else -(-M // 4) * 4
     weight = _expect(weight, weight_bytes(dtype, m_pad * K), f"matvec weight [{M}x{K}] {dtype}")
     x_stride = K if x_stride is None else x_stride
-    assert x_offset % 4 == 0 and x_stride % 4 == 0 and x_offset + K <= x_stride, (x_offset, x_stride, K)
+    assert x_offset % 4 == 0 and x_stride % 4 == 0 and K <= x_stride, (x_offset, x_stride, K)  # offset: any row
     x = _expect(x, ((tokens - 1) * x_stride + x_offset + K) * F32, "matvec x")
     out = _expect(out, ((tokens - 1) * stride + row_offset + M) * F32, "matvec out")
     if bias is not None:
@@ -135,6 +136,85 @@ def matvec(
     plan.dispatch(
         program, kernel, [weight, x, bias or x, out, count, other], (rows[0], tokens // tile, 1)
     )  # x: unread stand-ins
+
+
+@dataclass(frozen=True)
+class Part:
+    """One matrix of a grouped matvec: M rows reading x from float x_offset, writing out from float out_offset."""
+
+    M: int
+    x_offset: int
+    out_offset: int
+    act: str = "none"
+
+
+MAX_PARTS = 4  # matvec.wgsl's groups (START1..3)
+
+
+def matvec_group(
+    plan: Plan,
+    program: str,
+    weight: View,
+    dtype: str,
+    x: View,
+    out: View,
+    parts: list[Part],
+    K: int,
+    *,
+    x_stride: int,
+    out_stride: int,
+    row_major: bool = True,
+    row_threads: int = 1,
+    tokens: int = 1,
+    count: View | None = None,
+    bias: View | None = None,
+) -> None:
+    """Several matrices with the same K in one dispatch: for each part p,
+    out[t, p.out_offset + m] = p.act(W_p·x[t, p.x_offset:][:K] + bias_p[m])  (`bias`: every part's biases one
+    after another, ΣM floats), token t's rows x_stride floats apart in x and out_stride in out. The weight
+    buffer holds the parts one after another, each as matvec stores it alone (row-major [M, K] rows, or a
+    k-major [K, M] block; quantized: all codes in order, then all block parameters), so k-major parts before
+    the last have M % 4 == 0 (model.py `_Builder.store_group`)."""
+    assert 1 <= len(parts) <= MAX_PARTS, f"a grouped matvec takes 1 to {MAX_PARTS} matrices, not {len(parts)}"
+    assert K % 4 == 0 and x_stride % 4 == 0, (K, x_stride)
+    assert row_major or all(p.M % 4 == 0 for p in parts[:-1]), "k-major parts before the last need M % 4 == 0"
+    assert row_threads >= 1 and WG % row_threads == 0 and row_threads & (row_threads - 1) == 0, row_threads
+    tile = 1 if row_major and row_threads > 1 else token_tile(tokens)
+    assert tokens % tile == 0, f"{tokens} token rows are not whole tiles of {tile}"
+    M = sum(p.M for p in parts)
+    m_pad = M if row_major else -(-M // 4) * 4
+    weight = _expect(weight, weight_bytes(dtype, m_pad * K), f"grouped matvec weight [{M}x{K}] {dtype}")
+    for p in parts:
+        assert p.x_offset % 4 == 0, p
+        _expect(x, ((tokens - 1) * x_stride + p.x_offset + K) * F32, "grouped matvec x")
+        _expect(out, ((tokens - 1) * out_stride + p.out_offset + p.M) * F32, "grouped matvec out")
+    if bias is not None:
+        bias = _expect(bias, M * F32, "grouped matvec bias")
+    count, counted = _counted(count, x)
+    starts = [sum(p.M for p in parts[:i]) for i in range(1, len(parts))]
+    constants = {
+        "M": M,
+        "K": K,
+        "ROW_MAJOR": row_major,
+        "X_STRIDE": x_stride,
+        "X_OFFSET": parts[0].x_offset,
+        "ROW_OFFSET": parts[0].out_offset,
+        "OUT_STRIDE": out_stride,
+        "ACT": ACTIVATIONS[parts[0].act],
+        **{f"START{i}": start for i, start in enumerate(starts, 1)},
+        **{f"X_OFFSET{i}": p.x_offset for i, p in enumerate(parts[1:], 1)},
+        **{f"ROW_OFFSET{i}": p.out_offset for i, p in enumerate(parts[1:], 1)},
+        **{f"ACT{i}": ACTIVATIONS[p.act] for i, p in enumerate(parts[1:], 1)},
+        "ROW_THREADS": row_threads if row_major else 1,
+        "HAS_BIAS": bias is not None,
+        "ACCUMULATE": False,
+        "WG": WG,
+        **_chunk(tokens, counted, TILE_T=tile),
+    }
+    kernel = _weight_kernel(plan, "matvec.wgsl", constants, dtype, m_pad * K)
+    rows = _groups(m_pad // 4) if not row_major else _groups(M, WG // row_threads)
+    bindings = [weight, x, bias or x, out, count, x]  # x: unread stand-ins
+    plan.dispatch(program, kernel, bindings, (rows[0], tokens // tile, 1))
 
 
 def _chunk(tokens: int, counted: dict, **more) -> dict:
@@ -230,6 +310,34 @@ def _recurrence(
     count, counted = _counted(count, views[0])
     kernel = plan.kernel(shader, {**constants, **_chunk(tokens, counted), **(flags or {})})
     plan.dispatch(program, kernel, [*views, count], workgroups)
+
+
+def norm_shift(
+    plan: Plan,
+    program: str,
+    x: View,
+    params: View,
+    prev: View,
+    mix: View,
+    out: View,
+    C: int,
+    n_mix: int,
+    eps: float,
+    tokens: int = 1,
+    count: View | None = None,
+) -> None:
+    """LayerNorm (params: weight | bias [2, C]) of each row of x, then token_shift of the normalised rows:
+    out[j, t] = y[t] + (y[t−1] − y[t])·mix[j], y[−1] = prev; then prev = the last real token's y
+    (norm_shift.wgsl: RWKV-7's ln1 and ln2 with the shifts after them, one dispatch each)."""
+    x = _expect(x, tokens * C * F32, "norm_shift x")
+    params = _expect(params, 2 * C * F32, "norm_shift params (weight | bias)")
+    prev = _expect(prev, C * F32, "norm_shift prev")
+    mix = _expect(mix, n_mix * C * F32, "norm_shift mix")
+    out = _expect(out, n_mix * tokens * C * F32, "norm_shift out")
+    count, counted = _counted(count, x)
+    constants = {"C": C, "N_MIX": n_mix, "EPS": eps, "WG": WG, **_chunk(tokens, counted)}
+    kernel = plan.kernel("norm_shift.wgsl", constants)
+    plan.dispatch(program, kernel, [x, params, prev, mix, out, count], (tokens, 1, 1))
 
 
 def wkv7(
