@@ -67,6 +67,24 @@ def encode(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+FEATURES_JS = (
+    """
+async () => {
+"""
+    + BRIDGE_SETUP_JS
+    + """  return [...window.__gpu.device.features];
+}
+"""
+)
+
+
+def device_features(page) -> set[str]:
+    """The WebGPU features of the device the kernels run on (the page's, or a native GPU's `features`)."""
+    if hasattr(page, "run_plan"):
+        return set(page.features)
+    return set(page.evaluate(FEATURES_JS))
+
+
 def run_in_browser(
     page,
     plan: dict,

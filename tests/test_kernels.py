@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpu_harness import blank_page, floats, run_in_browser, run_in_numpy
+from gpu_harness import blank_page, device_features, floats, run_in_browser, run_in_numpy
 from rwkvweb import ops
 from rwkvweb.plan import Plan
 from rwkvweb.quant import SCHEMES, quantize
@@ -351,6 +351,44 @@ def test_seeds_are_reproducible_and_distinct(gpu_page):
 
 
 # --- chunked kernels: T token rows per dispatch (prefill), `count` of them real ---------------------
+
+
+# The adapter-feature variants (model.MATVEC_OPTIONS) against the same numpy twin and bound: the subgroup
+# reduction only reorders f32 sums, and f16 weights read natively are the same values unpack2x16float gives.
+NEEDS = {"subgroups": "subgroups", "native_f16": "shader-f16"}
+
+
+@pytest.mark.parametrize(
+    "option, dtype, row_major, row_threads, M, K, tokens",
+    [
+        ("subgroups", "f32", True, 32, 97, 768, 1),  # 2 rows per workgroup, odd M
+        ("subgroups", "f16", True, 64, 64, 256, 1),  # one row per workgroup
+        ("subgroups", "int8", True, 32, 40, 256, 16),  # one token per workgroup row of a prefill
+        ("subgroups", "nf4", True, 4, 50, 128, 1),  # rows narrower than a subgroup (lavapipe: 8; GPUs: 64-wide waves)
+        ("native_f16", "f16", True, 1, 100, 64, 1),
+        ("native_f16", "f16", True, 32, 97, 768, 1),
+        ("native_f16", "f16", False, 1, 301, 128, 1),  # k-major, M padded to 304
+        ("native_f16", "f16", False, 1, 100, 128, 32),  # k-major prefill tiles
+    ],
+)
+def test_matvec_feature_variants(gpu_page, option, dtype, row_major, row_threads, M, K, tokens):
+    if NEEDS[option] not in device_features(gpu_page):
+        pytest.skip(f"this adapter has no {NEEDS[option]} (the native wgpu tests run this case on lavapipe)")
+    rng = np.random.default_rng(M * K + tokens)
+    plan = Plan()
+    shape = (M, K) if row_major else (K, -(-M // 4) * 4)
+    v, initial = inputs(
+        plan,
+        w=weights(rng, shape, K**-0.5, dtype),
+        x=rand(rng, tokens * K),
+        b=rand(rng, M),
+        out=rand(rng, tokens * M),
+    )
+    options = {"row_major": row_major, "row_threads": row_threads, option: True}
+    ops.matvec(plan, "test", v["w"], dtype, v["x"], v["out"], M, K, act="tanh", bias=v["b"], tokens=tokens, **options)
+    prelude = {"subgroups": "lib/reduce_subgroup.wgsl", "native_f16": "lib/weights_native_f16.wgsl"}[option]
+    assert prelude in plan.kernels[0]["include"]  # the variant under test is the one compiled
+    check(gpu_page, plan, initial, [v["out"]])
 
 
 def count_buffer(plan: Plan, initial: dict, n: int):

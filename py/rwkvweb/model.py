@@ -86,10 +86,37 @@ MATVEC_VARIANTS = {
 }
 
 
+# Options a variant's name may add to its layout ("rows-wg+subgroups+f16"), each with the WebGPU device
+# feature it needs: the plan uses one only where the adapter offers it (choose_matvec).
+MATVEC_OPTIONS = {
+    "subgroups": "subgroups",  # rows-wg's row sums by subgroupAdd (lib/reduce_subgroup.wgsl)
+    "f16": "shader-f16",  # f16 weights read as vec4<f16> (lib/weights_native_f16.wgsl), f32 sums
+}
+
+
+def matvec_variant(name: str) -> dict:
+    """A variant's name as ops.matvec's options: its layout (MATVEC_VARIANTS) plus its +options."""
+    layout, *options = name.split("+")
+    unknown = [o for o in options if o not in MATVEC_OPTIONS]
+    if layout not in MATVEC_VARIANTS or unknown or len(set(options)) < len(options):
+        raise ValueError(
+            f"unknown matvec variant {name!r}: a layout ({', '.join(MATVEC_VARIANTS)}) and any of "
+            f"+{', +'.join(MATVEC_OPTIONS)}, e.g. rows-wg+subgroups+f16"
+        )
+    if "subgroups" in options and layout != "rows-wg":
+        raise ValueError(f"matvec variant {name!r}: +subgroups reduces rows-wg's rows; use rows-wg+subgroups")
+    return {**MATVEC_VARIANTS[layout], "subgroups": "subgroups" in options, "native_f16": "f16" in options}
+
+
 def choose_matvec(adapter: dict | None) -> str:
     """SwiftShader (a CPU) wants neighbouring invocations on neighbouring columns; GPUs want
-    each row read by many invocations together (one step per variant: `python -m build.bench --only speed`)."""
-    return "cols" if (adapter or {}).get("architecture") == "swiftshader" else "rows-wg"
+    each row read by many invocations together (one step per variant: `python -m build.bench --only speed`).
+    Then every option whose device feature the adapter's device has (`features`, as device.js's describe())."""
+    adapter = adapter or {}
+    layout = "cols" if adapter.get("architecture") == "swiftshader" else "rows-wg"
+    features = set(adapter.get("features") or ())
+    options = [o for o, feature in MATVEC_OPTIONS.items() if feature in features]
+    return "+".join([layout] + [o for o in options if o != "subgroups" or layout == "rows-wg"])
 
 
 HOST = "host"  # an embedding table kept off the GPU, its rows written per token (the budget's last resort)
@@ -123,7 +150,7 @@ class _Builder:
     ):
         self.cfg, self.max_binding = config, max_binding
         self.tensors = dict(tensors)  # a version may view a tensor in another shape (model56: time_maa_w2 as 2-D)
-        self.variant = MATVEC_VARIANTS[matvec]
+        self.variant = matvec_variant(matvec)
         self.precisions = precisions
         self.plan = Plan()
         self.weight_bytes: dict[str, int] = {}  # per file tensor: the GPU bytes its buffers take
@@ -142,8 +169,12 @@ class _Builder:
     def layout(self, name: str) -> dict:
         """The matvec variant for this matrix: quantized ones are row-major (blocks run along rows)."""
         if self.precision(name) in SCHEMES and not self.variant["row_major"]:
-            return MATVEC_VARIANTS["rows"]
+            return {**self.variant, **MATVEC_VARIANTS["rows"]}
         return self.variant
+
+    def lora_options(self) -> dict:
+        """ops.matvec's options for a LoRA matrix (k-major as stored): the variant's f16 reading."""
+        return {"native_f16": self.variant["native_f16"]}
 
     def _once(self, key: tuple, make):
         """The weight table: the first request for a weight stores it, later ones (other programs) reuse it."""
@@ -544,7 +575,8 @@ def _lora(
     """out = outer(bias + inner(x @ w1) @ w2): the low-rank paths of w, a, v and g."""
     C = b.cfg.n_embd
     down = {k: v for k, v in chunk.items() if k != "toward"}
+    down, up = {**down, **b.lora_options()}, {**chunk, **b.lora_options()}
     ops.matvec(b.plan, program, *b.lora(prefix + "1"), x, hidden, rank, C, row_major=False, act=inner, **down)
     ops.matvec(
-        b.plan, program, *b.lora(prefix + "2"), hidden, out, C, rank, row_major=False, act=outer, bias=bias, **chunk
+        b.plan, program, *b.lora(prefix + "2"), hidden, out, C, rank, row_major=False, act=outer, bias=bias, **up
     )

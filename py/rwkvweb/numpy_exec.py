@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import DECAY_SCALE
-from .ops import NOT_FINITE, SAMPLER_FORMAT
+from .ops import NOT_FINITE, SAMPLER_FORMAT, weights_prelude
 from .plan import Plan
 from .quant import SCHEMES, dequantize, quantize
 from .safetensors import bf16_to_f16, widen
@@ -58,10 +58,10 @@ def matvec(c, include, weight, x, bias, out, count, toward):
     x_stride, x_offset = c.get("X_STRIDE", K), c.get("X_OFFSET", 0)
     xs = np.lib.stride_tricks.as_strided(_f32(x)[x_offset:], (n, K), (x_stride * 4, 4))
     if c["ROW_MAJOR"]:
-        t = xs @ _weights(weight, include[0])[: M * K].reshape(M, K).T
+        t = xs @ _weights(weight, weights_prelude(include))[: M * K].reshape(M, K).T
     else:
         m_pad = -(-M // 4) * 4
-        t = xs @ _weights(weight, include[0])[: K * m_pad].reshape(K, m_pad)[:, :M]
+        t = xs @ _weights(weight, weights_prelude(include))[: K * m_pad].reshape(K, m_pad)[:, :M]
     if c["HAS_BIAS"]:
         t = t + _f32(bias, M)
     t = _activate(t.astype(np.float32), c["ACT"])
@@ -162,7 +162,7 @@ def embed(c, include, weight, token, out):
     table = None
     for t, row in enumerate(token.view(np.uint32)[:T]):
         if start <= row < start + c["ROWS"]:
-            table = _weights(weight, include[0]) if table is None else table
+            table = _weights(weight, weights_prelude(include)) if table is None else table
             _f32(out, T * C)[t * C : (t + 1) * C] = table[(row - start) * C : (row - start + 1) * C]
 
 
@@ -322,9 +322,10 @@ class NumpyExecutor:
             kernel = self.plan["kernels"][step["kernel"]]
             views = [self.view(*binding) for binding in step["bindings"]]
             include = kernel["include"]
-            if include and not include[0].endswith("f32.wgsl"):  # binding 0 is a weight buffer to widen
+            weights = weights_prelude(include) if include else None
+            if weights and not weights.endswith("f32.wgsl"):  # binding 0 is a weight buffer to widen
                 key = tuple(step["bindings"][0])
                 if key not in self.widened:
-                    self.widened[key] = widen_weights(views[0], include[0], kernel["constants"]).view(np.uint8)
+                    self.widened[key] = widen_weights(views[0], weights, kernel["constants"]).view(np.uint8)
                 views[0], include = self.widened[key], ["lib/weights_f32.wgsl"]
             KERNELS[(kernel["shader"], kernel["entry"])](kernel["constants"], include, *views)
