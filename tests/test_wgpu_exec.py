@@ -55,13 +55,15 @@ class NativeGpu:
         self.backend = backend
         self.features = backend.features  # WebGPU's names (gpu_harness.device_features)
 
-    def run_plan(self, plan, initial, program, steps, reads):
-        return run_async(self._run(plan, initial, program, steps, reads))
+    def run_plan(self, plan, initial, program, steps, reads, model_bytes=None):
+        return run_async(self._run(plan, initial, program, steps, reads, model_bytes))
 
-    async def _run(self, plan, initial, program, steps, reads):
+    async def _run(self, plan, initial, program, steps, reads, model_bytes):
         b = self.backend
         await b.load(plan)
         try:
+            if model_bytes is not None:
+                await b.fill(plan["fills"], BytesSource(model_bytes))
             for buffer, data in initial.items():
                 await b.write(buffer, 0, data)
             results = []
@@ -73,6 +75,16 @@ class NativeGpu:
             return results, b.info()
         finally:
             b.destroy()
+
+
+class BytesSource:
+    """A model file's bytes as the backend's fill() reads them."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def read(self, start: int, end: int) -> bytes:
+        return self.data[start:end]
 
 
 @pytest.fixture(scope="module")

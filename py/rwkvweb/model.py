@@ -167,10 +167,26 @@ class _Builder:
         return precision
 
     def layout(self, name: str) -> dict:
-        """The matvec variant for this matrix: quantized ones are row-major (blocks run along rows)."""
-        if self.precision(name) in SCHEMES and not self.variant["row_major"]:
+        """The matvec variant for this matrix: the plan's, except that a matrix quantized ahead of time stays
+        row-major (its blocks run along the file's rows); quantized at load, k-major blocks run along k-major rows."""
+        if self.tensors[name].dtype in SCHEMES and not self.variant["row_major"]:
             return {**self.variant, **MATVEC_VARIANTS["rows"]}
         return self.variant
+
+    def stored_rows(self, dtype: str, rows: int, transpose: bool) -> int:
+        """Rows of a k-major matrix as stored: whole vec4s, and whole quantization blocks when quantized
+        (so that no block straddles two k); a row-major matrix's own."""
+        if not transpose:
+            return rows
+        unit = SCHEMES[dtype].block if dtype in SCHEMES else 4
+        return -(-rows // unit) * unit
+
+    def matvec_options(self, name: str, rows: int) -> dict:
+        """ops.matvec's options for `rows` rows of a weight matrix: the variant, and the k-major row padding."""
+        variant = self.layout(name)
+        if variant["row_major"]:
+            return variant
+        return {**variant, "m_pad": self.stored_rows(self.precision(name), rows, transpose=True)}
 
     def lora_options(self) -> dict:
         """ops.matvec's options for a LoRA matrix (k-major as stored): the variant's f16 reading."""
@@ -192,7 +208,7 @@ class _Builder:
         filled in chunks of about CHUNK_BYTES so the loader never holds a whole matrix."""
         info, dtype = self.tensors[name], self.precision(name)
         K = info.shape[1]
-        stored_rows = -(-rows // 4) * 4 if transpose else rows
+        stored_rows = self.stored_rows(dtype, rows, transpose)
         view = self.plan.buffer(
             f"{name}[{first}:{first + rows}]" if rows < info.shape[0] else name,
             ops.weight_bytes(dtype, stored_rows * K),
@@ -215,7 +231,13 @@ class _Builder:
                 params_at = (
                     view.offset + scheme.param_offset(stored_rows * K) + r0 * K // scheme.block * scheme.param_bytes
                 )
-                if info.dtype in SCHEMES:  # quantized ahead of time: the parameters are copied as they are too
+                if transpose:  # k-major blocks: column k of these rows starts element k·stored_rows + r0
+                    assert info.dtype not in SCHEMES and r0 % scheme.block == 0, (name, r0)
+                    at = view.offset + scheme.code_bytes(r0)
+                    params_at = view.offset + scheme.param_offset(stored_rows * K)
+                    params_at += r0 // scheme.block * scheme.param_bytes
+                    options = {"quantize": dtype, "params_offset": params_at, "transpose": (n, K, stored_rows)}
+                elif info.dtype in SCHEMES:  # quantized ahead of time: the parameters are copied as they are too
                     params = info.params_start + (first + r0) * K // scheme.block * scheme.param_bytes
                     self._fill(view, params_at, params, params + -(-n * K // scheme.block) * scheme.param_bytes)
                 else:
@@ -239,7 +261,7 @@ class _Builder:
     def linear(self, program: str, name: str, x: View, out: View, **options) -> None:
         """out (+)= act(W·x) for an nn.Linear weight W [M, K], in this plan's matvec variant."""
         M, K = self.tensors[name].shape
-        variant = self.layout(name)
+        variant = self.matvec_options(name, M)
         view, dtype = self._store(name, 0, M, transpose=not variant["row_major"])
         ops.matvec(self.plan, program, view, dtype, x, out, M, K, **variant, **options)
 
@@ -554,9 +576,11 @@ def _head(b: _Builder, program: str, x: View, xx: View, logits: View) -> None:
     C = b.cfg.n_embd
     ln_out = b.vectors("ln_out", ["ln_out.weight", "ln_out.bias"])
     ops.norm(b.plan, program, x, ln_out.slot(0, C * F32), ln_out.slot(1, C * F32), xx, C, 1, LN_EPS)
-    variant = b.layout("head.weight")
-    for head, dtype, first, rows in b.row_parts("head.weight", transpose=not variant["row_major"]):
-        ops.matvec(b.plan, program, head, dtype, xx, logits, rows, C, row_offset=first, **variant)
+    transpose = not b.layout("head.weight")["row_major"]
+    for head, dtype, first, rows in b.row_parts("head.weight", transpose=transpose):
+        ops.matvec(
+            b.plan, program, head, dtype, xx, logits, rows, C, row_offset=first, **b.matvec_options("head.weight", rows)
+        )
 
 
 def _lora(

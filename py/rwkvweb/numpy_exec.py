@@ -12,7 +12,7 @@ import numpy as np
 from .config import DECAY_SCALE
 from .ops import NOT_FINITE, SAMPLER_FORMAT, weights_prelude
 from .plan import Plan
-from .quant import SCHEMES, dequantize, quantize
+from .quant import SCHEMES, dequantize, quantize, quantize_columns
 from .safetensors import bf16_to_f16, widen
 
 
@@ -60,7 +60,7 @@ def matvec(c, include, weight, x, bias, out, count, toward):
     if c["ROW_MAJOR"]:
         t = xs @ _weights(weight, weights_prelude(include))[: M * K].reshape(M, K).T
     else:
-        m_pad = -(-M // 4) * 4
+        m_pad = c.get("M_PAD", -(-M // 4) * 4)
         t = xs @ _weights(weight, weights_prelude(include))[: K * m_pad].reshape(K, m_pad)[:, :M]
     if c["HAS_BIAS"]:
         t = t + _f32(bias, M)
@@ -245,6 +245,21 @@ def widened_fill(chunk: np.ndarray, convert: str | None, buffer_name: str = "a w
     return chunk if convert is None else widen(chunk, {"f16-f32": "F16", "bf16-f32": "BF16"}[convert]).view(np.uint8)
 
 
+def quantized_column_writes(f: dict, chunk: np.ndarray) -> list[tuple[int, int, bytes]]:
+    """A fill that both transposes and quantizes (plan.Plan.fill), as (buffer, offset, bytes) writes: row k of
+    the k-major matrix gets its codes at offset + k·padded_rows·bits/8 and its block parameters at
+    params_offset + k·padded_rows/block·param_bytes (one write each when the fill covers whole rows)."""
+    rows, cols, padded = f["transpose"]
+    scheme = SCHEMES[f["quantize"]]
+    codes, params = quantize_columns(chunk.view(np.float32), rows, cols, f["quantize"])
+    code_stride, param_stride = padded * scheme.bits // 8, padded // scheme.block * scheme.param_bytes
+    if codes.shape[1] == code_stride:  # the fill holds every stored row: the columns are contiguous
+        return [(f["buffer"], f["offset"], codes.tobytes()), (f["buffer"], f["params_offset"], params.tobytes())]
+    return [(f["buffer"], f["offset"] + k * code_stride, codes[k].tobytes()) for k in range(cols)] + [
+        (f["buffer"], f["params_offset"] + k * param_stride, params[k].tobytes()) for k in range(cols)
+    ]
+
+
 class NumpyBackend:
     """The engine's backend interface over a NumpyExecutor (CPython: the CPU fallback and tests)."""
 
@@ -290,7 +305,10 @@ class NumpyExecutor:
             raw = np.frombuffer(read_range(f["start"], f["end"]), np.uint8)
             chunk = widened_fill(raw, f["convert"], self.plan["buffers"][f["buffer"]]["name"])
             memory = self.memory[f["buffer"]]
-            if f.get("quantize"):
+            if f.get("quantize") and f.get("transpose"):
+                for _, at, data in quantized_column_writes(f, chunk):
+                    memory[at : at + len(data)] = np.frombuffer(data, np.uint8)
+            elif f.get("quantize"):
                 codes, params = quantize(chunk.view(np.float32), f["quantize"])
                 memory[f["offset"] : f["offset"] + len(codes)] = np.frombuffer(codes, np.uint8)
                 memory[f["params_offset"] : f["params_offset"] + len(params)] = np.frombuffer(params, np.uint8)

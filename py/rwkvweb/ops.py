@@ -102,13 +102,15 @@ def matvec(
     gate: View | None = None,
     x_offset: int = 0,
     x_stride: int | None = None,
+    m_pad: int | None = None,
 ) -> None:
     """out[t, row_offset + m] (+)= act(W·x[t] + bias) for the `tokens` rows of x (1: a decode step).
 
     row_major: W is [M, K], read by `row_threads` invocations per row (1, or a power of two up to
     the workgroup size, reduced in workgroup memory, or with `subgroups` by subgroupAdd: the adapter must
     offer the feature). Otherwise W is k-major [K, M_pad], M_pad = M
-    rounded up to a multiple of 4 (x @ W, or a matrix transposed at load). Rows of `out` are
+    rounded up to a multiple of 4 (x @ W, or a matrix transposed at load) unless `m_pad` says (k-major
+    quantized weights pad to whole blocks so that none straddles two k). Rows of `out` are
     `out_stride` floats apart (default row_offset + M); `count` marks how many tokens are real;
     with `toward`, out moves toward it by the activation instead: out += (toward − out)·act(W·x + bias);
     with `gate`, act(W·x + bias) is multiplied by gate[t, m] first. Token t's inputs are x[t·x_stride +
@@ -119,7 +121,8 @@ def matvec(
     tile = 1 if row_major and row_threads > 1 else token_tile(tokens)
     assert tokens % tile == 0, f"{tokens} token rows are not whole tiles of {tile}"
     stride = row_offset + M if out_stride is None else out_stride
-    m_pad = M if row_major else -(-M // 4) * 4
+    m_pad = M if row_major else -(-M // 4) * 4 if m_pad is None else m_pad  # k-major: whole vec4s at least
+    assert row_major or (m_pad >= M and m_pad % 4 == 0), f"m_pad={m_pad} for M={M}"
     weight = _expect(weight, weight_bytes(dtype, m_pad * K), f"matvec weight [{M}x{K}] {dtype}")
     x_stride = K if x_stride is None else x_stride
     assert x_offset % 4 == 0 and x_stride % 4 == 0 and x_offset + K <= x_stride, (x_offset, x_stride, K)
@@ -141,6 +144,7 @@ def matvec(
         **({"X_OFFSET": x_offset} if x_offset else {}),
         **({"X_STRIDE": x_stride} if x_stride != K else {}),
         "ROW_THREADS": row_threads if row_major else 1,
+        **({"M_PAD": m_pad} if not row_major and m_pad != -(-M // 4) * 4 else {}),
         "ACT": ACTIVATIONS[act],
         "HAS_BIAS": bias is not None,
         "ACCUMULATE": accumulate,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .model import choose_matvec
-from .numpy_exec import widened_fill
+from .numpy_exec import quantized_column_writes, widened_fill
 from .quant import quantize
 
 SHADER_DIR = Path(__file__).resolve().parents[2] / "shaders"  # the checkout's kernels, as the site serves them
@@ -289,7 +289,10 @@ class WgpuBackend:
     def _upload(self, f: dict, chunk: np.ndarray) -> None:
         """One fill's bytes into its buffer, converted as bridge.js's upload() and NumpyExecutor.fill do."""
         chunk = widened_fill(chunk, f["convert"])
-        if f.get("quantize"):
+        if f.get("quantize") and f.get("transpose"):
+            for buffer, offset, data in quantized_column_writes(f, chunk):
+                self._write(buffer, offset, data)
+        elif f.get("quantize"):
             codes, params = quantize(chunk.view(np.float32), f["quantize"])
             self._write(f["buffer"], f["offset"], codes)
             self._write(f["buffer"], f["params_offset"], params)
