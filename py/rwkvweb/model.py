@@ -136,6 +136,10 @@ def allowed_precisions(info: TensorInfo) -> tuple[str, ...]:
     return on_gpu + (HOST,) if info.name == "emb.weight" else on_gpu
 
 
+# Quantized at load into k-major blocks when the plan is k-major ("cols", SwiftShader): int8 multiplies 2-3x
+# faster so there; NF4 does not (its 16-level table decode is the cost, not the layout), so it stays row-major.
+# One dispatch per layout: `python -m build.bench --only matvec` (README, performance).
+K_MAJOR_SCHEMES = ("int8",)
 CHUNK_BYTES = 4 << 20  # file bytes per fill: what the loader holds of one weight at a time
 
 
@@ -167,10 +171,13 @@ class _Builder:
         return precision
 
     def layout(self, name: str) -> dict:
-        """The matvec variant for this matrix: the plan's, except that a matrix quantized ahead of time stays
-        row-major (its blocks run along the file's rows); quantized at load, k-major blocks run along k-major rows."""
-        if self.tensors[name].dtype in SCHEMES and not self.variant["row_major"]:
-            return {**self.variant, **MATVEC_VARIANTS["rows"]}
+        """The matvec variant for this matrix: the plan's, except that under a k-major plan quantized matrices
+        stay row-major (blocks along the file's rows) unless they are quantized at load in a K_MAJOR_SCHEMES
+        scheme (blocks along the k-major rows)."""
+        precision, quantized_in_file = self.precision(name), self.tensors[name].dtype in SCHEMES
+        if precision in SCHEMES and not self.variant["row_major"]:
+            if quantized_in_file or precision not in K_MAJOR_SCHEMES:
+                return {**self.variant, **MATVEC_VARIANTS["rows"]}
         return self.variant
 
     def stored_rows(self, dtype: str, rows: int, transpose: bool) -> int:
