@@ -27,7 +27,6 @@ export function describe(adapter, device) {
   return {
     vendor: info.vendor || "", architecture: info.architecture || "", description: info.description || "",
     features: [...device.features].sort(),
-    wgslFeatures: [...(navigator.gpu?.wgslLanguageFeatures ?? [])].sort(),
     maxBufferSize: device.limits.maxBufferSize,
     maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize,
     minStorageBufferOffsetAlignment: device.limits.minStorageBufferOffsetAlignment,
