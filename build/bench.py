@@ -28,6 +28,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "py")]
 
+from build.bench_matvec import bench_matvec  # noqa: E402
 from rwkvweb.api import Model  # noqa: E402
 from rwkvweb.budget import parse_bytes  # noqa: E402
 from rwkvweb.config import ModelConfig  # noqa: E402
@@ -101,7 +102,7 @@ def bench_webgpu(path: str, tokens: int, repeats: int) -> dict:
             plan = compiled.plan.to_json()
             plan["fills"] = []
             variants[variant] = engine.page.evaluate(VARIANT_JS, [plan, 3])
-            if variant == loaded["matvec"]:
+            if variant == loaded["matvec"].split("+")[0]:  # the layout of the variant the page chose
                 read = weight_bytes_per_token(compiled)
     return {
         "load_s": loaded["seconds"],
@@ -529,6 +530,7 @@ BENCHES = {
     "budgets": bench_budgets,
     "quality": lambda tokens, repeats: bench_quality(),
     "wgpu": bench_wgpu,
+    "matvec": bench_matvec,
 }
 
 

@@ -9,6 +9,8 @@
 //   ROW_MAJOR, ROW_THREADS = 1   W is [M, K]; one invocation per row, vec4 loads along K.
 //   ROW_MAJOR, ROW_THREADS > 1   W is [M, K]; ROW_THREADS invocations share a row, then a
 //                                workgroup reduction: coalesced reads, what real GPUs want (TILE_T 1).
+//                                The reduction is a prelude's row_total: lib/reduce_workgroup.wgsl or,
+//                                with `subgroups`, lib/reduce_subgroup.wgsl.
 //   !ROW_MAJOR                   W is [K, M_PAD] (k-major: LoRA's own `x @ w1` layout, or a matrix
 //                                transposed at load); one invocation per 4 outputs, neighbours read
 //                                neighbouring vec4s: what SwiftShader's CPU lanes want.
@@ -18,7 +20,7 @@
 // ACT_g (group 0: X_OFFSET, ROW_OFFSET, ACT); bias[m] is by the dispatch's row m (the groups' biases side by
 // side). RWKV-7's r/k/v, its LoRA down-projections and w's + a's up-projections run as one dispatch each this
 // way (model.py `_block`). k-major groups before the last hold M % 4 == 0 rows.
-// Needs a weight prelude (lib/weights_*.wgsl) for `weight4`.
+// Needs a weight prelude (lib/weights_*.wgsl) for `weight4` and a reduce prelude (lib/reduce_*.wgsl) for `row_total`.
 override M: u32;                  // output rows written by this dispatch
 override K: u32;                  // input length, a multiple of 4
 override ROW_MAJOR: bool = true;
@@ -167,12 +169,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(local_invocation_
     if (m < M) {
       for (var k4 = lane; k4 < K / 4u; k4 += ROW_THREADS) { sum += weight4(m * (K / 4u) + k4) * x[x_row(t0, g) + k4]; }
     }
-    partial[lid.x] = sum.x + sum.y + sum.z + sum.w;
-    workgroupBarrier();
-    for (var stride = ROW_THREADS / 2u; stride > 0u; stride /= 2u) {
-      if (lane < stride) { partial[lid.x] += partial[lid.x + stride]; }
-      workgroupBarrier();
-    }
-    if (lane == 0u && m < M) { finish(t0, m, partial[lid.x], g); }
+    let total = row_total(sum.x + sum.y + sum.z + sum.w, lid.x, lane);  // a reduce prelude's: workgroup or subgroup
+    if (lane == 0u && m < M) { finish(t0, m, total, g); }
   }
 }

@@ -72,6 +72,24 @@ def encode(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+FEATURES_JS = (
+    """
+async () => {
+"""
+    + BRIDGE_SETUP_JS
+    + """  return [...window.__gpu.device.features];
+}
+"""
+)
+
+
+def device_features(page) -> set[str]:
+    """The WebGPU features of the device the kernels run on (the page's, or a native GPU's `features`)."""
+    if hasattr(page, "run_plan"):
+        return set(page.features)
+    return set(page.evaluate(FEATURES_JS))
+
+
 def run_in_browser(
     page,
     plan: dict,
@@ -80,11 +98,13 @@ def run_in_browser(
     steps: list[list[tuple[int, int, bytes]]],
     reads: list[tuple[int, int, int]],
     model_url: str | None = None,
+    model_bytes: bytes | None = None,
 ):
-    """Run `program` once per entry of `steps` (each a list of writes); read `reads` after each.
+    """Run `program` once per entry of `steps` (each a list of writes); read `reads` after each; the plan's
+    fills come from the file at `model_url` (the page fetches it), the same as `model_bytes` (a native GPU's).
     `page` may also be a native GPU with the same run_plan (test_wgpu_exec.py runs test_kernels.py's cases so)."""
     if hasattr(page, "run_plan"):
-        return page.run_plan(plan, initial, program, steps, reads)
+        return page.run_plan(plan, initial, program, steps, reads, model_bytes)
     out = page.evaluate(
         RUN_PLAN_JS,
         {

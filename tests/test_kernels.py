@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpu_harness import floats, run_in_browser, run_in_numpy
+from gpu_harness import device_features, floats, run_in_browser, run_in_numpy
 from rwkvweb import ops
 from rwkvweb.plan import Plan
 from rwkvweb.quant import SCHEMES, dequantize, quantize
@@ -343,6 +343,88 @@ def test_seeds_are_reproducible_and_distinct(gpu_page):
 
 
 # --- chunked kernels: T token rows per dispatch (prefill), `count` of them real ---------------------
+
+
+# The adapter-feature variants (model.MATVEC_OPTIONS) against the same numpy twin and bound: the subgroup
+# reduction only reorders f32 sums, and f16 weights read natively are the same values unpack2x16float gives.
+NEEDS = {"subgroups": "subgroups", "native_f16": "shader-f16"}
+
+
+@pytest.mark.parametrize(
+    "option, dtype, row_major, row_threads, M, K, tokens",
+    [
+        ("subgroups", "f32", True, 32, 97, 768, 1),  # 2 rows per workgroup, odd M
+        ("subgroups", "f16", True, 64, 64, 256, 1),  # one row per workgroup
+        ("subgroups", "int8", True, 32, 40, 256, 16),  # one token per workgroup row of a prefill
+        ("subgroups", "nf4", True, 4, 50, 128, 1),  # rows narrower than a subgroup (lavapipe: 8; GPUs: 64-wide waves)
+        ("native_f16", "f16", True, 1, 100, 64, 1),
+        ("native_f16", "f16", True, 32, 97, 768, 1),
+        ("native_f16", "f16", False, 1, 301, 128, 1),  # k-major, M padded to 304
+        ("native_f16", "f16", False, 1, 100, 128, 32),  # k-major prefill tiles
+    ],
+)
+def test_matvec_feature_variants(gpu_page, option, dtype, row_major, row_threads, M, K, tokens):
+    if NEEDS[option] not in device_features(gpu_page):
+        pytest.skip(f"this adapter has no {NEEDS[option]} (the native wgpu tests run this case on lavapipe)")
+    rng = np.random.default_rng(M * K + tokens)
+    plan = Plan()
+    shape = (M, K) if row_major else (K, -(-M // 4) * 4)
+    v, initial = inputs(
+        plan,
+        w=weights(rng, shape, K**-0.5, dtype),
+        x=rand(rng, tokens * K),
+        b=rand(rng, M),
+        out=rand(rng, tokens * M),
+    )
+    options = {"row_major": row_major, "row_threads": row_threads, option: True}
+    ops.matvec(plan, "test", v["w"], dtype, v["x"], v["out"], M, K, act="tanh", bias=v["b"], tokens=tokens, **options)
+    prelude = {"subgroups": "lib/reduce_subgroup.wgsl", "native_f16": "lib/weights_native_f16.wgsl"}[option]
+    assert prelude in plan.kernels[0]["include"]  # the variant under test is the one compiled
+    check(gpu_page, plan, initial, [v["out"]])
+
+
+@pytest.mark.parametrize("scheme, chunk", [("int8", 128), ("nf4", 300), ("nf4", 64)])
+def test_k_major_quantized_weights_load_and_multiply(gpu_page, server, model_dir, scheme, chunk):
+    """Quantized at load into k-major blocks (Plan.fill with transpose and quantize: the loader's fills of
+    `chunk` rows, padded to whole blocks), then multiplied by the k-major branch with M_PAD = those rows:
+    the bridge's quantizer (web/gpu/quantize.js) is bit-exact with numpy's, so the shared bound holds."""
+    from rwkvweb.plan import View
+
+    M, K = 300, 64
+    block = SCHEMES[scheme].block
+    padded = -(-M // block) * block
+    rng = np.random.default_rng(chunk)
+    w = rand(rng, M, K, scale=K**-0.5)
+    (model_dir / f"kmajor-{scheme}.bin").write_bytes(w.tobytes())
+    plan = Plan()
+    weight = plan.buffer("w", SCHEMES[scheme].stored_bytes(padded * K), "weight")
+    for r0 in range(0, M, chunk):
+        n = min(chunk, M - r0)
+        at = SCHEMES[scheme].code_bytes(r0)
+        params = SCHEMES[scheme].param_offset(padded * K) + r0 // block * SCHEMES[scheme].param_bytes
+        plan.fill(
+            View(weight.buffer, at, weight.size - at),
+            r0 * K * 4,
+            (r0 + n) * K * 4,
+            None,
+            (n, K, padded),
+            scheme,
+            params,
+        )
+    v, initial = inputs(plan, x=rand(rng, K), out=rand(rng, M))
+    ops.matvec(plan, "test", weight, scheme, v["x"], v["out"], M, K, row_major=False, m_pad=padded, act="tanh")
+    assert plan.kernels[0]["constants"]["M_PAD"] == padded
+    reads = [(v["out"].buffer, 0, v["out"].size)]
+    url = server.url + f"test-models/kmajor-{scheme}.bin"
+    gpu, _ = run_in_browser(gpu_page, plan.to_json(), initial, "test", [[]], reads, url, w.tobytes())
+    ref = run_in_numpy(plan.to_json(), initial, "test", [[]], reads, w.tobytes())
+    expected, got = floats(ref[0][f"{v['out'].buffer}:0"]), floats(gpu[0][f"{v['out'].buffer}:0"])
+    assert np.abs(got - expected).max() <= RTOL * np.abs(expected).max()
+    x = floats(initial[v["x"].buffer])
+    # and near the unquantized product: each weight within half a code step (int8: range/510; NF4: the widest
+    # gap between levels, 1 − 0.7230, halved, of the absmax), so W·x within that times Σ|x| (tanh: 1-Lipschitz)
+    per_weight = {"int8": np.ptp(w) / 510, "nf4": np.abs(w).max() * (1 - 0.7229568) / 2}[scheme]
+    assert np.abs(expected - np.tanh(w @ x)).max() <= per_weight * np.abs(x).sum() * (1 + 1e-5)
 
 
 def count_buffer(plan: Plan, initial: dict, n: int):

@@ -43,10 +43,13 @@ def test_a_prequantized_file_equals_quantizing_at_load(original, tmp_path, schem
     target = tmp_path / f"m-{scheme}.st"
     quantize_file(str(original), str(target), precision=scheme)
     assert target.stat().st_size < size_ratio * original.stat().st_size  # 1.06 or 0.56 bytes per weight, vs 2
-    at_load, _ = numpy_logits(original, precision=scheme)
-    ahead, info = numpy_logits(target)
+    # row-major blocks both ways: under a k-major plan ("cols") int8 quantized at load takes k-major blocks
+    # (model.K_MAJOR_SCHEMES), other codes than the file's row blocks
+    at_load, _ = numpy_logits(original, precision=scheme, matvec="rows")
+    ahead, info = numpy_logits(target, matvec="rows")
     assert info["matrices_by_precision"] == {scheme: 14}
     np.testing.assert_array_equal(ahead, at_load)  # the same codes, the same arithmetic
+    np.testing.assert_array_equal(numpy_logits(target)[0], ahead)  # a file's blocks stay row-major under "cols"
     reference = RWKV7.load(str(target)).logits(TOKENS)[0]  # the reference reads the dequantized values
     assert np.abs(reference - ahead).max() <= 1e-4 * (reference.max() - reference.min())  # float32 order only
 
@@ -65,8 +68,8 @@ def test_a_file_quantized_for_a_budget_loads_under_it(original, tmp_path):
     target = tmp_path / "m-budget.st"
     schemes = quantize_file(str(original), str(target), budget="700kB")
     assert set(schemes.values()) == {"int8", "nf4"}
-    at_load, _ = numpy_logits(original, budget="700kB")
-    ahead, info = numpy_logits(target, budget="700kB")
+    at_load, _ = numpy_logits(original, budget="700kB", matvec="rows")  # row blocks both ways (see above)
+    ahead, info = numpy_logits(target, budget="700kB", matvec="rows")
     assert info["gpu_bytes_planned"] <= 700_000
     np.testing.assert_array_equal(ahead, at_load)
 

@@ -101,3 +101,43 @@ def test_javascript_quantizer_matches_numpy_bit_for_bit(page, server, scheme):
     expected_codes, expected_params = quantize(x, scheme)
     assert base64.b64decode(codes) == expected_codes
     assert base64.b64decode(params) == expected_params
+
+
+@pytest.mark.parametrize("scheme", ["int8", "nf4"])
+def test_k_major_blocks_filled_in_chunks_equal_one_fill(scheme):
+    """A [M, K] matrix stored k-major with blocks along its k-major rows (Plan.fill with transpose and
+    quantize), filled in chunks of whole blocks of rows as the loader does, holds the same bytes as one
+    fill of all rows; each stored row k dequantizes to column k of the matrix within the format's error,
+    its blocks' parameters taken from real values only (the padding repeats the column's last value)."""
+    from rwkvweb.numpy_exec import NumpyExecutor
+    from rwkvweb.plan import Plan
+
+    M, K = 300, 8
+    block = SCHEMES[scheme].block
+    padded = -(-M // block) * block
+    w = np.random.default_rng(7).standard_normal((M, K)).astype(np.float32)
+    buffers = []
+    for chunk in (M, 2 * block):
+        plan = Plan()
+        view = plan.buffer("w", SCHEMES[scheme].stored_bytes(padded * K), "weight")
+        params = SCHEMES[scheme].param_offset(padded * K)
+        for r0 in range(0, M, chunk):
+            n = min(chunk, M - r0)
+            at = view.offset + SCHEMES[scheme].code_bytes(r0)
+            to = params + r0 // block * SCHEMES[scheme].param_bytes
+            plan.fill(plan_view(view, at), r0 * K * 4, (r0 + n) * K * 4, None, (n, K, padded), scheme, to)
+        executor = NumpyExecutor(plan)
+        executor.fill_from(w.tobytes())
+        buffers.append(executor.memory[0])
+    assert np.array_equal(buffers[0], buffers[1])
+    stored = dequantize(buffers[0], scheme, padded * K).reshape(K, padded)
+    step = {"int8": np.ptp(w) / 255, "nf4": np.abs(w).max() * 0.2}[scheme]  # a coarse bound: a code's step
+    assert np.abs(stored[:, :M] - w.T).max() <= step
+    last = stored[:, M - 1 : padded]  # the padding repeats the last real value's code
+    assert np.array_equal(last, np.repeat(last[:, :1], last.shape[1], axis=1))
+
+
+def plan_view(view, at):
+    from rwkvweb.plan import View
+
+    return View(view.buffer, at, view.offset + view.size - at)

@@ -53,14 +53,17 @@ class NativeGpu:
 
     def __init__(self, backend):
         self.backend = backend
+        self.features = backend.features  # WebGPU's names (gpu_harness.device_features)
 
-    def run_plan(self, plan, initial, program, steps, reads):
-        return run_async(self._run(plan, initial, program, steps, reads))
+    def run_plan(self, plan, initial, program, steps, reads, model_bytes=None):
+        return run_async(self._run(plan, initial, program, steps, reads, model_bytes))
 
-    async def _run(self, plan, initial, program, steps, reads):
+    async def _run(self, plan, initial, program, steps, reads, model_bytes):
         b = self.backend
         await b.load(plan)
         try:
+            if model_bytes is not None:
+                await b.fill(plan["fills"], BytesSource(model_bytes))
             for buffer, data in initial.items():
                 await b.write(buffer, 0, data)
             results = []
@@ -72,6 +75,16 @@ class NativeGpu:
             return results, b.info()
         finally:
             b.destroy()
+
+
+class BytesSource:
+    """A model file's bytes as the backend's fill() reads them."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def read(self, start: int, end: int) -> bytes:
+        return self.data[start:end]
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +108,10 @@ globals().update({name: test for name, test in vars(test_kernels).items() if nam
 def test_the_adapter_and_its_variant_are_reported(native):
     info = native.info()
     assert info["backend"] in ("Vulkan", "Metal", "D3D12") and info["adapter"]
-    assert info["matvec"] == ("cols" if info["adapter_type"] == "CPU" else "rows-wg")
+    layout = "cols" if info["adapter_type"] == "CPU" else "rows-wg"
+    assert info["matvec"].split("+")[0] == layout  # then every option the device's features allow:
+    assert ("+f16" in info["matvec"]) == ("shader-f16" in info["features"])  # lavapipe has shader-f16
+    assert ("+subgroups" in info["matvec"]) == ("subgroups" in info["features"] and layout == "rows-wg")
     assert info["maxStorageBufferBindingSize"] == native.max_binding >= 128 << 20  # raised to the adapter's max
 
 
@@ -162,7 +178,9 @@ async def _logits(model, tokens):
         (192, 64, "int8", 16, None, "x070"),  # 3 heads
         (128, 64, "nf4", 7, None, "x070"),
         (64, 64, "fp16", 1, None, "x070"),  # one head; token by token through the prefill kernels
-        (128, 64, "fp16", 16, "rows-wg", "x070"),  # the variant a real GPU gets, checked on this adapter too
+        (128, 64, "fp16", 16, "rows-wg", "x070"),  # the workgroup-reduction variant, checked on this adapter too
+        (128, 64, "fp16", 16, "rows-wg+subgroups+f16", "x070"),  # what a real GPU with both features gets
+        (192, 64, "int8", 7, "rows-wg+subgroups", "x070"),
         (128, 32, "fp32", 7, None, "x060"),  # RWKV-6 (reference56.py)
         (64, 8, "fp16", 16, None, "x052"),  # RWKV-5.2, 8 heads of 8
         (128, 64, "int8", 16, "rows-wg", "x060"),

@@ -11,7 +11,7 @@ from dataclasses import asdict
 
 from .budget import PRECISIONS, parse_bytes, plan_budget
 from .config import ModelConfig, ModelError, model_config
-from .model import DEFAULT_CHUNK, DEFAULT_MAX_BINDING, MATVEC_VARIANTS
+from .model import DEFAULT_CHUNK, DEFAULT_MAX_BINDING, MATVEC_OPTIONS, MATVEC_VARIANTS, matvec_variant
 from .quant import fold_quantized
 from .pth import open_model_file
 from .safetensors import FormatError
@@ -36,6 +36,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def _matvec_name(name: str) -> str:
+    try:
+        matvec_variant(name)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return name
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rwkvweb", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -53,7 +61,11 @@ def _parser() -> argparse.ArgumentParser:
         "--max-binding", type=int, default=DEFAULT_MAX_BINDING, help="the GPU's maxStorageBufferBindingSize"
     )
     plan.add_argument(
-        "--matvec", choices=sorted(MATVEC_VARIANTS), default="cols", help="the weight layout (cols: SwiftShader)"
+        "--matvec",
+        type=_matvec_name,
+        default="cols",
+        help=f"the weight layout ({', '.join(MATVEC_VARIANTS)}; cols: SwiftShader) and its options "
+        f"(+{', +'.join(MATVEC_OPTIONS)}), e.g. rows-wg+subgroups+f16",
     )
     plan.set_defaults(run=cmd_plan)
 

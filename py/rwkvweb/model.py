@@ -86,10 +86,37 @@ MATVEC_VARIANTS = {
 }
 
 
+# Options a variant's name may add to its layout ("rows-wg+subgroups+f16"), each with the WebGPU device
+# feature it needs: the plan uses one only where the adapter offers it (choose_matvec).
+MATVEC_OPTIONS = {
+    "subgroups": "subgroups",  # rows-wg's row sums by subgroupAdd (lib/reduce_subgroup.wgsl)
+    "f16": "shader-f16",  # f16 weights read as vec4<f16> (lib/weights_native_f16.wgsl), f32 sums
+}
+
+
+def matvec_variant(name: str) -> dict:
+    """A variant's name as ops.matvec's options: its layout (MATVEC_VARIANTS) plus its +options."""
+    layout, *options = name.split("+")
+    unknown = [o for o in options if o not in MATVEC_OPTIONS]
+    if layout not in MATVEC_VARIANTS or unknown or len(set(options)) < len(options):
+        raise ValueError(
+            f"unknown matvec variant {name!r}: a layout ({', '.join(MATVEC_VARIANTS)}) and any of "
+            f"+{', +'.join(MATVEC_OPTIONS)}, e.g. rows-wg+subgroups+f16"
+        )
+    if "subgroups" in options and layout != "rows-wg":
+        raise ValueError(f"matvec variant {name!r}: +subgroups reduces rows-wg's rows; use rows-wg+subgroups")
+    return {**MATVEC_VARIANTS[layout], "subgroups": "subgroups" in options, "native_f16": "f16" in options}
+
+
 def choose_matvec(adapter: dict | None) -> str:
     """SwiftShader (a CPU) wants neighbouring invocations on neighbouring columns; GPUs want
-    each row read by many invocations together (one step per variant: `python -m build.bench --only speed`)."""
-    return "cols" if (adapter or {}).get("architecture") == "swiftshader" else "rows-wg"
+    each row read by many invocations together (one step per variant: `python -m build.bench --only speed`).
+    Then every option whose device feature the adapter's device has (`features`, as device.js's describe())."""
+    adapter = adapter or {}
+    layout = "cols" if adapter.get("architecture") == "swiftshader" else "rows-wg"
+    features = set(adapter.get("features") or ())
+    options = [o for o, feature in MATVEC_OPTIONS.items() if feature in features]
+    return "+".join([layout] + [o for o in options if o != "subgroups" or layout == "rows-wg"])
 
 
 HOST = "host"  # an embedding table kept off the GPU, its rows written per token (the budget's last resort)
@@ -109,6 +136,10 @@ def allowed_precisions(info: TensorInfo) -> tuple[str, ...]:
     return on_gpu + (HOST,) if info.name == "emb.weight" else on_gpu
 
 
+# Quantized at load into k-major blocks when the plan is k-major ("cols", SwiftShader): int8 multiplies 2-3x
+# faster so there; NF4 does not (its 16-level table decode is the cost, not the layout), so it stays row-major.
+# One dispatch per layout: `python -m build.bench --only matvec` (README, performance).
+K_MAJOR_SCHEMES = ("int8",)
 CHUNK_BYTES = 4 << 20  # file bytes per fill: what the loader holds of one weight at a time
 
 
@@ -123,7 +154,7 @@ class _Builder:
     ):
         self.cfg, self.max_binding = config, max_binding
         self.tensors = dict(tensors)  # a version may view a tensor in another shape (model56: time_maa_w2 as 2-D)
-        self.variant = MATVEC_VARIANTS[matvec]
+        self.variant = matvec_variant(matvec)
         self.precisions = precisions
         self.plan = Plan()
         self.weight_bytes: dict[str, int] = {}  # per file tensor: the GPU bytes its buffers take
@@ -140,10 +171,33 @@ class _Builder:
         return precision
 
     def layout(self, name: str) -> dict:
-        """The matvec variant for this matrix: quantized ones are row-major (blocks run along rows)."""
-        if self.precision(name) in SCHEMES and not self.variant["row_major"]:
-            return MATVEC_VARIANTS["rows"]
+        """The matvec variant for this matrix: the plan's, except that under a k-major plan quantized matrices
+        stay row-major (blocks along the file's rows) unless they are quantized at load in a K_MAJOR_SCHEMES
+        scheme (blocks along the k-major rows)."""
+        precision, quantized_in_file = self.precision(name), self.tensors[name].dtype in SCHEMES
+        if precision in SCHEMES and not self.variant["row_major"]:
+            if quantized_in_file or precision not in K_MAJOR_SCHEMES:
+                return {**self.variant, **MATVEC_VARIANTS["rows"]}
         return self.variant
+
+    def stored_rows(self, dtype: str, rows: int, transpose: bool) -> int:
+        """Rows of a k-major matrix as stored: whole vec4s, and whole quantization blocks when quantized
+        (so that no block straddles two k); a row-major matrix's own."""
+        if not transpose:
+            return rows
+        unit = SCHEMES[dtype].block if dtype in SCHEMES else 4
+        return -(-rows // unit) * unit
+
+    def matvec_options(self, name: str, rows: int) -> dict:
+        """ops.matvec's options for `rows` rows of a weight matrix: the variant, and the k-major row padding."""
+        variant = self.layout(name)
+        if variant["row_major"]:
+            return variant
+        return {**variant, "m_pad": self.stored_rows(self.precision(name), rows, transpose=True)}
+
+    def lora_options(self) -> dict:
+        """ops.matvec's options for a LoRA matrix (k-major as stored): the variant's f16 reading."""
+        return {"native_f16": self.variant["native_f16"]}
 
     def _once(self, key: tuple, make):
         """The weight table: the first request for a weight stores it, later ones (other programs) reuse it."""
@@ -159,7 +213,7 @@ class _Builder:
     def _store_new(self, name: str, first: int, rows: int, transpose: bool) -> tuple[View, str]:
         """Rows [first, first + rows) of a [R, K] weight in one buffer (k-major if `transpose`)."""
         info, dtype = self.tensors[name], self.precision(name)
-        stored_rows = -(-rows // 4) * 4 if transpose else rows
+        stored_rows = self.stored_rows(dtype, rows, transpose)
         view = self.plan.buffer(
             f"{name}[{first}:{first + rows}]" if rows < info.shape[0] else name,
             ops.weight_bytes(dtype, stored_rows * info.shape[1]),
@@ -177,7 +231,7 @@ class _Builder:
         the loader never holds a whole matrix. Quantized: codes in element order, then every block's parameters."""
         info, dtype = self.tensors[name], self.precision(name)
         K = info.shape[1]
-        stored_rows = -(-rows // 4) * 4 if transpose else rows
+        stored_rows = self.stored_rows(dtype, rows, transpose)
         per_row = info.nbytes // info.shape[0]
         chunk = max(128, CHUNK_BYTES // per_row // 128 * 128)  # whole quantization blocks per chunk
         convert = {
@@ -194,7 +248,13 @@ class _Builder:
                 params_at = (
                     view.offset + scheme.param_offset(elements) + (base + r0 * K) // scheme.block * scheme.param_bytes
                 )
-                if info.dtype in SCHEMES:  # quantized ahead of time: the parameters are copied as they are too
+                if transpose:  # k-major blocks: column k of these rows starts element k·stored_rows + r0
+                    assert info.dtype not in SCHEMES and r0 % scheme.block == 0, (name, r0)
+                    at = view.offset + scheme.code_bytes(r0)
+                    params_at = view.offset + scheme.param_offset(stored_rows * K)
+                    params_at += r0 // scheme.block * scheme.param_bytes
+                    options = {"quantize": dtype, "params_offset": params_at, "transpose": (n, K, stored_rows)}
+                elif info.dtype in SCHEMES:  # quantized ahead of time: the parameters are copied as they are too
                     params = info.params_start + (first + r0) * K // scheme.block * scheme.param_bytes
                     self._fill(view, params_at, params, params + -(-n * K // scheme.block) * scheme.param_bytes)
                 else:
@@ -221,6 +281,8 @@ class _Builder:
         if len(dtypes) != 1 or len(layouts) != 1 or len({K for _, K in shapes}) != 1 or len(names) > ops.MAX_PARTS:
             return False
         dtype, row_major = dtypes.pop(), layouts.pop()
+        if dtype in SCHEMES and not row_major:  # k-major blocks pad each matrix's rows (stored_rows): alone only
+            return False
         whole_parts = all(M % 4 == 0 for M, _ in shapes) or row_major
         if dtype in SCHEMES:
             whole_parts = whole_parts and all(M * K % SCHEMES[dtype].block == 0 for M, K in shapes)
@@ -256,7 +318,7 @@ class _Builder:
         apart): one grouped dispatch when groupable, else one matvec each."""
         names = [name for name, _ in parts]
         x_stride, out_stride = strides
-        variant = {"row_major": False} if lora else self.layout(names[0])
+        variant = {"row_major": False, **self.lora_options()} if lora else self.layout(names[0])
         if self.groupable(names, lora):
             K = self.matvec_shape(names[0], lora)[1]
             view, dtype = self.store_group(names, lora)
@@ -279,7 +341,7 @@ class _Builder:
         for n, (name, part) in enumerate(parts):
             first = sum(p.M for _, p in parts[:n])  # this part's biases in `bias`
             M, K = self.matvec_shape(name, lora)
-            variant = {"row_major": False} if lora else self.layout(name)
+            variant = {"row_major": False, **self.lora_options()} if lora else self.matvec_options(name, M)
             view, dtype = self.lora(name) if lora else self._store(name, 0, M, transpose=not variant["row_major"])
             ops.matvec(
                 self.plan,
@@ -311,7 +373,7 @@ class _Builder:
     def linear(self, program: str, name: str, x: View, out: View, **options) -> None:
         """out (+)= act(W·x) for an nn.Linear weight W [M, K], in this plan's matvec variant."""
         M, K = self.tensors[name].shape
-        variant = self.layout(name)
+        variant = self.matvec_options(name, M)
         view, dtype = self._store(name, 0, M, transpose=not variant["row_major"])
         ops.matvec(self.plan, program, view, dtype, x, out, M, K, **variant, **options)
 
@@ -655,9 +717,11 @@ def _head(b: _Builder, program: str, x: View, xx: View, logits: View) -> None:
     C = b.cfg.n_embd
     ln_out = b.vectors("ln_out", ["ln_out.weight", "ln_out.bias"])
     ops.norm(b.plan, program, x, ln_out.slot(0, C * F32), ln_out.slot(1, C * F32), xx, C, 1, LN_EPS)
-    variant = b.layout("head.weight")
-    for head, dtype, first, rows in b.row_parts("head.weight", transpose=not variant["row_major"]):
-        ops.matvec(b.plan, program, head, dtype, xx, logits, rows, C, row_offset=first, **variant)
+    transpose = not b.layout("head.weight")["row_major"]
+    for head, dtype, first, rows in b.row_parts("head.weight", transpose=transpose):
+        ops.matvec(
+            b.plan, program, head, dtype, xx, logits, rows, C, row_offset=first, **b.matvec_options("head.weight", rows)
+        )
 
 
 def _lora_up(
@@ -691,6 +755,7 @@ def _lora_up(
         x_offset=x_offset,
         x_stride=x_stride,
         **chunk,
+        **b.lora_options(),
     )
 
 
@@ -710,7 +775,8 @@ def _lora(
     """out = outer(bias + inner(x @ w1) @ w2): the low-rank paths of w, a, v and g."""
     C = b.cfg.n_embd
     down = {k: v for k, v in chunk.items() if k != "toward"}
+    down, up = {**down, **b.lora_options()}, {**chunk, **b.lora_options()}
     ops.matvec(b.plan, program, *b.lora(prefix + "1"), x, hidden, rank, C, row_major=False, act=inner, **down)
     ops.matvec(
-        b.plan, program, *b.lora(prefix + "2"), hidden, out, C, rank, row_major=False, act=outer, bias=bias, **chunk
+        b.plan, program, *b.lora(prefix + "2"), hidden, out, C, rank, row_major=False, act=outer, bias=bias, **up
     )

@@ -12,9 +12,9 @@ from functools import partial
 import numpy as np
 
 from .config import DECAY_SCALE
-from .ops import NOT_FINITE, SAMPLER_FORMAT
+from .ops import NOT_FINITE, SAMPLER_FORMAT, weights_prelude
 from .plan import Plan
-from .quant import SCHEMES, dequantize, quantize
+from .quant import SCHEMES, dequantize, quantize, quantize_columns
 from .safetensors import bf16_to_f16, widen
 
 
@@ -79,7 +79,7 @@ def matvec_groups(c) -> list[dict]:
 def matvec(c, include, weight, x, bias, out, count, toward):
     M, K, n = c["M"], c["K"], _tokens(c, count)
     x_stride = c.get("X_STRIDE", K)
-    weights = _weights(weight, include[0])
+    weights = _weights(weight, weights_prelude(include))
     stride = c.get("OUT_STRIDE", c["ROW_OFFSET"] + M)
     for group in matvec_groups(c):
         rows_of = partial(_token_rows, n=n, width=group["M"], stride=stride)  # token t's rows of this group
@@ -87,7 +87,7 @@ def matvec(c, include, weight, x, bias, out, count, toward):
         if c["ROW_MAJOR"]:
             t = xs @ weights[group["start"] * K : (group["start"] + group["M"]) * K].reshape(group["M"], K).T
         else:  # each group's own [K, width] block, width padded to whole vec4s (only the last group's may be)
-            width = -(-group["M"] // 4) * 4
+            width = c.get("M_PAD", -(-group["M"] // 4) * 4)  # M_PAD: a single k-major quantized matrix's blocks
             t = xs @ weights[group["start"] * K : (group["start"] + width) * K].reshape(K, width)[:, : group["M"]]
         if c["HAS_BIAS"]:  # bias[m] for the dispatch's row m: every group's biases one after another
             t = t + _f32(bias, M)[group["start"] : group["start"] + group["M"]]
@@ -195,7 +195,7 @@ def embed(c, include, weight, token, out):
     table = None
     for t, row in enumerate(token.view(np.uint32)[:T]):
         if start <= row < start + c["ROWS"]:
-            table = _weights(weight, include[0]) if table is None else table
+            table = _weights(weight, weights_prelude(include)) if table is None else table
             _f32(out, T * C)[t * C : (t + 1) * C] = table[(row - start) * C : (row - start + 1) * C]
 
 
@@ -279,6 +279,21 @@ def widened_fill(chunk: np.ndarray, convert: str | None, buffer_name: str = "a w
     return chunk if convert is None else widen(chunk, {"f16-f32": "F16", "bf16-f32": "BF16"}[convert]).view(np.uint8)
 
 
+def quantized_column_writes(f: dict, chunk: np.ndarray) -> list[tuple[int, int, bytes]]:
+    """A fill that both transposes and quantizes (plan.Plan.fill), as (buffer, offset, bytes) writes: row k of
+    the k-major matrix gets its codes at offset + k·padded_rows·bits/8 and its block parameters at
+    params_offset + k·padded_rows/block·param_bytes (one write each when the fill covers whole rows)."""
+    rows, cols, padded = f["transpose"]
+    scheme = SCHEMES[f["quantize"]]
+    codes, params = quantize_columns(chunk.view(np.float32), rows, cols, f["quantize"])
+    code_stride, param_stride = padded * scheme.bits // 8, padded // scheme.block * scheme.param_bytes
+    if codes.shape[1] == code_stride:  # the fill holds every stored row: the columns are contiguous
+        return [(f["buffer"], f["offset"], codes.tobytes()), (f["buffer"], f["params_offset"], params.tobytes())]
+    return [(f["buffer"], f["offset"] + k * code_stride, codes[k].tobytes()) for k in range(cols)] + [
+        (f["buffer"], f["params_offset"] + k * param_stride, params[k].tobytes()) for k in range(cols)
+    ]
+
+
 class NumpyBackend:
     """The engine's backend interface over a NumpyExecutor (CPython: the CPU fallback and tests)."""
 
@@ -324,7 +339,10 @@ class NumpyExecutor:
             raw = np.frombuffer(read_range(f["start"], f["end"]), np.uint8)
             chunk = widened_fill(raw, f["convert"], self.plan["buffers"][f["buffer"]]["name"])
             memory = self.memory[f["buffer"]]
-            if f.get("quantize"):
+            if f.get("quantize") and f.get("transpose"):
+                for _, at, data in quantized_column_writes(f, chunk):
+                    memory[at : at + len(data)] = np.frombuffer(data, np.uint8)
+            elif f.get("quantize"):
                 codes, params = quantize(chunk.view(np.float32), f["quantize"])
                 memory[f["offset"] : f["offset"] + len(codes)] = np.frombuffer(codes, np.uint8)
                 memory[f["params_offset"] : f["params_offset"] + len(params)] = np.frombuffer(params, np.uint8)
@@ -356,9 +374,10 @@ class NumpyExecutor:
             kernel = self.plan["kernels"][step["kernel"]]
             views = [self.view(*binding) for binding in step["bindings"]]
             include = kernel["include"]
-            if include and not include[0].endswith("f32.wgsl"):  # binding 0 is a weight buffer to widen
+            weights = weights_prelude(include) if include else None
+            if weights and not weights.endswith("f32.wgsl"):  # binding 0 is a weight buffer to widen
                 key = tuple(step["bindings"][0])
                 if key not in self.widened:
-                    self.widened[key] = widen_weights(views[0], include[0], kernel["constants"]).view(np.uint8)
+                    self.widened[key] = widen_weights(views[0], weights, kernel["constants"]).view(np.uint8)
                 views[0], include = self.widened[key], ["lib/weights_f32.wgsl"]
             KERNELS[(kernel["shader"], kernel["entry"])](kernel["constants"], include, *views)

@@ -25,12 +25,26 @@ def weight_bytes(dtype: str, n: int) -> int:
     return n * {"f32": 4, "f16": 2}[dtype]
 
 
-def _weight_kernel(plan: Plan, shader: str, constants: dict, dtype: str, elements: int) -> int:
-    """A kernel that reads weights through a prelude (lib/weights_<dtype>.wgsl); quantized
-    preludes also need the buffer's element count to find the block parameters."""
+def _weight_kernel(
+    plan: Plan, shader: str, constants: dict, dtype: str, elements: int, native_f16: bool = False, more=()
+) -> int:
+    """A kernel that reads weights through a prelude (lib/weights_<dtype>.wgsl, or with `native_f16` f16
+    weights as vec4<f16>: lib/weights_native_f16.wgsl); quantized preludes also need the buffer's element
+    count to find the block parameters. `more`: further preludes (a reduce prelude). Directive preludes
+    (lib/enable_*.wgsl) go first: WGSL wants directives before every declaration."""
     if dtype in SCHEMES:
         constants = {**constants, "WEIGHT_ELEMENTS": elements}
-    return plan.kernel(shader, constants, include=(f"lib/weights_{dtype}.wgsl",))
+    native = native_f16 and dtype == "f16"
+    weights = "lib/weights_native_f16.wgsl" if native else f"lib/weights_{dtype}.wgsl"
+    enables = (["lib/enable_f16.wgsl"] if native else []) + (
+        ["lib/enable_subgroups.wgsl"] if "lib/reduce_subgroup.wgsl" in more else []
+    )
+    return plan.kernel(shader, constants, include=(*enables, weights, *more))
+
+
+def weights_prelude(include) -> str:
+    """The weight prelude among a kernel's preludes (numpy_exec.py widens its buffer by it)."""
+    return next(name for name in include if name.startswith("lib/weights_"))
 
 
 ACTIVATIONS = {"none": 0, "tanh": 1, "sigmoid": 2, "relu2": 3, "decay": 4, "silu": 5}
@@ -76,6 +90,8 @@ def matvec(
     *,
     row_major: bool = True,
     row_threads: int = 1,
+    subgroups: bool = False,
+    native_f16: bool = False,
     act: str = "none",
     bias: View | None = None,
     accumulate: bool = False,
@@ -87,22 +103,28 @@ def matvec(
     gate: View | None = None,
     x_offset: int = 0,
     x_stride: int | None = None,
+    m_pad: int | None = None,
 ) -> None:
     """out[t, row_offset + m] (+)= act(W·x[t] + bias) for the `tokens` rows of x (1: a decode step).
 
     row_major: W is [M, K], read by `row_threads` invocations per row (1, or a power of two up to
-    the workgroup size, reduced in workgroup memory). Otherwise W is k-major [K, M_pad], M_pad = M
-    rounded up to a multiple of 4 (x @ W, or a matrix transposed at load). Rows of `out` are
+    the workgroup size, reduced in workgroup memory, or with `subgroups` by subgroupAdd: the adapter must
+    offer the feature). Otherwise W is k-major [K, M_pad], M_pad = M
+    rounded up to a multiple of 4 (x @ W, or a matrix transposed at load) unless `m_pad` says (k-major
+    quantized weights pad to whole blocks so that none straddles two k). Rows of `out` are
     `out_stride` floats apart (default row_offset + M); `count` marks how many tokens are real;
     with `toward`, out moves toward it by the activation instead: out += (toward − out)·act(W·x + bias);
     with `gate`, act(W·x + bias) is multiplied by gate[t, m] first. Token t's inputs are x[t·x_stride +
-    x_offset:][:K] (default x_stride = K: rows of exactly K; x_offset may pass x_stride: a later slot of x)."""
+    x_offset:][:K] (default x_stride = K: rows of exactly K; x_offset may pass x_stride: a later slot of x).
+    `native_f16`: f16 weights are read as vec4<f16> (the adapter must offer shader-f16); the sums stay f32
+    either way."""
     assert K % 4 == 0, f"K={K} must be a multiple of 4"
     assert row_threads >= 1 and WG % row_threads == 0 and row_threads & (row_threads - 1) == 0, row_threads
     tile = 1 if row_major and row_threads > 1 else token_tile(tokens)
     assert tokens % tile == 0, f"{tokens} token rows are not whole tiles of {tile}"
     stride = row_offset + M if out_stride is None else out_stride
-    m_pad = M if row_major else -(-M // 4) * 4
+    m_pad = M if row_major else -(-M // 4) * 4 if m_pad is None else m_pad  # k-major: whole vec4s at least
+    assert row_major or (m_pad >= M and m_pad % 4 == 0), f"m_pad={m_pad} for M={M}"
     weight = _expect(weight, weight_bytes(dtype, m_pad * K), f"matvec weight [{M}x{K}] {dtype}")
     x_stride = K if x_stride is None else x_stride
     assert x_offset % 4 == 0 and x_stride % 4 == 0 and K <= x_stride, (x_offset, x_stride, K)  # offset: any row
@@ -124,6 +146,7 @@ def matvec(
         **({"X_OFFSET": x_offset} if x_offset else {}),
         **({"X_STRIDE": x_stride} if x_stride != K else {}),
         "ROW_THREADS": row_threads if row_major else 1,
+        **({"M_PAD": m_pad} if not row_major and m_pad != -(-M // 4) * 4 else {}),
         "ACT": ACTIVATIONS[act],
         "HAS_BIAS": bias is not None,
         "ACCUMULATE": accumulate,
@@ -131,11 +154,21 @@ def matvec(
         "WG": WG,
         **_chunk(tokens, counted, OUT_STRIDE=stride, TILE_T=tile),
     }
-    kernel = _weight_kernel(plan, "matvec.wgsl", constants, dtype, m_pad * K)
+    kernel = _matvec_kernel(plan, constants, dtype, m_pad * K, subgroups, native_f16)
     rows = _groups(m_pad // 4) if not row_major else _groups(M, WG // row_threads)
     plan.dispatch(
         program, kernel, [weight, x, bias or x, out, count, other], (rows[0], tokens // tile, 1)
     )  # x: unread stand-ins
+
+
+def _matvec_kernel(plan: Plan, constants: dict, dtype: str, elements: int, subgroups: bool, native_f16: bool) -> int:
+    """matvec.wgsl with its weight prelude and its reduce prelude (rows-wg sums a row's lanes in workgroup
+    memory, or with `subgroups` by subgroupAdd: the adapter must offer the feature)."""
+    assert not subgroups or (constants["ROW_MAJOR"] and constants["ROW_THREADS"] > 1), (
+        "subgroups reduce the rows-wg layout's rows"
+    )
+    reduce = "lib/reduce_subgroup.wgsl" if subgroups else "lib/reduce_workgroup.wgsl"
+    return _weight_kernel(plan, "matvec.wgsl", constants, dtype, elements, native_f16, (reduce,))
 
 
 @dataclass(frozen=True)
@@ -165,6 +198,8 @@ def matvec_group(
     out_stride: int,
     row_major: bool = True,
     row_threads: int = 1,
+    subgroups: bool = False,
+    native_f16: bool = False,
     tokens: int = 1,
     count: View | None = None,
     bias: View | None = None,
@@ -211,7 +246,7 @@ def matvec_group(
         "WG": WG,
         **_chunk(tokens, counted, TILE_T=tile),
     }
-    kernel = _weight_kernel(plan, "matvec.wgsl", constants, dtype, m_pad * K)
+    kernel = _matvec_kernel(plan, constants, dtype, m_pad * K, subgroups, native_f16)
     rows = _groups(m_pad // 4) if not row_major else _groups(M, WG // row_threads)
     bindings = [weight, x, bias or x, out, count, x]  # x: unread stand-ins
     plan.dispatch(program, kernel, bindings, (rows[0], tokens // tile, 1))

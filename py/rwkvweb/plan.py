@@ -62,7 +62,10 @@ class Plan:
         convert    f16-f32 | bf16-f32 (widen), bf16-f16 (round to nearest, refusing values beyond f16's range);
         transpose  (rows, cols, padded_rows): the bytes are `rows` rows of a row-major matrix with
                    `cols` columns, stored k-major: column k goes to view.offset + k·padded_rows elements;
-        quantize   int8 | nf4 (quant.py): codes at view.offset, block parameters at params_offset."""
+        quantize   int8 | nf4 (quant.py): codes at view.offset, block parameters at params_offset;
+                   with transpose too (k-major blocks, quant.quantize_columns): each column, padded to whole
+                   blocks, is quantized on its own; its codes go to view.offset + k·padded_rows·bits/8 and its
+                   parameters to params_offset + k·padded_rows/block·param_bytes (padded_rows whole blocks)."""
         assert convert in CONVERSIONS, convert
         assert quantize in (None, "int8", "nf4") and (quantize is None) == (params_offset is None), (
             quantize,

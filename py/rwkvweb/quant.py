@@ -113,6 +113,22 @@ def _quantize(np, values, scheme: str) -> tuple[bytes, bytes]:
     return _pad(packed.tobytes()), absmax.astype(np.float32).tobytes()
 
 
+def quantize_columns(values, rows: int, cols: int, scheme: str):
+    """A row-major [rows, cols] chunk of a matrix stored k-major: its columns (each `rows` long), each
+    edge-padded to whole blocks (the padding repeats the column's last value, so every block's parameters
+    come from its real values alone, as a partial block's do in `quantize`) and quantized so that no
+    block straddles two columns. (codes [cols, per column] uint8, params [cols, per column] uint8):
+    row k goes to the codes and params of elements k·padded_rows + first_row of the stored matrix."""
+    import numpy as np
+
+    block = SCHEMES[scheme].block
+    columns = np.asarray(values, np.float32).reshape(rows, cols).T
+    padded = np.concatenate([columns, np.repeat(columns[:, -1:], -rows % block, axis=1)], axis=1)
+    codes, params = quantize(padded.reshape(-1), scheme)
+    as_rows = lambda data: np.frombuffer(data, np.uint8).reshape(cols, -1)  # noqa: E731 - whole blocks per column
+    return as_rows(codes), as_rows(params)
+
+
 def _pad(data: bytes) -> bytes:
     return data + bytes(_words(len(data)) - len(data))
 

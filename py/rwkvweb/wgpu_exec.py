@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .model import choose_matvec
-from .numpy_exec import widened_fill
+from .numpy_exec import quantized_column_writes, widened_fill
 from .quant import quantize
 
 SHADER_DIR = Path(__file__).resolve().parents[2] / "shaders"  # the checkout's kernels, as the site serves them
@@ -59,10 +59,22 @@ def request_adapter(wgpu):
     return min(usable, key=lambda a: a.info.get("adapter_type") == "CPU")
 
 
-def native_matvec(info: dict) -> str:
-    """model.choose_matvec for a native adapter: a CPU adapter (lavapipe, SwiftShader) gets SwiftShader's
-    "cols"; a GPU what model.choose_matvec gives a GPU ("rows-wg")."""
-    return choose_matvec({"architecture": "swiftshader"} if info.get("adapter_type") == "CPU" else info)
+# wgpu-native's names for the features web/gpu/device.js asks for, by their WebGPU names (which the
+# plan's choice, model.choose_matvec, reads).
+NATIVE_FEATURES = {"shader-f16": "shader-f16", "subgroups": "subgroup"}
+
+
+def native_matvec(info: dict, features: list[str]) -> str:
+    """model.choose_matvec for a native adapter with these (WebGPU-named) device features: a CPU adapter
+    (lavapipe, SwiftShader) gets SwiftShader's "cols" layout; a GPU what model.choose_matvec gives a GPU."""
+    cpu = info.get("adapter_type") == "CPU"
+    return choose_matvec({**({"architecture": "swiftshader"} if cpu else info), "features": features})
+
+
+def _native_wgsl(text: str) -> str:
+    """A shader file as Naga takes it: Naga enables subgroup operations with the device feature and refuses
+    the `enable subgroups;` directive that browsers require (lib/enable_subgroups.wgsl)."""
+    return text.replace("enable subgroups;", "")
 
 
 class WgpuBackend:
@@ -74,10 +86,11 @@ class WgpuBackend:
         limits = {
             name: value for name, value in self.adapter.limits.items() if value
         }  # every limit at the adapter's max
-        features = [f for f in ("shader-f16",) if f in self.adapter.features]  # as web/gpu/device.js asks
-        self.device = self.adapter.request_device_sync(required_features=features, required_limits=limits)
+        wanted = {name: native for name, native in NATIVE_FEATURES.items() if native in self.adapter.features}
+        self.device = self.adapter.request_device_sync(required_features=list(wanted.values()), required_limits=limits)
+        self.features = sorted(wanted)  # as web/gpu/device.js asks: each where the adapter has it
         self.adapter_info = dict(self.adapter.info)
-        self.matvec = native_matvec(self.adapter_info)
+        self.matvec = native_matvec(self.adapter_info, self.features)
         self.max_binding = int(self.device.limits["max-storage-buffer-binding-size"])
         self.buffers: list = []
         self.programs: dict[str, list] = {}
@@ -95,7 +108,8 @@ class WgpuBackend:
             "backend": self.adapter_info.get("backend_type", ""),
             "description": self.adapter_info.get("description", ""),
             "adapter_features": sorted(self.adapter.features),
-            "features": sorted(self.device.features),
+            "features": self.features,  # WebGPU's names, as bridge.info() gives them
+            "native_features": sorted(self.device.features),
             "matvec": self.matvec,
             "maxBufferSize": limits["max-buffer-size"],
             "maxStorageBufferBindingSize": self.max_binding,
@@ -233,7 +247,7 @@ class WgpuBackend:
                     f"shader files {missing} not found: the wgpu backend runs from a source checkout"
                 )
             self.modules[key] = self.device.create_shader_module(
-                label=shader, code="\n".join(f.read_text() for f in files)
+                label=shader, code="\n".join(_native_wgsl(f.read_text()) for f in files)
             )
         return self.modules[key]
 
@@ -275,7 +289,10 @@ class WgpuBackend:
     def _upload(self, f: dict, chunk: np.ndarray) -> None:
         """One fill's bytes into its buffer, converted as bridge.js's upload() and NumpyExecutor.fill do."""
         chunk = widened_fill(chunk, f["convert"])
-        if f.get("quantize"):
+        if f.get("quantize") and f.get("transpose"):
+            for buffer, offset, data in quantized_column_writes(f, chunk):
+                self._write(buffer, offset, data)
+        elif f.get("quantize"):
             codes, params = quantize(chunk.view(np.float32), f["quantize"])
             self._write(f["buffer"], f["offset"], codes)
             self._write(f["buffer"], f["params_offset"], params)

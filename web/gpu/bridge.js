@@ -8,7 +8,7 @@
 //   bridge.run("decode", [{buffer, offset, data}])
 //   await bridge.read(buffer, offset, size)  // -> ArrayBuffer
 import { describe } from "./device.js";
-import { quantize } from "./quantize.js";
+import { quantize, SCHEMES } from "./quantize.js";
 
 export class Bridge {
   constructor(device, shaderBase, adapter = null) {
@@ -195,7 +195,9 @@ export class Bridge {
     if (f.convert === "f16-f32") bytes = widenF16(aligned(bytes, 2, scratch), scratch);
     else if (f.convert === "bf16-f32") bytes = widenBF16(aligned(bytes, 2, scratch), scratch);
     else if (f.convert === "bf16-f16") bytes = narrowBF16(aligned(bytes, 2, scratch), scratch, this.buffers[f.buffer].label);
-    if (f.quantize) {
+    if (f.quantize && f.transpose) {
+      this.uploadQuantizedColumns(f, aligned(bytes, 4, scratch), scratch);
+    } else if (f.quantize) {
       const { codes, params } = quantize(new Float32Array(...view(aligned(bytes, 4, scratch), 4)), f.quantize, scratch);
       this.write(f.buffer, f.offset, codes);
       this.write(f.buffer, f.params_offset, params);
@@ -208,6 +210,35 @@ export class Bridge {
       }
     } else {
       this.write(f.buffer, f.offset, bytes);
+    }
+  }
+
+  // k-major quantized blocks (plan.py's Plan.fill, quant.py's quantize_columns): each column of the chunk,
+  // edge-padded to whole blocks, quantized on its own; row k of the stored matrix gets its codes and parameters.
+  uploadQuantizedColumns(f, bytes, scratch) {
+    const [rows, cols, paddedRows] = f.transpose;
+    const { block, bits, paramBytes } = SCHEMES[f.quantize];
+    const columns = new Float32Array(...view(transpose(bytes, rows, cols, scratch), 4));
+    const perColumn = Math.ceil(rows / block) * block;
+    const padded = new Float32Array(scratch.take("columns", cols * perColumn * 4), 0, cols * perColumn);
+    for (let k = 0; k < cols; k++) {
+      padded.set(columns.subarray(k * rows, (k + 1) * rows), k * perColumn);
+      padded.fill(columns[(k + 1) * rows - 1], k * perColumn + rows, (k + 1) * perColumn); // the last value again
+    }
+    const { codes, params } = quantize(padded, f.quantize, scratch);
+    const paramBytesAll = new Uint8Array(params.buffer, params.byteOffset, params.byteLength);
+    const codeStride = (paddedRows * bits) / 8;
+    const paramStride = (paddedRows / block) * paramBytes;
+    const codesPer = (perColumn * bits) / 8;
+    const paramsPer = (perColumn / block) * paramBytes;
+    if (perColumn === paddedRows) { // every stored row: the columns are contiguous
+      this.write(f.buffer, f.offset, codes.subarray(0, cols * codesPer));
+      this.write(f.buffer, f.params_offset, paramBytesAll);
+      return;
+    }
+    for (let k = 0; k < cols; k++) {
+      this.write(f.buffer, f.offset + k * codeStride, codes.subarray(k * codesPer, (k + 1) * codesPer));
+      this.write(f.buffer, f.params_offset + k * paramStride, paramBytesAll.subarray(k * paramsPer, (k + 1) * paramsPer));
     }
   }
 

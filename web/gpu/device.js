@@ -5,6 +5,8 @@ export class GpuUnavailableError extends Error {}
 // Limits raised to the adapter's maximum: large weights need big buffers and bindings.
 const RAISED_LIMITS = ["maxBufferSize", "maxStorageBufferBindingSize", "maxComputeWorkgroupStorageSize"];
 
+const OPTIONAL_FEATURES = ["shader-f16", "subgroups"];
+
 export async function requestDevice({ powerPreference = "high-performance" } = {}) {
   if (!globalThis.navigator?.gpu) {
     throw new GpuUnavailableError("this browser has no WebGPU (navigator.gpu is missing): use a recent Chrome, Edge or Safari, or enable WebGPU");
@@ -13,7 +15,9 @@ export async function requestDevice({ powerPreference = "high-performance" } = {
   if (!adapter) throw new GpuUnavailableError("WebGPU is present but no GPU adapter was found (blocklisted driver, or no GPU)");
   const requiredLimits = {};
   for (const name of RAISED_LIMITS) requiredLimits[name] = adapter.limits[name];
-  const requiredFeatures = adapter.features.has("shader-f16") ? ["shader-f16"] : [];
+  // What the matvec variants use where the adapter has it (py/rwkvweb/model.py choose_matvec reads
+  // describe()'s device features): f16 weights read natively, subgroup reductions.
+  const requiredFeatures = OPTIONAL_FEATURES.filter((name) => adapter.features.has(name));
   const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
   return { adapter, device };
 }

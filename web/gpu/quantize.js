@@ -19,7 +19,7 @@ const CELLS = 2048;
 const cell = (v) => Math.min(CELLS, Math.max(0, Math.floor((v + 1) * (CELLS / 2))));
 const CELL_CODES = Uint8Array.from({ length: CELLS + 1 }, (_, c) => NF4_MIDPOINTS.filter((m) => cell(m) < c).length);
 
-export const SCHEMES = { int8: { block: 128, bits: 8 }, nf4: { block: 64, bits: 4 } };
+export const SCHEMES = { int8: { block: 128, bits: 8, paramBytes: 8 }, nf4: { block: 64, bits: 4, paramBytes: 4 } };
 
 export function quantize(values, scheme, scratch = null) {
   const take = (name, Type, length) => {

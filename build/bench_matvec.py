@@ -1,0 +1,149 @@
+"""One matvec per shape, layout and weight dtype, timed alone:  python -m build.bench --only matvec
+
+The kernel lab for matvec.wgsl's variants (model.MATVEC_VARIANTS and MATVEC_OPTIONS): a plan of DISPATCHES
+copies of one dispatch (the same bindings, no accumulation: every copy does the same work), weights left
+zero (timing only: the work does not depend on the values), timed per dispatch
+  - in headless Chromium on the page's adapter (SwiftShader here) through the bridge, and
+  - natively through wgpu (lavapipe here), where the f16 and subgroup options can run.
+Each cell is min / median / max over `repeats` timings of RUNS submissions of the program.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+
+from rwkvweb import ops
+from rwkvweb.headless import headless_engine
+from rwkvweb.model import matvec_variant
+from rwkvweb.plan import Plan
+
+DISPATCHES = 8  # one submission's dispatches: the ~0.3 ms of a submit and read-back shared by 8
+RUNS = 5
+SHAPES = ((768, 768), (3072, 768), (768, 3072))  # [M, K]: 0.1B's projections, its FFN key and value
+# (weight dtype, variant name): what each backend compares; quantized "rows" is what a "cols" plan stored them
+# as before k-major blocks, quantized "cols" the k-major blocks
+PAGE_CASES = [
+    ("f16", "cols"),
+    ("int8", "rows"),
+    ("int8", "cols"),
+    ("nf4", "rows"),
+    ("nf4", "cols"),
+    ("f16", "rows-wg"),
+    ("f16", "rows-wg+subgroups"),
+]
+NATIVE_CASES = [
+    ("f16", "cols"),
+    ("f16", "cols+f16"),
+    ("f16", "rows-wg"),
+    ("f16", "rows-wg+subgroups"),
+    ("f16", "rows-wg+subgroups+f16"),
+    ("int8", "rows"),
+    ("int8", "cols"),
+    ("nf4", "rows"),
+    ("nf4", "cols"),
+]
+
+TIME_JS = """
+async ([plan, runs]) => {
+  const { requestDevice } = await import("/gpu/device.js");
+  const { Bridge } = await import("/gpu/bridge.js");
+  window.__gpu ??= await requestDevice();  // one bridge for every plan: its pipelines compile once
+  window.__bridge ??= new Bridge(window.__gpu.device, new URL("/shaders/", location.href), window.__gpu.adapter);
+  const bridge = window.__bridge;
+  try {
+    await bridge.load(plan);
+    bridge.run("timed");
+    await bridge.read(0, 0, 4);
+    const started = performance.now();
+    for (let i = 0; i < runs; i++) bridge.run("timed");
+    await bridge.read(0, 0, 4);
+    return (performance.now() - started) / runs;
+  } finally {
+    bridge.destroy();
+  }
+}
+"""
+
+
+def matvec_plan(dtype: str, variant: str, M: int, K: int) -> dict:
+    """DISPATCHES copies of one [M, K] matvec in the variant's layout."""
+    options = matvec_variant(variant)
+    plan = Plan()
+    m_pad = M if options["row_major"] else -(-M // 4) * 4
+    weight = plan.buffer("w", ops.weight_bytes(dtype, m_pad * K), "weight")
+    x, out = plan.buffer("x", K * 4, "scratch"), plan.buffer("out", M * 4, "scratch")
+    for _ in range(DISPATCHES):
+        ops.matvec(plan, "timed", weight, dtype, x, out, M, K, **options)
+    return plan.to_json()
+
+
+def spread(values: list[float]) -> str:
+    ordered = sorted(values)
+    return " / ".join(f"{v:.2f}" for v in (ordered[0], ordered[len(ordered) // 2], ordered[-1]))
+
+
+def page_times(repeats: int) -> dict[tuple, list[float]]:
+    """ms per dispatch in headless Chromium for every PAGE_CASES × SHAPES cell."""
+    times = {}
+    with tempfile.TemporaryDirectory() as folder:
+        with headless_engine(os.path.join(folder, "none.st")) as engine:  # the site's bridge; no model loaded
+            for case in PAGE_CASES:
+                for M, K in SHAPES:
+                    plan = matvec_plan(*case, M, K)
+                    engine.page.evaluate(TIME_JS, [plan, 1])  # compiles
+                    times[(*case, M, K)] = [
+                        engine.page.evaluate(TIME_JS, [plan, RUNS]) / DISPATCHES for _ in range(repeats)
+                    ]
+                    print(f"  {case} {M}x{K}: {spread(times[(*case, M, K)])} ms", file=sys.stderr, flush=True)
+    return times
+
+
+def native_times(repeats: int) -> dict[tuple, list[float]]:
+    """ms per dispatch through wgpu (wgpu_exec.py) for every NATIVE_CASES × SHAPES cell the device allows."""
+    import asyncio
+
+    from rwkvweb.wgpu_exec import WgpuBackend
+
+    backend, times = WgpuBackend(), {}
+    for dtype, variant in NATIVE_CASES:
+        if "+f16" in variant and "shader-f16" not in backend.features:
+            continue
+        if "+subgroups" in variant and "subgroups" not in backend.features:
+            continue
+        for M, K in SHAPES:
+            asyncio.run(backend.load(matvec_plan(dtype, variant, M, K)))
+            runs = []
+            for _ in range(repeats + 1):  # the first compiles and warms
+                started = time.perf_counter()
+                for _ in range(RUNS):
+                    asyncio.run(backend.run(["timed"], []))
+                asyncio.run(backend.read(0, 0, 4))
+                runs.append((time.perf_counter() - started) * 1000 / RUNS / DISPATCHES)
+            times[(dtype, variant, M, K)] = runs[1:]
+            backend.destroy()
+    return times
+
+
+def table(title: str, times: dict[tuple, list[float]]) -> list[str]:
+    lines = [title, "", "| weights | variant | layout | " + " | ".join(f"{M}×{K} ms" for M, K in SHAPES) + " |"]
+    lines.append("|---|---|---|" + "---|" * len(SHAPES))
+    cases = list(dict.fromkeys(key[:2] for key in times))
+    for dtype, variant in cases:
+        layout = "k-major" if variant.startswith("cols") else "row-major"
+        cells = [spread(times[(dtype, variant, M, K)]) for M, K in SHAPES]
+        lines.append(f"| {dtype} | {variant} | {layout} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def bench_matvec(tokens: int, repeats: int) -> list[str]:
+    lines = table(
+        f"One matvec dispatch in headless Chromium (ms, min / median / max of {repeats}):", page_times(repeats)
+    )
+    try:
+        native = native_times(repeats)
+    except Exception as error:  # no wgpu or no Vulkan driver: the browser table stands alone
+        return lines + ["", f"(native wgpu skipped: {error})"]
+    return lines + [""] + table(f"The same natively through wgpu (ms, min / median / max of {repeats}):", native)
