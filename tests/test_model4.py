@@ -164,7 +164,7 @@ def test_a_converted_and_prequantized_pth_equals_quantizing_at_load(tmp_path, sc
         model = run_async(Model.load(path, tokenizer_for=lambda config, metadata: None, **options))
         return rows(run_async(model.logits(tokens))), model.info()
 
-    # row blocks both ways: under "cols" int8 quantized at load takes k-major blocks (model.K_MAJOR_SCHEMES)
+    # row blocks both ways: under "cols" a scheme in model.K_MAJOR_SCHEMES quantizes at load into k-major blocks
     at_load, _ = logits(str(tmp_path / "v4.st"), precision=scheme, matvec="rows")
     ahead, info = logits(str(tmp_path / f"v4-{scheme}.st"), matvec="rows")
     assert info["matrices_by_precision"] == {scheme: 2 + 2 * 7}

@@ -43,8 +43,8 @@ def test_a_prequantized_file_equals_quantizing_at_load(original, tmp_path, schem
     target = tmp_path / f"m-{scheme}.st"
     quantize_file(str(original), str(target), precision=scheme)
     assert target.stat().st_size < size_ratio * original.stat().st_size  # 1.06 or 0.56 bytes per weight, vs 2
-    # row-major blocks both ways: under a k-major plan ("cols") int8 quantized at load takes k-major blocks
-    # (model.K_MAJOR_SCHEMES), other codes than the file's row blocks
+    # row-major blocks both ways: under a k-major plan ("cols") a scheme in model.K_MAJOR_SCHEMES quantizes at
+    # load into k-major blocks, other codes than the file's row blocks
     at_load, _ = numpy_logits(original, precision=scheme, matvec="rows")
     ahead, info = numpy_logits(target, matvec="rows")
     assert info["matrices_by_precision"] == {scheme: 14}

@@ -136,10 +136,12 @@ def allowed_precisions(info: TensorInfo) -> tuple[str, ...]:
     return on_gpu + (HOST,) if info.name == "emb.weight" else on_gpu
 
 
-# Quantized at load into k-major blocks when the plan is k-major ("cols", SwiftShader): int8 multiplies 2-3x
-# faster so there; NF4 does not (its 16-level table decode is the cost, not the layout), so it stays row-major.
-# One dispatch per layout: `python -m build.bench --only matvec` (README, performance).
-K_MAJOR_SCHEMES = ("int8",)
+# Schemes quantized at load into k-major blocks when the plan is k-major ("cols", SwiftShader). int8 multiplies
+# 2-3x faster that way there (`python -m build.bench --only matvec`; NF4 does not: its table decode is the cost),
+# but the page's k-major fill holds two more chunk-sized copies per loading lane (transposed, then padded to
+# whole blocks): loading the 0.1B shape at int8 peaked at 148 MiB of JS memory, over tests/test_load_memory.py's
+# bound of 96 MiB. So none is k-major until that fill transposes straight into padded columns.
+K_MAJOR_SCHEMES: tuple[str, ...] = ()
 CHUNK_BYTES = 4 << 20  # file bytes per fill: what the loader holds of one weight at a time
 
 
