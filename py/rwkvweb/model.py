@@ -137,11 +137,10 @@ def allowed_precisions(info: TensorInfo) -> tuple[str, ...]:
 
 
 # Schemes quantized at load into k-major blocks when the plan is k-major ("cols", SwiftShader). int8 multiplies
-# 2-3x faster that way there (`python -m build.bench --only matvec`; NF4 does not: its table decode is the cost),
-# but the page's k-major fill holds two more chunk-sized copies per loading lane (transposed, then padded to
-# whole blocks): loading the 0.1B shape at int8 peaked at 148 MiB of JS memory, over tests/test_load_memory.py's
-# bound of 96 MiB. So none is k-major until that fill transposes straight into padded columns.
-K_MAJOR_SCHEMES: tuple[str, ...] = ()
+# 2-3x faster that way there (`python -m build.bench --only matvec`); NF4 does not: its table decode is the cost.
+# The page's k-major fill widens, transposes and pads in one pass (bridge.js paddedColumns), so it holds no more
+# memory than a row-major fill (tests/test_load_memory.py).
+K_MAJOR_SCHEMES: tuple[str, ...] = ("int8",)
 CHUNK_BYTES = 4 << 20  # file bytes per fill: what the loader holds of one weight at a time
 
 

@@ -192,12 +192,11 @@ export class Bridge {
 
   // One fill's bytes into its buffer (plan.py's Plan.fill says what each field means).
   upload(f, bytes, scratch) {
+    if (f.quantize && f.transpose) return this.uploadQuantizedColumns(f, bytes, scratch); // widens on its own
     if (f.convert === "f16-f32") bytes = widenF16(aligned(bytes, 2, scratch), scratch);
     else if (f.convert === "bf16-f32") bytes = widenBF16(aligned(bytes, 2, scratch), scratch);
     else if (f.convert === "bf16-f16") bytes = narrowBF16(aligned(bytes, 2, scratch), scratch, this.buffers[f.buffer].label);
-    if (f.quantize && f.transpose) {
-      this.uploadQuantizedColumns(f, aligned(bytes, 4, scratch), scratch);
-    } else if (f.quantize) {
+    if (f.quantize) {
       const { codes, params } = quantize(new Float32Array(...view(aligned(bytes, 4, scratch), 4)), f.quantize, scratch);
       this.write(f.buffer, f.offset, codes);
       this.write(f.buffer, f.params_offset, params);
@@ -218,13 +217,8 @@ export class Bridge {
   uploadQuantizedColumns(f, bytes, scratch) {
     const [rows, cols, paddedRows] = f.transpose;
     const { block, bits, paramBytes } = SCHEMES[f.quantize];
-    const columns = new Float32Array(...view(transpose(bytes, rows, cols, scratch), 4));
     const perColumn = Math.ceil(rows / block) * block;
-    const padded = new Float32Array(scratch.take("columns", cols * perColumn * 4), 0, cols * perColumn);
-    for (let k = 0; k < cols; k++) {
-      padded.set(columns.subarray(k * rows, (k + 1) * rows), k * perColumn);
-      padded.fill(columns[(k + 1) * rows - 1], k * perColumn + rows, (k + 1) * perColumn); // the last value again
-    }
+    const padded = paddedColumns(bytes, f.convert, rows, cols, perColumn, scratch);
     const { codes, params } = quantize(padded, f.quantize, scratch);
     const paramBytesAll = new Uint8Array(params.buffer, params.byteOffset, params.byteLength);
     const codeStride = (paddedRows * bits) / 8;
@@ -319,7 +313,8 @@ export function deviceLostMessage(info) {
 
 // Reusable memory for one loading lane: take(name, bytes) gives an ArrayBuffer of at least that
 // size, the same one each time unless it must grow; keep(name, buffer) adopts a buffer that a
-// reader moved (transferred) the old one into.
+// reader moved (transferred) the old one into. It grows to exactly what is asked: requests are
+// bounded by the plan's fill size, and doubling would hold up to twice the largest of them per lane.
 class Scratch {
   constructor() {
     this.buffers = new Map();
@@ -328,7 +323,7 @@ class Scratch {
   take(name, bytes) {
     const buffer = this.buffers.get(name);
     if (buffer && buffer.byteLength >= bytes) return buffer;
-    const grown = new ArrayBuffer(Math.max(bytes, 2 * (buffer?.byteLength || 0)));
+    const grown = new ArrayBuffer(bytes);
     this.buffers.set(name, grown);
     return grown;
   }
@@ -359,6 +354,27 @@ function transpose(bytes, rows, cols, scratch) {
     for (let k = 0; k < cols; k++) target[k * rows + r] = source[row + k];
   }
   return new Uint8Array(target.buffer, 0, bytes.byteLength);
+}
+
+// A fill's row-major [rows, cols] f32, f16 or bf16 values (`convert` says which) as f32 columns, each padded
+// to `perColumn` values with its last one: widened, transposed and padded in one pass into the scratch memory
+// that the row-major fills widen into, so that a lane holds one f32 copy of a chunk whichever layout its fills
+// have (tests/test_load_memory.py bounds the loader's memory).
+function paddedColumns(bytes, convert, rows, cols, perColumn, scratch) {
+  if (convert && convert !== "f16-f32" && convert !== "bf16-f32") throw new Error(`cannot quantize a ${convert} fill`);
+  const out = new Float32Array(scratch.take("widen", cols * perColumn * 4), 0, cols * perColumn);
+  const outBits = new Uint32Array(out.buffer, 0, out.length);
+  const wide = !convert ? new Float32Array(...view(aligned(bytes, 4, scratch), 4)) : null;
+  const halves = convert ? new Uint16Array(...view(aligned(bytes, 2, scratch), 2)) : null;
+  const table = convert === "f16-f32" ? halfTable() : null;
+  for (let r = 0; r < rows; r++) {
+    const row = r * cols;
+    if (table) for (let k = 0; k < cols; k++) out[k * perColumn + r] = table[halves[row + k]];
+    else if (halves) for (let k = 0; k < cols; k++) outBits[k * perColumn + r] = halves[row + k] << 16; // bf16: top half
+    else for (let k = 0; k < cols; k++) out[k * perColumn + r] = wide[row + k];
+  }
+  for (let k = 0; k < cols; k++) out.fill(out[k * perColumn + rows - 1], k * perColumn + rows, (k + 1) * perColumn);
+  return out;
 }
 
 function widenF16(bytes, scratch) {
