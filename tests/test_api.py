@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -43,6 +45,15 @@ def test_greedy_generation_equals_the_reference(path):
     result = run(model.generate([3, 1, 4, 1, 5], 20, temperature=0))
     assert result.tokens == reference_greedy(path, [3, 1, 4, 1, 5], 20)
     assert result.stats.stopped_by in ("length", "end_of_text") and result.stats.prompt_tokens == 5
+
+
+def test_decode_time_splits_into_the_backend_and_the_engine_own(path):
+    """backend_seconds counts the backend's calls only: a slow callback's time stays outside it."""
+    model = run(Model.load(path))
+    result = run(model.generate([3, 1, 4], 12, temperature=0, on_token=lambda token: time.sleep(0.01)))
+    stats = result.stats
+    assert stats.generated >= 2 and 0 < stats.backend_seconds < stats.decode_seconds
+    assert stats.decode_seconds - stats.backend_seconds >= 0.01 * (stats.generated - 1)
 
 
 def test_text_streams_in_whole_utf8_pieces(world_path):

@@ -40,6 +40,7 @@ def test_the_module_loads_generates_streams_and_forks(page, server):
     assert "".join(out["pieces"]) == out["text"] and len(out["pieces"]) > 1  # streamed piece by piece
     assert out["stats"]["generated"] == 16 and out["stats"]["prompt_tokens"] == len("garden (noun): ")
     assert out["stats"]["tokens_per_second"] > 0
+    assert 0 < out["stats"]["backend_seconds"] <= out["stats"]["decode_seconds"]  # the time waiting for the GPU
     assert out["stateBytes"] == 4 * (4 * 192 * 2 + 4 * 3 * 64 * 64)
     assert out["a"] == out["b"] == out["c"] and out["a"]  # greedy from the same state: the same text
     assert out["embed"] == 192  # one vector of the hidden width

@@ -29,6 +29,9 @@ import { EngineClient } from "./client.js";
  *   aborted before its first token is undone whole, the state left as before it, and `generated` is 0)
  * @property {number} generated
  * @property {number} prefill_seconds
+ * @property {number} decode_seconds the tokens after the first
+ * @property {number} backend_seconds of decode_seconds, the time spent waiting for the GPU (submitting
+ *   batches and awaiting their read-backs); the rest is the engine's own cost per token
  * @property {number} tokens_per_second
  * @property {"length"|"end_of_text"|"abort"} stopped_by
  *

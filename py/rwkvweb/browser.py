@@ -184,6 +184,7 @@ def _stats(stats) -> dict:
         "generated": stats.generated,
         "prefill_seconds": stats.prefill_seconds,
         "decode_seconds": stats.decode_seconds,
+        "backend_seconds": stats.backend_seconds,
         "tokens_per_second": stats.tokens_per_second,
     }
 

@@ -74,6 +74,9 @@ class GenerationStats:
     prefill_chunks: int = 0  # prefill submissions run (an aborted prompt: those before the abort, since undone)
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
+    # of decode_seconds, the time in the backend's calls: in the browser almost all of it awaiting each batch's
+    # read-back while the GPU works; on numpy the executor's work. The rest is the engine's own per-token cost.
+    backend_seconds: float = 0.0
     stopped_by: str = ""  # "length" | "end_of_text" | "stop" (on_token said so: a stop string) | "abort"
 
     @property
@@ -281,7 +284,7 @@ class Engine:
                 )
                 if reason:
                     if step < len(ids) - 1:  # the batch ran on past this token: undo it, redo it up to here
-                        await self.backend.run([RESTORE, *self._decode_steps(step + 1)], [])
+                        await self._timed(stats, self.backend.run([RESTORE, *self._decode_steps(step + 1)], []))
                     stats.stopped_by = reason
                     break
             if stats.stopped_by:
@@ -291,14 +294,22 @@ class Engine:
                 break
             batch = 1 if self.compiled.host_embedding else min(2 * batch, BATCH, max_tokens - len(out))
             if batch == 1:
-                await self.backend.run(self._decode_steps(1), await self._decode_input())
+                await self._timed(stats, self.backend.run(self._decode_steps(1), await self._decode_input()))
             else:
-                await self.backend.run([SNAPSHOT, *self._decode_steps(batch)], [])
-            ids = await self._read_history(batch)
+                await self._timed(stats, self.backend.run([SNAPSHOT, *self._decode_steps(batch)], []))
+            ids = await self._timed(stats, self._read_history(batch))
         stats.generated = len(out)
         if len(out) > 1:
             stats.decode_seconds = time.perf_counter() - decode_started
         return out, stats
+
+    @staticmethod
+    async def _timed(stats: GenerationStats, call: Awaitable):
+        """The result of awaiting a backend call, its time added to stats.backend_seconds."""
+        started = time.perf_counter()
+        result = await call
+        stats.backend_seconds += time.perf_counter() - started
+        return result
 
     @staticmethod
     def _decode_steps(n: int) -> list[str]:
