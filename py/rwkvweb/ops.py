@@ -163,11 +163,12 @@ def matvec(
 
 def _matvec_kernel(plan: Plan, constants: dict, dtype: str, elements: int, subgroups: bool, native_f16: bool) -> int:
     """matvec.wgsl with its weight prelude and its reduce prelude (rows-wg sums a row's lanes in workgroup
-    memory, or with `subgroups` by subgroupAdd: the adapter must offer the feature)."""
-    assert not subgroups or (constants["ROW_MAJOR"] and constants["ROW_THREADS"] > 1), (
-        "subgroups reduce the rows-wg layout's rows"
-    )
-    reduce = "lib/reduce_subgroup.wgsl" if subgroups else "lib/reduce_workgroup.wgsl"
+    memory, or with `subgroups` by subgroupAdd: the adapter must offer the feature). The layouts with one
+    invocation per row or column get a prelude with no barrier: SwiftShader runs any shader that holds one
+    ~15% slower, even where the barrier's branch never runs (0.1B decode, `python -m build.bench --only overhead`)."""
+    shared_rows = constants["ROW_MAJOR"] and constants["ROW_THREADS"] > 1
+    assert not subgroups or shared_rows, "subgroups reduce the rows-wg layout's rows"
+    reduce = f"lib/reduce_{'subgroup' if subgroups else 'workgroup' if shared_rows else 'none'}.wgsl"
     return _weight_kernel(plan, "matvec.wgsl", constants, dtype, elements, native_f16, (reduce,))
 
 
