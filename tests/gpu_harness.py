@@ -77,14 +77,15 @@ FEATURES_JS = (
 async () => {
 """
     + BRIDGE_SETUP_JS
-    + """  return [...window.__gpu.device.features];
+    + """  return [...window.__gpu.device.features, ...(navigator.gpu.wgslLanguageFeatures || [])];
 }
 """
 )
 
 
 def device_features(page) -> set[str]:
-    """The WebGPU features of the device the kernels run on (the page's, or a native GPU's `features`)."""
+    """The WebGPU features of the device the kernels run on and the WGSL language features of its shader compiler
+    (the page's, or a native GPU's `features`)."""
     if hasattr(page, "run_plan"):
         return set(page.features)
     return set(page.evaluate(FEATURES_JS))

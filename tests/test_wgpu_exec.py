@@ -53,7 +53,7 @@ class NativeGpu:
 
     def __init__(self, backend):
         self.backend = backend
-        self.features = backend.features  # WebGPU's names (gpu_harness.device_features)
+        self.features = [*backend.features, *backend.wgsl_features]  # WebGPU's names (gpu_harness.device_features)
 
     def run_plan(self, plan, initial, program, steps, reads, model_bytes=None):
         return run_async(self._run(plan, initial, program, steps, reads, model_bytes))
