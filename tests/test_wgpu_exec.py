@@ -181,6 +181,8 @@ async def _logits(model, tokens):
         (128, 64, "fp16", 16, "rows-wg", "x070"),  # the workgroup-reduction variant, checked on this adapter too
         (128, 64, "fp16", 16, "rows-wg+subgroups+f16", "x070"),  # what a real GPU with both features gets
         (192, 64, "int8", 7, "rows-wg+subgroups", "x070"),
+        (256, 64, "int8", 16, "rows-wg+dp4a", "x070"),  # packed int8 dot products: K = 256 and 1024
+        (256, 64, "int8", 7, "rows-wg+subgroups+dp4a", "x070"),
         (128, 32, "fp32", 7, None, "x060"),  # RWKV-6 (reference56.py)
         (64, 8, "fp16", 16, None, "x052"),  # RWKV-5.2, 8 heads of 8
         (128, 64, "int8", 16, "rows-wg", "x060"),

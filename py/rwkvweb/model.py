@@ -93,7 +93,7 @@ MATVEC_OPTIONS = {
     "f16": "shader-f16",  # f16 weights read as vec4<f16> (lib/weights_native_f16.wgsl), f32 sums
     # int8 rows-wg matrices with K % 128 == 0 times x quantized to int8 per token per block of 128
     # (quantize_x.wgsl, lib/matvec_dp4a.wgsl); others keep their path. A WGSL language feature, not a device one.
-    "dp4a": "packed_4x8_integer_dot_product",
+    "dp4a": ops.DP4A_FEATURE,
 }
 ROW_WG_OPTIONS = ("subgroups", "dp4a")  # options for rows-wg's branch only
 DEFAULT_OFF = ("dp4a",)  # chosen only when named: see choose_matvec

@@ -185,6 +185,7 @@ def _matvec_kernel(
 
 # --- packed int8 dot products (+dp4a): x quantized per token per block, then lib/matvec_dp4a.wgsl ---------------
 
+DP4A_FEATURE = "packed_4x8_integer_dot_product"  # the WGSL language feature of dot4I8Packed and pack4xI8
 XQ_BLOCK = 128  # quantize_x.wgsl's block: int8 weights' (quant.py), so a block of x meets one block of a row
 
 

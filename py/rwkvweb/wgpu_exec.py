@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .model import choose_matvec
+from .ops import DP4A_FEATURE
 from .numpy_exec import quantized_column_writes, widened_fill
 from .quant import quantize
 
@@ -76,11 +77,16 @@ def native_matvec(info: dict, features: list[str], wgsl_features: list[str] = ()
 # The WGSL language features the kernels may use, each with a probe that uses it. wgpu-py 0.32 reports none
 # (wgpu.gpu.wgsl_language_features is an empty set) though Naga compiles them, so each is tried once instead.
 WGSL_PROBES = {
-    "packed_4x8_integer_dot_product": (
+    DP4A_FEATURE: (
         "@group(0) @binding(0) var<storage, read_write> o: array<i32>;\n"
         "@compute @workgroup_size(1) fn main() { o[0] = dot4I8Packed(pack4xI8(vec4<i32>(o[1])), 0x01010101u); }"
     ),
 }
+
+
+def uses_dp4a(kernel: dict) -> bool:
+    """Whether a plan's kernel needs DP4A_FEATURE (web/gpu/bridge.js's checkLimits has the same rule)."""
+    return kernel["shader"] == "quantize_x.wgsl" or "lib/matvec_dp4a.wgsl" in kernel["include"]
 
 
 def wgsl_language_features(wgpu, device) -> list[str]:
@@ -236,6 +242,11 @@ class WgpuBackend:
     def _check_limits(self, plan: dict) -> None:
         """Say which limit a plan exceeds, in words, before wgpu fails with a validation error."""
         limits = self.device.limits
+        if DP4A_FEATURE not in self.wgsl_features and any(uses_dp4a(k) for k in plan["kernels"]):
+            raise ValueError(
+                f"the plan multiplies with packed int8 dot products (+dp4a) but this device's WGSL lacks "
+                f"{DP4A_FEATURE}: plan with matvec={self.matvec!r}"
+            )
         for b in plan["buffers"]:
             if b["role"] != "host" and b["bytes"] > limits["max-buffer-size"]:
                 raise ValueError(
