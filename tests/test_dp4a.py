@@ -162,3 +162,25 @@ def test_a_group_reading_three_inputs_quantizes_them_in_one_dispatch(tmp_path):
     grouped = [k for k in kernels if k["entry"] == "dp4a" and "START1" in k["constants"]]
     assert grouped and all("lib/reduce_subgroup.wgsl" in k["include"] for k in grouped)
     assert {(k["constants"].get("XQ_SLICE1"), k["constants"].get("XQ_SLICE2")) for k in grouped} == {(1, 2)}
+
+
+def test_the_name_round_trips_through_plan_and_info(tmp_path):
+    import json
+
+    from conftest import run_async
+    from rwkvweb.api import Model
+    from test_cli import cli
+
+    path = str(tmp_path / "m.st")
+    cli("testmodel", path, "--layers", "1", "--width", "128", "--vocab", "256", "--seed", "2", "--dtype", "fp16")
+    planned = json.loads(cli("plan", path, "--precision", "int8", "--matvec", "rows-wg+subgroups+dp4a").stdout)
+    assert planned["matvec"] == "rows-wg+subgroups+dp4a"
+    refused = cli("plan", path, "--matvec", "cols+dp4a", check=False)
+    assert refused.returncode and b"use rows-wg+dp4a" in refused.stderr
+
+    async def loaded():
+        model = await Model.load(path, precision="int8", matvec="rows-wg+dp4a", tokenizer_for=lambda c, m: None)
+        return model.info()["matvec"], await model.logits([1, 2])
+
+    name, rows = run_async(loaded())
+    assert name == "rows-wg+dp4a" and len(rows) == 2
