@@ -12,8 +12,11 @@ For RWKV-7 0.1B's shape (12 x 768 x 65536, random weights made here, cached in .
   overhead    decode tokens/s of the shipped model and the 0.1B shape, split into the GPU step and the rest
   prefill     a 512-token prompt in chunks (tokens/s) next to decode tokens/s, and embed() of 512
               tokens (ms), in the browser and on the numpy plan; the tokenizer table (MB/s)
-  quality     top-1 agreement with the float32 reference over 256 teacher-forced tokens, per
-              precision: the shipped trained model on held-out-style text, and the 0.1B shape
+  quality     top-1 agreement with the float32 reference over 256 teacher-forced tokens and the median
+              max |Δlogit| / range, per precision and for int8+dp4a: the shipped trained model on
+              held-out-style text, and the 0.1B shape
+  matvec      one matvec dispatch per shape, layout and dtype (build/bench_matvec.py), then dp4a's table
+  dp4a        int8 768×768 and 65536×768 matvecs with and without +dp4a, in the page and through wgpu
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "py")]
 
-from build.bench_matvec import bench_matvec  # noqa: E402
+from build.bench_matvec import bench_dp4a, bench_matvec  # noqa: E402
 from rwkvweb.api import Model  # noqa: E402
 from rwkvweb.budget import parse_bytes  # noqa: E402
 from rwkvweb.config import ModelConfig  # noqa: E402
@@ -555,6 +558,7 @@ BENCHES = {
     "quality": lambda tokens, repeats: bench_quality(),
     "wgpu": bench_wgpu,
     "matvec": bench_matvec,
+    "dp4a": bench_dp4a,
 }
 
 

@@ -112,6 +112,8 @@ def test_the_adapter_and_its_variant_are_reported(native):
     assert info["matvec"].split("+")[0] == layout  # then every option the device's features allow:
     assert ("+f16" in info["matvec"]) == ("shader-f16" in info["features"])  # lavapipe has shader-f16
     assert ("+subgroups" in info["matvec"]) == ("subgroups" in info["features"] and layout == "rows-wg")
+    # Naga compiles dot4I8Packed (probed: wgpu-py reports no WGSL language features); +dp4a is never chosen unasked
+    assert "packed_4x8_integer_dot_product" in info["wgslLanguageFeatures"] and "+dp4a" not in info["matvec"]
     assert info["maxStorageBufferBindingSize"] == native.max_binding >= 128 << 20  # raised to the adapter's max
 
 
@@ -272,3 +274,22 @@ def test_cli_backend_wgpu_prints_the_same_json_as_numpy(native, tmp_path):
         for b in ("numpy", "wgpu")
     ]
     assert embedded[0].shape == (128,) and np.abs(embedded[0] - embedded[1]).max() <= 1e-5  # test_cli.py's embed bound
+
+
+def test_a_dp4a_plan_is_refused_clearly_without_the_wgsl_feature(native, tmp_path):
+    from rwkvweb.model import compile_model
+    from rwkvweb.safetensors import SafetensorsFile
+
+    path = str(tmp_path / "m.st")
+    config = ModelConfig.default_for(1, 128, 256, head_size=64)
+    write_test_model(path, config, seed=3, dtype="fp16")
+    tensors = SafetensorsFile(path).tensors
+    int8 = {name: "int8" for name, info in tensors.items() if len(info.shape) == 2 and name != "emb.weight"}
+    plan = compile_model(config, tensors, matvec="rows-wg+dp4a", precisions=int8).plan.to_json()
+    features, native.wgsl_features = native.wgsl_features, []
+    try:
+        with pytest.raises(ValueError, match="lacks packed_4x8_integer_dot_product: plan with matvec="):
+            run_async(native.load(plan))
+    finally:
+        native.wgsl_features = features
+        native.destroy()
