@@ -41,3 +41,43 @@ def test_dp4a_model_on_the_page(gpu_page, server, model_dir, width, chunk, matve
     plain = run_async(_numpy_logits(str(model_dir / name), chunk, "rows-wg", tokens))
     check_dp4a_logits(got["decode"], same_plan, plain)
     check_dp4a_logits(got["prefill"], same_plan, plain)
+
+
+DESCRIBE_AND_REFUSE_JS = """
+async (plan) => {
+  const { requestDevice, describe } = await import("/gpu/device.js");
+  const { Bridge } = await import("/gpu/bridge.js");
+  const gpu = await requestDevice();
+  const described = describe(gpu.adapter, gpu.device);
+  Object.defineProperty(navigator.gpu, "wgslLanguageFeatures", { value: new Set(), configurable: true });
+  const bridge = new Bridge(gpu.device, new URL("/shaders/", location.href), gpu.adapter);
+  try {
+    await bridge.load(plan);
+    return { described, refused: null };
+  } catch (error) {
+    return { described, refused: String(error.message || error) };
+  } finally {
+    bridge.destroy();
+    delete navigator.gpu.wgslLanguageFeatures;  // the prototype's getter again
+  }
+}
+"""
+
+
+def test_the_page_reports_the_feature_and_refuses_a_dp4a_plan_without_it(gpu_page, tmp_path):
+    """describe() carries the browser's WGSL language features (model.choose_matvec reads them; SwiftShader still
+    gets cols); a +dp4a plan on a browser without packed_4x8_integer_dot_product fails with words, not a shader error."""
+    from rwkvweb.model import choose_matvec, compile_model
+    from rwkvweb.safetensors import SafetensorsFile
+    from rwkvweb.testmodel import write_test_model
+
+    path = str(tmp_path / "m.st")
+    config = ModelConfig.default_for(1, 128, 256, head_size=64)
+    write_test_model(path, config, seed=3, dtype="fp16")
+    tensors = SafetensorsFile(path).tensors
+    int8 = {name: "int8" for name, info in tensors.items() if len(info.shape) == 2 and name != "emb.weight"}
+    plan = compile_model(config, tensors, matvec="rows-wg+dp4a", precisions=int8).plan.to_json()
+    out = gpu_page.evaluate(DESCRIBE_AND_REFUSE_JS, plan)
+    assert DP4A_FEATURE in out["described"]["wgslLanguageFeatures"]
+    assert choose_matvec(out["described"]) == "cols"  # SwiftShader's default, +dp4a or not
+    assert out["refused"] and f"lacks {DP4A_FEATURE}: plan without +dp4a" in out["refused"]
