@@ -238,7 +238,9 @@ def bench_quality(steps: int = 256) -> list[str]:
         ("0.1B shape (random weights)", model_file("fp16"), [rng.randrange(65536) for _ in range(steps)]),
     ):
         agreement = top1_agreement(path, tokens)
-        rows.append(f"| {name} | " + " | ".join(f"{top1:.3f} ({delta:.1e})" for top1, delta in agreement.values()) + " |")
+        rows.append(
+            f"| {name} | " + " | ".join(f"{top1:.3f} ({delta:.1e})" for top1, delta in agreement.values()) + " |"
+        )
     columns = [column for column, _, _ in QUALITY_PLANS]
     return [
         f"Top-1 agreement with the float32 reference ({steps} teacher-forced tokens), and in brackets the median "

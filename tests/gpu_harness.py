@@ -322,8 +322,9 @@ def check_dp4a_logits(got: np.ndarray, same_plan: np.ndarray, plain: np.ndarray)
     bits per block, and where the GPU's f32 x differs from numpy's in the last bits next to a rounding boundary, a
     code differs by one (about one per token in these models), and the recurrent state carries that on; two runs are
     then two draws of the same activation-rounding noise (measured: the GPU's deviation from the float plan is 0.8-1.3
-    times numpy's on six generated models, lavapipe and SwiftShader). So: the GPU's deviation is at most twice numpy's, and numpy's is real
-    (x was rounded). A wrong slice, scale or code breaks this by tens of times (a deviation of 0.1-1 of the range)."""
+    times numpy's on six generated models, lavapipe and SwiftShader). So: the GPU's deviation is at most twice
+    numpy's, and numpy's is real (x was rounded). A wrong slice, scale or code breaks this by tens of times (a
+    deviation of 0.1-1 of the range)."""
     scale = plain.max() - plain.min()
     ours, theirs = (float(np.abs(rows - plain).max() / scale) for rows in (got, same_plan))
     print(f"+dp4a vs the float int8 plan: gpu {ours:.1e}, numpy {theirs:.1e} of the range")

@@ -87,7 +87,8 @@ def test_the_twin_stays_within_the_derived_bound_of_the_float_int8_path(M, K, to
     error = np.abs(results[True] - results[False])
     assert (error <= bound + RTOL * terms).all()
     assert error.max() > 1e-3 * bound.max()  # the twin did quantize x: not the float path under another name
-    print(f"dp4a vs float int8: worst {float((error / bound).max()):.2f} of the bound, rms {np.sqrt((error**2).mean()):.1e}")
+    worst, rms = float((error / bound).max()), float(np.sqrt((error**2).mean()))
+    print(f"dp4a vs float int8: worst {worst:.2f} of the bound, rms {rms:.1e}")
 
 
 # --- the variant -------------------------------------------------------------------------------------
@@ -112,7 +113,9 @@ def test_the_plan_never_chooses_dp4a_unasked(adapter):
     """Off by default where available too: activation quantization costs accuracy (README, `python -m build.bench
     --only quality`); SwiftShader keeps cols."""
     chosen = choose_matvec(adapter)
-    assert "dp4a" not in chosen and chosen.split("+")[0] == ("cols" if adapter["architecture"] == "swiftshader" else "rows-wg")
+    assert "dp4a" not in chosen and chosen.split("+")[0] == (
+        "cols" if adapter["architecture"] == "swiftshader" else "rows-wg"
+    )
 
 
 def _tensors(tmp_path, width: int, dtype: str = "fp16"):

@@ -26,8 +26,10 @@ async def _numpy_logits(path: str, chunk: int, matvec: str, tokens: list[int]) -
 
 @pytest.mark.parametrize("width, chunk, matvec", [(256, 16, "rows-wg+subgroups+dp4a"), (128, 7, "rows-wg+dp4a")])
 def test_dp4a_model_on_the_page(gpu_page, server, model_dir, width, chunk, matvec):
-    if DP4A_FEATURE not in device_features(gpu_page) or "subgroups" in matvec and "subgroups" not in device_features(
-        gpu_page
+    if (
+        DP4A_FEATURE not in device_features(gpu_page)
+        or "subgroups" in matvec
+        and "subgroups" not in device_features(gpu_page)
     ):
         pytest.fail(f"Chromium's SwiftShader here offers {DP4A_FEATURE} and subgroups; this one does not")
     name = f"dp4a-{width}-{chunk}.st"
@@ -66,7 +68,7 @@ async (plan) => {
 
 def test_the_page_reports_the_feature_and_refuses_a_dp4a_plan_without_it(gpu_page, tmp_path):
     """describe() carries the browser's WGSL language features (model.choose_matvec reads them; SwiftShader still
-    gets cols); a +dp4a plan on a browser without packed_4x8_integer_dot_product fails with words, not a shader error."""
+    gets cols); a +dp4a plan on a browser without packed_4x8_integer_dot_product fails in words, not in a shader."""
     from rwkvweb.model import choose_matvec, compile_model
     from rwkvweb.safetensors import SafetensorsFile
     from rwkvweb.testmodel import write_test_model

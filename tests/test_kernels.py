@@ -871,7 +871,9 @@ def dp4a_rtol(w: bytes, x: bytes, M: int, K: int) -> float:
     xs = np.frombuffer(x, np.float32).reshape(-1, K)
     q, xp = quantize_x_rows(xs)
     cq = np.einsum("mbk,tbk->tmb", codes, q.reshape(-1, K // 128, 128).astype(np.float64))
-    terms = np.abs(params[None, :, :, 0] * xp[:, None, :, 1]) + np.abs(params[None, :, :, 1] / 255 * xp[:, None, :, 0] * cq)
+    terms = np.abs(params[None, :, :, 0] * xp[:, None, :, 1]) + np.abs(
+        params[None, :, :, 1] / 255 * xp[:, None, :, 0] * cq
+    )
     result = np.abs(np.einsum("mk,tk->tm", dequantize(w, "int8", M * K).reshape(M, K), xs))
     return RTOL * max(1.0, float(terms.sum(axis=2).max() / result.max()))
 
@@ -934,8 +936,7 @@ def test_grouped_matvec_dp4a(gpu_page, tokens, real, shared):
     assert plan.programs["test"][0]["workgroups"] == [K // 128, T, distinct]
     x_rows = np.frombuffer(initial[v["x"].buffer], np.float32).reshape(3, T, K)
     bound = max(
-        dp4a_rtol(part_bytes(w, Ms, i, K), x_rows[slot].tobytes(), M, K)
-        for i, (M, slot) in enumerate(zip(Ms, slots))
+        dp4a_rtol(part_bytes(w, Ms, i, K), x_rows[slot].tobytes(), M, K) for i, (M, slot) in enumerate(zip(Ms, slots))
     )
     check(gpu_page, plan, initial, [v["out"]], bound)
     check_codes(gpu_page, plan, initial, v["xq"], real, K, T)

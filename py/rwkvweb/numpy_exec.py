@@ -78,7 +78,7 @@ def matvec_groups(c) -> list[dict]:
 
 
 def matvec(c, include, weight, x, bias, out, count, toward):
-    M, K, n = c["M"], c["K"], _tokens(c, count)
+    K, n = c["K"], _tokens(c, count)
     x_stride = c.get("X_STRIDE", K)
     weights = _weights(weight, weights_prelude(include))
     for group in matvec_groups(c):
