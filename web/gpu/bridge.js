@@ -62,7 +62,7 @@ export class Bridge {
     const limits = this.device.limits;
     // +dp4a's kernels (py/rwkvweb/wgpu_exec.py uses_dp4a: the same rule) need a WGSL language feature.
     const dp4a = (k) => k.shader === "quantize_x.wgsl" || k.include.includes("lib/matvec_dp4a.wgsl");
-    if (!navigator.gpu.wgslLanguageFeatures?.has(DP4A_FEATURE) && plan.kernels.some(dp4a)) {
+    if (plan.kernels.some(dp4a) && !globalThis.navigator?.gpu?.wgslLanguageFeatures?.has(DP4A_FEATURE)) {
       throw new Error(`the plan multiplies with packed int8 dot products (+dp4a) but this browser's WGSL lacks ${DP4A_FEATURE}: plan without +dp4a`);
     }
     for (const b of plan.buffers) {
