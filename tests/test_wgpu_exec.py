@@ -215,14 +215,22 @@ def test_model_equals_numpy_on_the_same_plan(native, tmp_path, width, head_size,
         assert np.abs(got - reference).max() <= REFERENCE * (reference.max() - reference.min())
 
 
-@pytest.mark.parametrize("width, chunk, matvec", [(256, 16, "rows-wg+dp4a"), (128, 7, "rows-wg+subgroups+dp4a")])
-def test_dp4a_model_is_as_close_to_the_float_int8_plan_as_numpys(native, tmp_path, width, chunk, matvec):
+@pytest.mark.parametrize(
+    "width, chunk, matvec, version",
+    [
+        (256, 16, "rows-wg+dp4a", "x070"),
+        (128, 7, "rows-wg+subgroups+dp4a", "x070"),
+        (128, 16, "rows-wg+dp4a", "x060"),  # RWKV-6's block (model56.py) through the same builder
+        (128, 7, "rows-wg+subgroups+dp4a", "x040"),  # RWKV-4's (model4.py)
+    ],
+)
+def test_dp4a_model_is_as_close_to_the_float_int8_plan_as_numpys(native, tmp_path, width, chunk, matvec, version):
     """A whole model under +dp4a (every int8 matrix but the embedding: K = C and 4C, whole blocks) on the native
     device and on numpy, each against the float int8 plan (gpu_harness.check_dp4a_logits says why not 1e-5)."""
     from gpu_harness import check_dp4a_logits
 
     path = str(tmp_path / "m.st")
-    config = ModelConfig.default_for(2, width, 300, head_size=64)
+    config = ModelConfig.default_for(2, width, 300, head_size=64, version=version)
     write_test_model(path, config, seed=width, dtype="fp16")
     tokens = [int(t) for t in np.random.default_rng(chunk).integers(0, 300, 40)]
 
