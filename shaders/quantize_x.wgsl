@@ -6,7 +6,9 @@
 // Several slices of x (a grouped matvec's parts, each from its own X_OFFSET) go into slices of xq: slice s,
 // token t holds K/16 vec4s of codes (16 per vec4, word j = elements 4j..4j+3, first in the low byte: pack4xI8),
 // then K/128 vec4s (sx, Σx, Σq, 0) as f32 bits; (s·T_PAD + t)·XQ_ROW vec4s from the start.
-// Needs the WGSL language feature packed_4x8_integer_dot_product (pack4xI8).
+// Needs the WGSL language feature packed_4x8_integer_dot_product (pack4xI8). Not reproduced bit for bit: a block
+// whose largest magnitude is below ~1e-36 (sx subnormal, which GPUs may flush); a NaN in x reaches Σx, so the
+// matvec's min·Σx makes that output NaN, as the float path would.
 override K: u32;                  // a multiple of 128
 override X_STRIDE: u32 = K;       // floats from one token's row of x to the next, a multiple of 4
 override X_OFFSET: u32 = 0u;      // slice 0's first float in a row of x, a multiple of 4; then slices 1-3's
