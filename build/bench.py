@@ -12,8 +12,11 @@ For RWKV-7 0.1B's shape (12 x 768 x 65536, random weights made here, cached in .
   overhead    decode tokens/s of the shipped model and the 0.1B shape, split into the GPU step and the rest
   prefill     a 512-token prompt in chunks (tokens/s) next to decode tokens/s, and embed() of 512
               tokens (ms), in the browser and on the numpy plan; the tokenizer table (MB/s)
-  quality     top-1 agreement with the float32 reference over 256 teacher-forced tokens, per
-              precision: the shipped trained model on held-out-style text, and the 0.1B shape
+  quality     top-1 agreement with the float32 reference over 256 teacher-forced tokens and the median
+              max |Δlogit| / range, per precision and for int8+dp4a: the shipped trained model on
+              held-out-style text, and the 0.1B shape
+  matvec      one matvec dispatch per shape, layout and dtype (build/bench_matvec.py), then dp4a's table
+  dp4a        int8 768×768 and 65536×768 matvecs with and without +dp4a, in the page and through wgpu
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "py")]
 
-from build.bench_matvec import bench_matvec  # noqa: E402
+from build.bench_matvec import bench_dp4a, bench_matvec  # noqa: E402
 from rwkvweb.api import Model  # noqa: E402
 from rwkvweb.budget import parse_bytes  # noqa: E402
 from rwkvweb.config import ModelConfig  # noqa: E402
@@ -187,17 +190,33 @@ def bench_budgets(tokens: int, repeats: int) -> list[str]:
     return [header, "|---|---|---|---|---|---|", *rows]
 
 
-def top1_agreement(path: str, tokens: list[int]) -> dict[str, float]:
-    """Per precision, how often the quantized plan's argmax equals the float32 reference's."""
+# Plans compared with the float32 reference: (column, precision, matvec variant). +dp4a's twin quantizes x exactly
+# as the GPU does (numpy_exec.quantize_x), so the numpy plan shows the accuracy the variant has on a GPU.
+QUALITY_PLANS = (
+    ("fp16", "fp16", "cols"),
+    ("int8", "int8", "cols"),
+    ("int8+dp4a", "int8", "rows-wg+dp4a"),
+    ("NF4", "nf4", "cols"),
+)
+
+
+def top1_agreement(path: str, tokens: list[int]) -> dict[str, tuple[float, float]]:
+    """Per plan (QUALITY_PLANS), how often its argmax equals the float32 reference's, and its largest
+    |Δlogit| as a fraction of the reference's logit range (per token, the median over tokens)."""
     import numpy as np
 
-    expected = RWKV7.load(path).logits(tokens)[0].argmax(axis=1)
+    expected = RWKV7.load(path).logits(tokens)[0]
 
-    async def argmaxes(precision):
-        model = await Model.load(path, precision=precision, tokenizer_for=lambda c, m: None)
-        return np.array([np.frombuffer(row, np.float32).argmax() for row in await model.logits(tokens)])
+    async def logits(precision, matvec):
+        model = await Model.load(path, precision=precision, matvec=matvec, tokenizer_for=lambda c, m: None)
+        return np.stack([np.frombuffer(row, np.float32) for row in await model.logits(tokens)])
 
-    return {p: float(np.mean(asyncio.run(argmaxes(p)) == expected)) for p in ("fp16", "int8", "nf4")}
+    def compare(got):
+        ranges = expected.max(axis=1) - expected.min(axis=1)
+        delta = float(np.median(np.abs(got - expected).max(axis=1) / ranges))
+        return float(np.mean(got.argmax(axis=1) == expected.argmax(axis=1))), delta
+
+    return {column: compare(asyncio.run(logits(p, matvec))) for column, p, matvec in QUALITY_PLANS}
 
 
 def bench_quality(steps: int = 256) -> list[str]:
@@ -213,14 +232,24 @@ def bench_quality(steps: int = 256) -> list[str]:
     )
     ids = list(text.encode())
     assert len(ids) >= steps, len(ids)
-    agreement = top1_agreement(shipped, ids[:steps])
-    rows.append(
-        "| rwkv7-tiny-wordnet (trained, fp16 file) | " + " | ".join(f"{agreement[p]:.3f}" for p in agreement) + " |"
-    )
     rng = random.Random(0)
-    agreement = top1_agreement(model_file("fp16"), [rng.randrange(65536) for _ in range(steps)])
-    rows.append("| 0.1B shape (random weights) | " + " | ".join(f"{agreement[p]:.3f}" for p in agreement) + " |")
-    return [f"| model ({steps} teacher-forced tokens) | fp16 | int8 | NF4 |", "|---|---|---|---|", *rows]
+    for name, path, tokens in (
+        ("rwkv7-tiny-wordnet (trained, fp16 file)", shipped, ids[:steps]),
+        ("0.1B shape (random weights)", model_file("fp16"), [rng.randrange(65536) for _ in range(steps)]),
+    ):
+        agreement = top1_agreement(path, tokens)
+        rows.append(
+            f"| {name} | " + " | ".join(f"{top1:.3f} ({delta:.1e})" for top1, delta in agreement.values()) + " |"
+        )
+    columns = [column for column, _, _ in QUALITY_PLANS]
+    return [
+        f"Top-1 agreement with the float32 reference ({steps} teacher-forced tokens), and in brackets the median "
+        "over tokens of max |Δlogit| / the reference's logit range:",
+        "",
+        f"| model | {' | '.join(columns)} |",
+        "|---" * (len(columns) + 1) + "|",
+        *rows,
+    ]
 
 
 def bench_speed(tokens: int, repeats: int) -> list[str]:
@@ -532,6 +561,7 @@ BENCHES = {
     "quality": lambda tokens, repeats: bench_quality(),
     "wgpu": bench_wgpu,
     "matvec": bench_matvec,
+    "dp4a": bench_dp4a,
 }
 
 

@@ -811,3 +811,140 @@ def test_norm_shift_normalises_then_mixes_and_remembers(gpu_page, n_mix, tokens,
     for name, want in (("out", expected), ("prev", y[-1])):
         have = floats(got[f"{v[name].buffer}:0"])
         assert np.abs(have - want.reshape(-1)).max() <= RTOL * np.abs(want).max(), name
+
+
+# --- packed int8 dot products (+dp4a): quantize_x.wgsl, then matvec.wgsl's entry `dp4a` ---------------------------
+# Against the twins (numpy_exec.quantize_x, matvec_dp4a), which quantize x to the same codes bit for bit (asserted
+# below), so the integer sums are identical and only the f32 parts differ in order: Σx (a tree of 128 vs numpy's
+# pairwise sum), the per-step scaling and the row reduction: the shared RTOL's K·2^-24 argument holds.
+DP4A = "packed_4x8_integer_dot_product"
+
+
+def needs_dp4a(gpu_page):
+    if DP4A not in device_features(gpu_page):
+        pytest.skip(f"this adapter's WGSL has no {DP4A}")
+
+
+@pytest.mark.parametrize(
+    "M, K, row_threads, tokens, counted, subgroups, act",
+    [
+        (97, 768, 32, 1, False, False, "none"),  # the decode step: 2 rows per workgroup, odd M, 6 blocks
+        (64, 256, 64, 1, False, True, "sigmoid"),  # one row per workgroup, subgroup sums
+        (40, 384, 4, 16, True, False, "relu2"),  # a prefill chunk: 16 token rows, 11 of them real; narrow rows
+        (33, 128, 32, 3, False, True, "none"),  # one block per row
+    ],
+)
+def test_matvec_dp4a(gpu_page, M, K, row_threads, tokens, counted, subgroups, act):
+    """(Not tanh: tied_x's large block drives sums past ~44, where SwiftShader's tanh returns NaN.)"""
+    needs_dp4a(gpu_page)
+    if subgroups and "subgroups" not in device_features(gpu_page):
+        pytest.skip("this adapter has no subgroups")
+    rng = np.random.default_rng(M + K + tokens)
+    plan = Plan()
+    v, initial = inputs(
+        plan,
+        w=weights(rng, (M, K), K**-0.5, "int8"),
+        x=tied_x(rng, tokens, K),
+        b=rand(rng, M),
+        out=rand(rng, tokens * M),
+        count=np.array([11 if counted else tokens], np.uint32),
+        xq=np.zeros(ops.quantized_x_bytes(K, tokens), np.uint8),
+    )
+    options = {"row_threads": row_threads, "subgroups": subgroups, "tokens": tokens, "xq": v["xq"]}
+    options |= {"count": v["count"]} if counted else {}
+    ops.matvec(plan, "test", v["w"], "int8", v["x"], v["out"], M, K, act=act, bias=v["b"], **options)
+    assert [k["shader"] for k in plan.kernels] == ["quantize_x.wgsl", "matvec.wgsl"]
+    assert plan.kernels[1]["entry"] == "dp4a" and "lib/matvec_dp4a.wgsl" in plan.kernels[1]["include"]
+    check(gpu_page, plan, initial, [v["out"]], dp4a_rtol(initial[v["w"].buffer], initial[v["x"].buffer], M, K))
+    check_codes(gpu_page, plan, initial, v["xq"], 11 if counted else tokens, K, tokens)
+
+
+def dp4a_rtol(w: bytes, x: bytes, M: int, K: int) -> float:
+    """RTOL, scaled from the output to the terms summed: per block min·Σx and range/255·sx·Σc·q, which cancel
+    (min ≈ −range/2) and, in tied_x's block 50 times larger than the rest, exceed the result many times; f32 error
+    is relative to them (the plain int8 path sums w·x per element, where that block's terms do not cancel)."""
+    from rwkvweb.numpy_exec import quantize_x_rows
+
+    at = SCHEMES["int8"].param_offset(M * K)
+    codes = np.frombuffer(w, np.uint8)[: M * K].reshape(M, K // 128, 128).astype(np.float64)
+    params = np.frombuffer(w, np.uint8)[at:].view(np.float32).reshape(M, K // 128, 2).astype(np.float64)
+    xs = np.frombuffer(x, np.float32).reshape(-1, K)
+    q, xp = quantize_x_rows(xs)
+    cq = np.einsum("mbk,tbk->tmb", codes, q.reshape(-1, K // 128, 128).astype(np.float64))
+    terms = np.abs(params[None, :, :, 0] * xp[:, None, :, 1]) + np.abs(
+        params[None, :, :, 1] / 255 * xp[:, None, :, 0] * cq
+    )
+    result = np.abs(np.einsum("mk,tk->tm", dequantize(w, "int8", M * K).reshape(M, K), xs))
+    return RTOL * max(1.0, float(terms.sum(axis=2).max() / result.max()))
+
+
+def check_codes(gpu_page, plan: Plan, initial: dict, xq, rows: int, K: int, tokens: int) -> None:
+    """quantize_x's codes and block scales equal the twin's bit for bit in the `rows` real rows of each slice
+    (a counted chunk's padding rows are never written)."""
+    reads = [(xq.buffer, xq.offset, xq.size)]
+    gpu = run_in_browser(gpu_page, plan.to_json(), initial, "test", [[]], reads)[0][0]
+    ref = run_in_numpy(plan.to_json(), initial, "test", [[]], reads)[0]
+    per_row = ops.quantized_x_bytes(K, 1)
+    got, expected = (np.frombuffer(d[f"{xq.buffer}:{xq.offset}"], np.uint8).reshape(-1, per_row) for d in (gpu, ref))
+    real = np.arange(len(got)) % tokens < rows
+    assert (got[real, :K] == expected[real, :K]).all(), "quantize_x's codes differ from the twin's"
+    scales = lambda d: d[real, K:].copy().view(np.float32)[:, 0::4]  # noqa: E731
+    assert (scales(got) == scales(expected)).all(), "quantize_x's block scales differ from the twin's"
+
+
+def tied_x(rng, tokens: int, K: int) -> np.ndarray:
+    """Random x with a block 50 times larger than the rest, exact zeros, and a block holding exact ties
+    (x = (q + ½)·sx): the codes must still agree bit for bit, ties going to the even neighbour."""
+    from rwkvweb.numpy_exec import quantize_x_block_scale
+
+    x = rand(rng, tokens, K)
+    x[:, :128] *= 50
+    x[:, 128 % K : 128 % K + 4] = 0
+    last = x[:, K - 128 :]
+    last[:, 0] = 15.875  # the block's largest magnitude
+    sx = quantize_x_block_scale(np.float32(15.875))
+    last[:, 1:9] = np.array([0.5, 1.5, 2.5, -2.5, -3.5, 5.5, 6.5, -0.5], np.float32) * sx  # exact: few bits each
+    return x.reshape(-1)
+
+
+@pytest.mark.parametrize("tokens, real, shared", [(1, 1, False), (16, 11, True), (3, 3, True)])
+def test_grouped_matvec_dp4a(gpu_page, tokens, real, shared):
+    """RWKV-7's r/k/v as one dp4a dispatch: three int8 parts of K = 256, each reading its own slot of x (one
+    quantize_x dispatch, three slices), or (`shared`) two parts reading the same x: that x is quantized once
+    and both read its slice. Against the twins, with test_matvec_dp4a's bound."""
+    needs_dp4a(gpu_page)
+    rng = np.random.default_rng(tokens + shared)
+    K, T, Ms = 256, tokens, [64, 32, 96]
+    slots = [0, 2, 0] if shared else [2, 0, 1]
+    parts = [ops.Part(M, slot * T * K, sum(Ms[:i]), "none") for i, (M, slot) in enumerate(zip(Ms, slots))]
+    w = np.frombuffer(b"".join(quantize(rand(rng, sum(Ms) * K, scale=K**-0.5), "int8")), np.uint8)
+    plan = Plan()
+    distinct = len(set(slots))
+    v, initial = inputs(
+        plan,
+        w=w,
+        x=tied_x(rng, 3 * T, K),
+        out=rand(rng, T * sum(Ms)),
+        b=rand(rng, sum(Ms)),
+        xq=np.zeros(ops.quantized_x_bytes(K, T, distinct), np.uint8),
+    )
+    count = count_buffer(plan, initial, real) if tokens > 1 else None
+    ops.matvec_group(plan, "test", v["w"], "int8", v["x"], v["out"], parts, K, x_stride=K, out_stride=sum(Ms),
+                     tokens=T, count=count, bias=v["b"], row_threads=32, xq=v["xq"])  # fmt: skip
+    quantize_steps = [k for k in plan.kernels if k["shader"] == "quantize_x.wgsl"]
+    assert len(quantize_steps) == 1 and sum(len(p) for p in plan.programs.values()) == 2
+    assert plan.programs["test"][0]["workgroups"] == [K // 128, T, distinct]
+    x_rows = np.frombuffer(initial[v["x"].buffer], np.float32).reshape(3, T, K)
+    bound = max(
+        dp4a_rtol(part_bytes(w, Ms, i, K), x_rows[slot].tobytes(), M, K) for i, (M, slot) in enumerate(zip(Ms, slots))
+    )
+    check(gpu_page, plan, initial, [v["out"]], bound)
+    check_codes(gpu_page, plan, initial, v["xq"], real, K, T)
+
+
+def part_bytes(w: np.ndarray, Ms: list[int], i: int, K: int) -> bytes:
+    """Part i of a grouped int8 buffer (all codes, then all block parameters) as a buffer of its own."""
+    int8, total = SCHEMES["int8"], sum(Ms) * K
+    first, n = sum(Ms[:i]) * K, Ms[i] * K
+    params = w[int8.param_offset(total) :][first // 128 * 8 : (first + n) // 128 * 8]
+    return w[first : first + n].tobytes() + params.tobytes()

@@ -53,7 +53,7 @@ class NativeGpu:
 
     def __init__(self, backend):
         self.backend = backend
-        self.features = backend.features  # WebGPU's names (gpu_harness.device_features)
+        self.features = [*backend.features, *backend.wgsl_features]  # WebGPU's names (gpu_harness.device_features)
 
     def run_plan(self, plan, initial, program, steps, reads, model_bytes=None):
         return run_async(self._run(plan, initial, program, steps, reads, model_bytes))
@@ -112,6 +112,8 @@ def test_the_adapter_and_its_variant_are_reported(native):
     assert info["matvec"].split("+")[0] == layout  # then every option the device's features allow:
     assert ("+f16" in info["matvec"]) == ("shader-f16" in info["features"])  # lavapipe has shader-f16
     assert ("+subgroups" in info["matvec"]) == ("subgroups" in info["features"] and layout == "rows-wg")
+    # Naga compiles dot4I8Packed (probed: wgpu-py reports no WGSL language features); +dp4a is never chosen unasked
+    assert "packed_4x8_integer_dot_product" in info["wgslLanguageFeatures"] and "+dp4a" not in info["matvec"]
     assert info["maxStorageBufferBindingSize"] == native.max_binding >= 128 << 20  # raised to the adapter's max
 
 
@@ -213,6 +215,35 @@ def test_model_equals_numpy_on_the_same_plan(native, tmp_path, width, head_size,
         assert np.abs(got - reference).max() <= REFERENCE * (reference.max() - reference.min())
 
 
+@pytest.mark.parametrize(
+    "width, chunk, matvec, version",
+    [
+        (256, 16, "rows-wg+dp4a", "x070"),
+        (128, 7, "rows-wg+subgroups+dp4a", "x070"),
+        (128, 16, "rows-wg+dp4a", "x060"),  # RWKV-6's block (model56.py) through the same builder
+        (128, 7, "rows-wg+subgroups+dp4a", "x040"),  # RWKV-4's (model4.py)
+    ],
+)
+def test_dp4a_model_is_as_close_to_the_float_int8_plan_as_numpys(native, tmp_path, width, chunk, matvec, version):
+    """A whole model under +dp4a (every int8 matrix but the embedding: K = C and 4C, whole blocks) on the native
+    device and on numpy, each against the float int8 plan (gpu_harness.check_dp4a_logits says why not 1e-5)."""
+    from gpu_harness import check_dp4a_logits
+
+    path = str(tmp_path / "m.st")
+    config = ModelConfig.default_for(2, width, 300, head_size=64, version=version)
+    write_test_model(path, config, seed=width, dtype="fp16")
+    tokens = [int(t) for t in np.random.default_rng(chunk).integers(0, 300, 40)]
+
+    async def compare():
+        gpu, ref = await _load_pair(path, native, "int8", chunk, matvec)
+        assert gpu.info()["matvec"] == matvec  # the name round-trips into the loaded model
+        plain = await Model.load(path, max_binding=64 * 1024, precision="int8", chunk=chunk, matvec="rows-wg",
+                                 tokenizer_for=lambda config, metadata: None)  # fmt: skip
+        return [await _logits(m, tokens) for m in (gpu, ref, plain)]
+
+    check_dp4a_logits(*run_async(compare()))
+
+
 # --- the command line ----------------------------------------------------------------------------
 
 
@@ -251,3 +282,22 @@ def test_cli_backend_wgpu_prints_the_same_json_as_numpy(native, tmp_path):
         for b in ("numpy", "wgpu")
     ]
     assert embedded[0].shape == (128,) and np.abs(embedded[0] - embedded[1]).max() <= 1e-5  # test_cli.py's embed bound
+
+
+def test_a_dp4a_plan_is_refused_clearly_without_the_wgsl_feature(native, tmp_path):
+    from rwkvweb.model import compile_model
+    from rwkvweb.safetensors import SafetensorsFile
+
+    path = str(tmp_path / "m.st")
+    config = ModelConfig.default_for(1, 128, 256, head_size=64)
+    write_test_model(path, config, seed=3, dtype="fp16")
+    tensors = SafetensorsFile(path).tensors
+    int8 = {name: "int8" for name, info in tensors.items() if len(info.shape) == 2 and name != "emb.weight"}
+    plan = compile_model(config, tensors, matvec="rows-wg+dp4a", precisions=int8).plan.to_json()
+    features, native.wgsl_features = native.wgsl_features, []
+    try:
+        with pytest.raises(ValueError, match="lacks packed_4x8_integer_dot_product: plan with matvec="):
+            run_async(native.load(plan))
+    finally:
+        native.wgsl_features = features
+        native.destroy()

@@ -76,6 +76,7 @@ class BudgetPlan:
         return {
             "budget": self.budget,
             "precision": self.precision,
+            "matvec": self.compiled.matvec,
             "gpu_bytes": self.gpu_bytes,
             "fits": self.gpu_bytes <= self.budget,
             "bytes_by_role": {**self.compiled.plan.bytes_by_role(), "reserve": self.reserve},

@@ -91,7 +91,12 @@ MATVEC_VARIANTS = {
 MATVEC_OPTIONS = {
     "subgroups": "subgroups",  # rows-wg's row sums by subgroupAdd (lib/reduce_subgroup.wgsl)
     "f16": "shader-f16",  # f16 weights read as vec4<f16> (lib/weights_native_f16.wgsl), f32 sums
+    # int8 rows-wg matrices with K % 128 == 0 times x quantized to int8 per token per block of 128
+    # (quantize_x.wgsl, lib/matvec_dp4a.wgsl); others keep their path. A WGSL language feature, not a device one.
+    "dp4a": ops.DP4A_FEATURE,
 }
+ROW_WG_OPTIONS = ("subgroups", "dp4a")  # options for rows-wg's branch only
+DEFAULT_OFF = ("dp4a",)  # chosen only when named: see choose_matvec
 
 
 def matvec_variant(name: str) -> dict:
@@ -103,20 +108,28 @@ def matvec_variant(name: str) -> dict:
             f"unknown matvec variant {name!r}: a layout ({', '.join(MATVEC_VARIANTS)}) and any of "
             f"+{', +'.join(MATVEC_OPTIONS)}, e.g. rows-wg+subgroups+f16"
         )
-    if "subgroups" in options and layout != "rows-wg":
-        raise ValueError(f"matvec variant {name!r}: +subgroups reduces rows-wg's rows; use rows-wg+subgroups")
-    return {**MATVEC_VARIANTS[layout], "subgroups": "subgroups" in options, "native_f16": "f16" in options}
+    for option in ROW_WG_OPTIONS:
+        if option in options and layout != "rows-wg":
+            raise ValueError(f"matvec variant {name!r}: +{option} is for rows-wg's rows; use rows-wg+{option}")
+    return {
+        **MATVEC_VARIANTS[layout],
+        "subgroups": "subgroups" in options,
+        "native_f16": "f16" in options,
+        "dp4a": "dp4a" in options,
+    }
 
 
 def choose_matvec(adapter: dict | None) -> str:
     """SwiftShader (a CPU) wants neighbouring invocations on neighbouring columns; GPUs want
     each row read by many invocations together (one step per variant: `python -m build.bench --only speed`).
-    Then every option whose device feature the adapter's device has (`features`, as device.js's describe())."""
+    Then every option whose device feature the adapter's device has (`features`, as device.js's describe()), or
+    WGSL language feature its browser has (`wgslLanguageFeatures`), except those DEFAULT_OFF: +dp4a quantizes
+    activations, which costs accuracy, and is named explicitly (`plan --matvec`, Model.load(matvec=...))."""
     adapter = adapter or {}
     layout = "cols" if adapter.get("architecture") == "swiftshader" else "rows-wg"
-    features = set(adapter.get("features") or ())
-    options = [o for o, feature in MATVEC_OPTIONS.items() if feature in features]
-    return "+".join([layout] + [o for o in options if o != "subgroups" or layout == "rows-wg"])
+    features = set(adapter.get("features") or ()) | set(adapter.get("wgslLanguageFeatures") or ())
+    options = [o for o, feature in MATVEC_OPTIONS.items() if feature in features and o not in DEFAULT_OFF]
+    return "+".join([layout] + [o for o in options if o not in ROW_WG_OPTIONS or layout == "rows-wg"])
 
 
 HOST = "host"  # an embedding table kept off the GPU, its rows written per token (the budget's last resort)
@@ -189,12 +202,30 @@ class _Builder:
         unit = SCHEMES[dtype].block if dtype in SCHEMES else 4
         return -(-rows // unit) * unit
 
-    def matvec_options(self, name: str, rows: int) -> dict:
+    def matvec_options(self, name: str, rows: int, tokens: int = 1) -> dict:
         """ops.matvec's options for `rows` rows of a weight matrix: the variant, and the k-major row padding."""
-        variant = self.layout(name)
+        variant = self.ops_options(self.layout(name), name, tokens)
         if variant["row_major"]:
             return variant
         return {**variant, "m_pad": self.stored_rows(self.precision(name), rows, transpose=True)}
+
+    def ops_options(self, variant: dict, name: str, tokens: int) -> dict:
+        """A variant as ops.matvec's options: +dp4a becomes the quantized-x scratch `xq` where it applies (an int8
+        matrix in the rows-wg layout with K a multiple of 128, the blocks of x then meeting whole blocks of each
+        row); every other matrix keeps its plain path (f16/f32/nf4, or int8 with another K)."""
+        options = {key: value for key, value in variant.items() if key != "dp4a"}
+        K = self.tensors[name].shape[1]
+        rows_wg = variant["row_major"] and variant.get("row_threads", 1) > 1
+        if variant.get("dp4a") and self.precision(name) == "int8" and rows_wg and K % ops.XQ_BLOCK == 0:
+            options["xq"] = self._once(("xq", tokens), lambda: self._xq_scratch(tokens))
+        return options
+
+    def _xq_scratch(self, tokens: int) -> View:
+        """One scratch for every quantize_x of a program (each matvec reads it straight after): room for the
+        widest input of any matrix, MAX_PARTS times (a group's distinct inputs)."""
+        widest = max(info.shape[1] for info in self.tensors.values() if len(info.shape) == 2)
+        widest = -(-widest // ops.XQ_BLOCK) * ops.XQ_BLOCK
+        return self.plan.buffer(f"dp4a x[{tokens}]", ops.quantized_x_bytes(widest, tokens, ops.MAX_PARTS), "scratch")
 
     def lora_options(self) -> dict:
         """ops.matvec's options for a LoRA matrix (k-major as stored): the variant's f16 reading."""
@@ -319,8 +350,10 @@ class _Builder:
         apart): one grouped dispatch when groupable, else one matvec each."""
         names = [name for name, _ in parts]
         x_stride, out_stride = strides
+        tokens = chunk.get("tokens", 1)
         variant = {"row_major": False, **self.lora_options()} if lora else self.layout(names[0])
         if self.groupable(names, lora):
+            variant = variant if lora else self.ops_options(variant, names[0], tokens)
             K = self.matvec_shape(names[0], lora)[1]
             view, dtype = self.store_group(names, lora)
             ops.matvec_group(
@@ -342,7 +375,7 @@ class _Builder:
         for n, (name, part) in enumerate(parts):
             first = sum(p.M for _, p in parts[:n])  # this part's biases in `bias`
             M, K = self.matvec_shape(name, lora)
-            variant = {"row_major": False, **self.lora_options()} if lora else self.matvec_options(name, M)
+            variant = {"row_major": False, **self.lora_options()} if lora else self.matvec_options(name, M, tokens)
             view, dtype = self.lora(name) if lora else self._store(name, 0, M, transpose=not variant["row_major"])
             ops.matvec(
                 self.plan,
@@ -374,7 +407,7 @@ class _Builder:
     def linear(self, program: str, name: str, x: View, out: View, **options) -> None:
         """out (+)= act(W·x) for an nn.Linear weight W [M, K], in this plan's matvec variant."""
         M, K = self.tensors[name].shape
-        variant = self.matvec_options(name, M)
+        variant = self.matvec_options(name, M, options.get("tokens", 1))
         view, dtype = self._store(name, 0, M, transpose=not variant["row_major"])
         ops.matvec(self.plan, program, view, dtype, x, out, M, K, **variant, **options)
 

@@ -71,34 +71,97 @@ def matvec_groups(c) -> list[dict]:
             "x": c.get("X_OFFSET" + suffix, 0),
             "out": c.get("ROW_OFFSET" + suffix, 0),
             "act": c.get("ACT" + suffix, 0),
+            "suffix": suffix,
         }
         for i, suffix in enumerate(suffixes)
     ]
 
 
 def matvec(c, include, weight, x, bias, out, count, toward):
-    M, K, n = c["M"], c["K"], _tokens(c, count)
+    K, n = c["K"], _tokens(c, count)
     x_stride = c.get("X_STRIDE", K)
     weights = _weights(weight, weights_prelude(include))
-    stride = c.get("OUT_STRIDE", c["ROW_OFFSET"] + M)
     for group in matvec_groups(c):
-        rows_of = partial(_token_rows, n=n, width=group["M"], stride=stride)  # token t's rows of this group
         xs = np.lib.stride_tricks.as_strided(_f32(x)[group["x"] :], (n, K), (x_stride * 4, 4))
         if c["ROW_MAJOR"]:
             t = xs @ weights[group["start"] * K : (group["start"] + group["M"]) * K].reshape(group["M"], K).T
         else:  # each group's own [K, width] block, width padded to whole vec4s (only the last group's may be)
             width = c.get("M_PAD", -(-group["M"] // 4) * 4)  # M_PAD: a single k-major quantized matrix's blocks
             t = xs @ weights[group["start"] * K : (group["start"] + width) * K].reshape(K, width)[:, : group["M"]]
-        if c["HAS_BIAS"]:  # bias[m] for the dispatch's row m: every group's biases one after another
-            t = t + _f32(bias, M)[group["start"] : group["start"] + group["M"]]
-        t = _activate(t.astype(np.float32), group["act"])
-        rows = rows_of(out, group["out"])
-        if c.get("GATED"):
-            t = t * rows_of(toward, group["out"])
-        if c.get("LERP"):
-            rows[:] = rows + (rows_of(toward, group["out"]) - rows) * t
-        else:
-            rows[:] = rows + t if c["ACCUMULATE"] else t
+        _epilogue(c, group, t, n, bias, out, toward)
+
+
+def _epilogue(c, group: dict, t: np.ndarray, n: int, bias, out, toward) -> None:
+    """matvec.wgsl's `finish` for one group's sums t [n, group M]: bias, activation, gate or lerp, store or add."""
+    rows_of = partial(_token_rows, n=n, width=group["M"], stride=c.get("OUT_STRIDE", c["ROW_OFFSET"] + c["M"]))
+    if c["HAS_BIAS"]:  # bias[m] for the dispatch's row m: every group's biases one after another
+        t = t + _f32(bias, c["M"])[group["start"] : group["start"] + group["M"]]
+    t = _activate(t.astype(np.float32), group["act"])
+    rows = rows_of(out, group["out"])
+    if c.get("GATED"):
+        t = t * rows_of(toward, group["out"])
+    if c.get("LERP"):
+        rows[:] = rows + (rows_of(toward, group["out"]) - rows) * t
+    else:
+        rows[:] = rows + t if c["ACCUMULATE"] else t
+
+
+INV127 = np.uint32(0x3C010204).view(np.float32)  # quantize_x.wgsl's f32(1/127)
+MANTISSA16 = np.uint32(0xFFFFFF00)  # quantize_x.wgsl's: sx keeps 16 significant bits
+
+
+def quantize_x_block_scale(amax: np.ndarray) -> np.ndarray:
+    """quantize_x.wgsl's sx for blocks whose largest magnitude is amax (float32)."""
+    return ((amax.astype(np.float32) * INV127).view(np.uint32) & MANTISSA16).view(np.float32)
+
+
+def quantize_x_rows(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows [n, K] of x as quantize_x.wgsl quantizes them: (codes [n, K] int8, params [n, K/128, 4] float32 of
+    sx, Σx, Σq, 0). The codes are bit-exact: x / sx in float64 is the exact quotient's rounding, which cannot
+    move a non-tie across a half-integer (x has 24 bits, sx 16), and np.rint rounds ties to even like the kernel."""
+    n, K = xs.shape
+    blocks = xs.astype(np.float32).reshape(n, K // 128, 128)
+    sx = quantize_x_block_scale(np.abs(blocks).max(axis=2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = np.where(sx[..., None] > 0, np.rint(blocks.astype(np.float64) / sx[..., None].astype(np.float64)), 0)
+    q = np.clip(np.nan_to_num(q), -127, 127).astype(np.int8)
+    params = np.zeros((n, K // 128, 4), np.float32)
+    params[..., 0], params[..., 1], params[..., 2] = sx, blocks.sum(axis=2), q.sum(axis=2, dtype=np.int32)
+    return q.reshape(n, K), params
+
+
+def quantize_x(c, include, x, count, xq):
+    K, n = c["K"], _tokens(c, count)
+    T, x_stride = c.get("T_PAD", 1), c.get("X_STRIDE", K)
+    offsets = [c.get("X_OFFSET" + s, 0) for s in ("", "1", "2", "3")][: xq.size // (T * (K + K // 128 * 16))]
+    for s, offset in enumerate(offsets):
+        codes, params = quantize_x_rows(_token_rows(x, offset, n, K, x_stride))
+        for t in range(n):
+            row = (s * T + t) * (K + K // 128 * 16)
+            xq[row : row + K] = codes[t].view(np.uint8)
+            xq[row + K : row + K + params[t].nbytes] = params[t].reshape(-1).view(np.uint8)
+
+
+def matvec_dp4a(c, include, weight, xq, bias, out, count, toward):
+    """lib/matvec_dp4a.wgsl: per block, min·Σx + range/255 · sx · Σ c·q with the integer sums exact."""
+    M, K, T, n = c["M"], c["K"], c.get("T_PAD", 1), _tokens(c, count)
+    int8 = SCHEMES["int8"]
+    codes = weight[: M * K].reshape(M, K // 128, 128).astype(np.int32)
+    at = int8.param_offset(c["WEIGHT_ELEMENTS"])
+    params = weight[at : at + M * K // 128 * 8].view(np.float32).reshape(M, K // 128, 2).astype(np.float64)
+    row = K + K // 128 * 16
+    for group in matvec_groups(c):
+        sums = np.zeros((n, group["M"]), np.float32)
+        rows = slice(group["start"], group["start"] + group["M"])
+        s = c.get("XQ_SLICE" + group["suffix"], 0)
+        for t in range(n):
+            at = (s * T + t) * row
+            q = xq[at : at + K].view(np.int8).reshape(K // 128, 128).astype(np.int32)
+            sx, sum_x, _, _ = xq[at + K : at + row].view(np.float32).reshape(K // 128, 4).T.astype(np.float64)
+            cq = np.einsum("mbk,bk->mb", codes[rows], q)  # exact integers
+            low, spread = params[rows, :, 0], params[rows, :, 1]
+            sums[t] = (low * sum_x + spread / 255 * sx * cq).sum(axis=1)
+        _epilogue(c, group, sums, n, bias, out, toward)
 
 
 def norm(c, include, x, weight, bias, out, add, gate):
@@ -259,6 +322,8 @@ def sample(c, include, logits, counts, params, probs, token):
 
 KERNELS = {
     ("matvec.wgsl", "main"): matvec,
+    ("matvec.wgsl", "dp4a"): matvec_dp4a,
+    ("quantize_x.wgsl", "main"): quantize_x,
     ("norm.wgsl", "main"): norm,
     ("token_shift.wgsl", "main"): token_shift,
     ("norm_shift.wgsl", "main"): norm_shift,
@@ -270,6 +335,9 @@ KERNELS = {
     ("rows.wgsl", "sum"): rows_sum,
     ("sample.wgsl", "main"): sample,
 }
+
+
+RAW_WEIGHTS = {("matvec.wgsl", "dp4a")}  # twins that read the codes and block parameters themselves
 
 
 def widened_fill(chunk: np.ndarray, convert: str | None, buffer_name: str = "a weight") -> np.ndarray:
@@ -375,7 +443,8 @@ class NumpyExecutor:
             views = [self.view(*binding) for binding in step["bindings"]]
             include = kernel["include"]
             weights = weights_prelude(include) if include else None
-            if weights and not weights.endswith("f32.wgsl"):  # binding 0 is a weight buffer to widen
+            raw = (kernel["shader"], kernel["entry"]) in RAW_WEIGHTS
+            if weights and not weights.endswith("f32.wgsl") and not raw:  # binding 0 is a weight buffer to widen
                 key = tuple(step["bindings"][0])
                 if key not in self.widened:
                     self.widened[key] = widen_weights(views[0], weights, kernel["constants"]).view(np.uint8)

@@ -26,7 +26,7 @@ def weight_bytes(dtype: str, n: int) -> int:
 
 
 def _weight_kernel(
-    plan: Plan, shader: str, constants: dict, dtype: str, elements: int, native_f16: bool = False, more=()
+    plan: Plan, shader: str, constants: dict, dtype: str, elements: int, native_f16: bool = False, more=(), entry="main"
 ) -> int:
     """A kernel that reads weights through a prelude (lib/weights_<dtype>.wgsl, or with `native_f16` f16
     weights as vec4<f16>: lib/weights_native_f16.wgsl); quantized preludes also need the buffer's element
@@ -39,7 +39,7 @@ def _weight_kernel(
     enables = (["lib/enable_f16.wgsl"] if native else []) + (
         ["lib/enable_subgroups.wgsl"] if "lib/reduce_subgroup.wgsl" in more else []
     )
-    return plan.kernel(shader, constants, include=(*enables, weights, *more))
+    return plan.kernel(shader, constants, entry, include=(*enables, weights, *more))
 
 
 def weights_prelude(include) -> str:
@@ -104,6 +104,7 @@ def matvec(
     x_offset: int = 0,
     x_stride: int | None = None,
     m_pad: int | None = None,
+    xq: View | None = None,
 ) -> None:
     """out[t, row_offset + m] (+)= act(W·x[t] + bias) for the `tokens` rows of x (1: a decode step).
 
@@ -117,7 +118,9 @@ def matvec(
     with `gate`, act(W·x + bias) is multiplied by gate[t, m] first. Token t's inputs are x[t·x_stride +
     x_offset:][:K] (default x_stride = K: rows of exactly K; x_offset may pass x_stride: a later slot of x).
     `native_f16`: f16 weights are read as vec4<f16> (the adapter must offer shader-f16); the sums stay f32
-    either way."""
+    either way. `xq` (int8 rows-wg only, K a multiple of 128): x is quantized into this scratch first
+    (quantize_x) and multiplied by packed int8 dot products (lib/matvec_dp4a.wgsl; the WGSL language feature
+    packed_4x8_integer_dot_product)."""
     assert K % 4 == 0, f"K={K} must be a multiple of 4"
     assert row_threads >= 1 and WG % row_threads == 0 and row_threads & (row_threads - 1) == 0, row_threads
     tile = 1 if row_major and row_threads > 1 else token_tile(tokens)
@@ -154,22 +157,78 @@ def matvec(
         "WG": WG,
         **_chunk(tokens, counted, OUT_STRIDE=stride, TILE_T=tile),
     }
-    kernel = _matvec_kernel(plan, constants, dtype, m_pad * K, subgroups, native_f16)
+    if xq is not None:
+        _check_dp4a(dtype, row_major, row_threads, K)
+        x = quantize_x(plan, program, x, xq, K, [x_offset], x_stride, tokens, count if counted["COUNTED"] else None)
+    kernel = _matvec_kernel(plan, constants, dtype, m_pad * K, subgroups, native_f16, xq is not None)
     rows = _groups(m_pad // 4) if not row_major else _groups(M, WG // row_threads)
     plan.dispatch(
         program, kernel, [weight, x, bias or x, out, count, other], (rows[0], tokens // tile, 1)
     )  # x: unread stand-ins
 
 
-def _matvec_kernel(plan: Plan, constants: dict, dtype: str, elements: int, subgroups: bool, native_f16: bool) -> int:
+def _matvec_kernel(
+    plan: Plan, constants: dict, dtype: str, elements: int, subgroups: bool, native_f16: bool, dp4a: bool = False
+) -> int:
     """matvec.wgsl with its weight prelude and its reduce prelude (rows-wg sums a row's lanes in workgroup
-    memory, or with `subgroups` by subgroupAdd: the adapter must offer the feature). The layouts with one
-    invocation per row or column get a prelude with no barrier: SwiftShader runs any shader that holds one
-    ~15% slower, even where the barrier's branch never runs (0.1B decode, `python -m build.bench --only overhead`)."""
+    memory, or with `subgroups` by subgroupAdd: the adapter must offer the feature); with `dp4a`, its
+    entry point `dp4a` (lib/matvec_dp4a.wgsl) over quantized x. The layouts with one invocation per row or
+    column get a prelude with no barrier: SwiftShader runs any shader that holds one slower, even where the
+    barrier's branch never runs (the README's performance section has the numbers)."""
     shared_rows = constants["ROW_MAJOR"] and constants["ROW_THREADS"] > 1
     assert not subgroups or shared_rows, "subgroups reduce the rows-wg layout's rows"
     reduce = f"lib/reduce_{'subgroup' if subgroups else 'workgroup' if shared_rows else 'none'}.wgsl"
+    if dp4a:
+        more, entry = (reduce, "lib/matvec_dp4a.wgsl"), "dp4a"
+        return _weight_kernel(plan, "matvec.wgsl", constants, dtype, elements, native_f16, more, entry)
     return _weight_kernel(plan, "matvec.wgsl", constants, dtype, elements, native_f16, (reduce,))
+
+
+# --- packed int8 dot products (+dp4a): x quantized per token per block, then lib/matvec_dp4a.wgsl ---------------
+
+DP4A_FEATURE = "packed_4x8_integer_dot_product"  # the WGSL language feature of dot4I8Packed and pack4xI8
+XQ_BLOCK = 128  # quantize_x.wgsl's block: int8 weights' (quant.py), so a block of x meets one block of a row
+
+
+def _check_dp4a(dtype: str, row_major: bool, row_threads: int, K: int) -> None:
+    assert dtype == "int8" and row_major and row_threads > 1, "dp4a multiplies int8 weights in the rows-wg layout"
+    assert K % XQ_BLOCK == 0, f"dp4a needs K a multiple of {XQ_BLOCK} (K={K}): whole blocks of x and of the rows"
+
+
+def quantized_x_bytes(K: int, tokens: int, slices: int = 1) -> int:
+    """Bytes of quantize_x's output for `slices` inputs of `tokens` rows of K: per row K codes and, per block,
+    four f32 (sx, Σx, Σq, 0)."""
+    return slices * tokens * (K + K // XQ_BLOCK * 16)
+
+
+def quantize_x(
+    plan: Plan,
+    program: str,
+    x: View,
+    xq: View,
+    K: int,
+    x_offsets: list[int],
+    x_stride: int,
+    tokens: int = 1,
+    count: View | None = None,
+) -> View:
+    """xq = each slice x[t, x_offsets[s]:][:K] of the `tokens` rows (x_stride floats apart) quantized to int8
+    per block of 128 (quantize_x.wgsl); returns the part of xq written, which lib/matvec_dp4a.wgsl reads."""
+    assert K % XQ_BLOCK == 0 and 1 <= len(x_offsets) <= MAX_PARTS, (K, x_offsets)
+    assert all(o % 4 == 0 for o in x_offsets) and x_stride % 4 == 0, (x_offsets, x_stride)
+    x = _expect(x, ((tokens - 1) * x_stride + max(x_offsets) + K) * F32, "quantize_x x")
+    xq = _expect(xq, quantized_x_bytes(K, tokens, len(x_offsets)), "quantize_x xq (the dp4a scratch)")
+    count, counted = _counted(count, x)
+    constants = {
+        "K": K,
+        **({"X_STRIDE": x_stride} if x_stride != K else {}),
+        **{f"X_OFFSET{i or ''}": o for i, o in enumerate(x_offsets) if o},
+        **({"T_PAD": tokens} if tokens > 1 else {}),
+        **({"COUNTED": True} if counted["COUNTED"] else {}),
+    }
+    kernel = plan.kernel("quantize_x.wgsl", constants)
+    plan.dispatch(program, kernel, [x, count, xq], (K // XQ_BLOCK, tokens, len(x_offsets)))
+    return xq
 
 
 @dataclass(frozen=True)
@@ -204,13 +263,15 @@ def matvec_group(
     tokens: int = 1,
     count: View | None = None,
     bias: View | None = None,
+    xq: View | None = None,
 ) -> None:
     """Several matrices with the same K in one dispatch: for each part p,
     out[t, p.out_offset + m] = p.act(W_p·x[t, p.x_offset:][:K] + bias_p[m])  (`bias`: every part's biases one
     after another, ΣM floats), token t's rows x_stride floats apart in x and out_stride in out. The weight
     buffer holds the parts one after another, each as matvec stores it alone (row-major [M, K] rows, or a
     k-major [K, M] block; quantized: all codes in order, then all block parameters), so k-major parts before
-    the last have M % 4 == 0 (model.py `_Builder.store_group`)."""
+    the last have M % 4 == 0 (model.py `_Builder.store_group`). `xq`: as matvec's, one quantize_x dispatch for
+    all the parts (parts reading the same x share its slice)."""
     assert 1 <= len(parts) <= MAX_PARTS, f"a grouped matvec takes 1 to {MAX_PARTS} matrices, not {len(parts)}"
     assert K % 4 == 0 and x_stride % 4 == 0, (K, x_stride)
     assert row_major or all(p.M % 4 == 0 for p in parts[:-1]), "k-major parts before the last need M % 4 == 0"
@@ -247,9 +308,16 @@ def matvec_group(
         "WG": WG,
         **_chunk(tokens, counted, TILE_T=tile),
     }
-    kernel = _matvec_kernel(plan, constants, dtype, m_pad * K, subgroups, native_f16)
+    read = x
+    if xq is not None:
+        _check_dp4a(dtype, row_major, row_threads, K)
+        offsets = list(dict.fromkeys(p.x_offset for p in parts))  # each distinct x once, in order
+        slices = {f"XQ_SLICE{i or ''}": offsets.index(p.x_offset) for i, p in enumerate(parts)}
+        constants.update({name: s for name, s in slices.items() if s})
+        read = quantize_x(plan, program, x, xq, K, offsets, x_stride, tokens, count if counted["COUNTED"] else None)
+    kernel = _matvec_kernel(plan, constants, dtype, m_pad * K, subgroups, native_f16, xq is not None)
     rows = _groups(m_pad // 4) if not row_major else _groups(M, WG // row_threads)
-    bindings = [weight, x, bias or x, out, count, x]  # x: unread stand-ins
+    bindings = [weight, read, bias or x, out, count, x]  # x: unread stand-ins
     plan.dispatch(program, kernel, bindings, (rows[0], tokens // tile, 1))
 
 

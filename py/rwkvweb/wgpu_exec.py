@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .model import choose_matvec
+from .ops import DP4A_FEATURE
 from .numpy_exec import quantized_column_writes, widened_fill
 from .quant import quantize
 
@@ -64,11 +65,43 @@ def request_adapter(wgpu):
 NATIVE_FEATURES = {"shader-f16": "shader-f16", "subgroups": "subgroup"}
 
 
-def native_matvec(info: dict, features: list[str]) -> str:
-    """model.choose_matvec for a native adapter with these (WebGPU-named) device features: a CPU adapter
-    (lavapipe, SwiftShader) gets SwiftShader's "cols" layout; a GPU what model.choose_matvec gives a GPU."""
+def native_matvec(info: dict, features: list[str], wgsl_features: list[str] = ()) -> str:
+    """model.choose_matvec for a native adapter with these (WebGPU-named) device features and WGSL language
+    features: a CPU adapter (lavapipe, SwiftShader) gets SwiftShader's "cols" layout; a GPU what
+    model.choose_matvec gives a GPU."""
     cpu = info.get("adapter_type") == "CPU"
-    return choose_matvec({**({"architecture": "swiftshader"} if cpu else info), "features": features})
+    adapter = {**({"architecture": "swiftshader"} if cpu else info), "features": features}
+    return choose_matvec({**adapter, "wgslLanguageFeatures": list(wgsl_features)})
+
+
+# The WGSL language features the kernels may use, each with a probe that uses it. wgpu-py 0.32 reports none
+# (wgpu.gpu.wgsl_language_features is an empty set) though Naga compiles them, so each is tried once instead.
+WGSL_PROBES = {
+    DP4A_FEATURE: (
+        "@group(0) @binding(0) var<storage, read_write> o: array<i32>;\n"
+        "@compute @workgroup_size(1) fn main() { o[0] = dot4I8Packed(pack4xI8(vec4<i32>(o[1])), 0x01010101u); }"
+    ),
+}
+
+
+def uses_dp4a(kernel: dict) -> bool:
+    """Whether a plan's kernel needs DP4A_FEATURE (web/gpu/bridge.js's checkLimits has the same rule)."""
+    return kernel["shader"] == "quantize_x.wgsl" or "lib/matvec_dp4a.wgsl" in kernel["include"]
+
+
+def wgsl_language_features(wgpu, device) -> list[str]:
+    """The WGSL language features (WGSL_PROBES) this device's shader compiler takes: reported, or probed."""
+    reported = set(getattr(wgpu.gpu, "wgsl_language_features", ()) or ())
+    found = []
+    for name, probe in WGSL_PROBES.items():
+        if name not in reported:
+            try:
+                module = device.create_shader_module(code=probe)
+                device.create_compute_pipeline(layout="auto", compute={"module": module, "entry_point": "main"})
+            except Exception:  # the compiler lacks it: the plan never chooses a variant that needs it
+                continue
+        found.append(name)
+    return found
 
 
 def _native_wgsl(text: str) -> str:
@@ -89,8 +122,9 @@ class WgpuBackend:
         wanted = {name: native for name, native in NATIVE_FEATURES.items() if native in self.adapter.features}
         self.device = self.adapter.request_device_sync(required_features=list(wanted.values()), required_limits=limits)
         self.features = sorted(wanted)  # as web/gpu/device.js asks: each where the adapter has it
+        self.wgsl_features = wgsl_language_features(self.wgpu, self.device)
         self.adapter_info = dict(self.adapter.info)
-        self.matvec = native_matvec(self.adapter_info, self.features)
+        self.matvec = native_matvec(self.adapter_info, self.features, self.wgsl_features)
         self.max_binding = int(self.device.limits["max-storage-buffer-binding-size"])
         self.buffers: list = []
         self.programs: dict[str, list] = {}
@@ -109,6 +143,7 @@ class WgpuBackend:
             "description": self.adapter_info.get("description", ""),
             "adapter_features": sorted(self.adapter.features),
             "features": self.features,  # WebGPU's names, as bridge.info() gives them
+            "wgslLanguageFeatures": self.wgsl_features,  # as device.js's describe()
             "native_features": sorted(self.device.features),
             "matvec": self.matvec,
             "maxBufferSize": limits["max-buffer-size"],
@@ -207,6 +242,11 @@ class WgpuBackend:
     def _check_limits(self, plan: dict) -> None:
         """Say which limit a plan exceeds, in words, before wgpu fails with a validation error."""
         limits = self.device.limits
+        if DP4A_FEATURE not in self.wgsl_features and any(uses_dp4a(k) for k in plan["kernels"]):
+            raise ValueError(
+                f"the plan multiplies with packed int8 dot products (+dp4a) but this device's WGSL lacks "
+                f"{DP4A_FEATURE}: plan with matvec={self.matvec!r}"
+            )
         for b in plan["buffers"]:
             if b["role"] != "host" and b["bytes"] > limits["max-buffer-size"]:
                 raise ValueError(

@@ -4,7 +4,12 @@
 alias WeightWord = u32;
 override WEIGHT_ELEMENTS: u32;  // elements in this buffer: the block parameters follow their codes
 
-fn weight4(i: u32) -> vec4<f32> {
+fn int8_block(i: u32) -> vec2<f32> {  // (min, range) of the block holding word i
   let params = (WEIGHT_ELEMENTS + 3u) / 4u + 2u * (i / 32u);  // 32 words of codes per 128-element block
-  return bitcast<f32>(weight[params]) + bitcast<f32>(weight[params + 1u]) * unpack4x8unorm(weight[i]);
+  return vec2<f32>(bitcast<f32>(weight[params]), bitcast<f32>(weight[params + 1u]));
+}
+
+fn weight4(i: u32) -> vec4<f32> {
+  let block = int8_block(i);
+  return block.x + block.y * unpack4x8unorm(weight[i]);
 }

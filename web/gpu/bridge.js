@@ -10,6 +10,8 @@
 import { describe } from "./device.js";
 import { quantize, SCHEMES } from "./quantize.js";
 
+const DP4A_FEATURE = "packed_4x8_integer_dot_product"; // the WGSL language feature of dot4I8Packed / pack4xI8
+
 export class Bridge {
   constructor(device, shaderBase, adapter = null) {
     this.device = device;
@@ -58,6 +60,11 @@ export class Bridge {
   // Say which limit a plan exceeds, in words, before WebGPU fails with a validation error.
   checkLimits(plan) {
     const limits = this.device.limits;
+    // +dp4a's kernels (py/rwkvweb/wgpu_exec.py uses_dp4a: the same rule) need a WGSL language feature.
+    const dp4a = (k) => k.shader === "quantize_x.wgsl" || k.include.includes("lib/matvec_dp4a.wgsl");
+    if (plan.kernels.some(dp4a) && !globalThis.navigator?.gpu?.wgslLanguageFeatures?.has(DP4A_FEATURE)) {
+      throw new Error(`the plan multiplies with packed int8 dot products (+dp4a) but this browser's WGSL lacks ${DP4A_FEATURE}: plan without +dp4a`);
+    }
     for (const b of plan.buffers) {
       if (b.bytes > limits.maxBufferSize) {
         throw new Error(`buffer "${b.name}" needs ${b.bytes} bytes but this GPU's maxBufferSize is ${limits.maxBufferSize}: the model is too large for this device`);

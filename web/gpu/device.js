@@ -27,6 +27,8 @@ export function describe(adapter, device) {
   return {
     vendor: info.vendor || "", architecture: info.architecture || "", description: info.description || "",
     features: [...device.features].sort(),
+    // WGSL language features (packed_4x8_integer_dot_product: model.py's +dp4a), the browser's, not the device's
+    wgslLanguageFeatures: [...(navigator.gpu.wgslLanguageFeatures || [])].sort(),
     maxBufferSize: device.limits.maxBufferSize,
     maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize,
     minStorageBufferOffsetAlignment: device.limits.minStorageBufferOffsetAlignment,
