@@ -72,7 +72,7 @@ fn group_of(m: u32) -> Group {
 
 fn activate(t: f32, act: u32) -> f32 {
   switch act {
-    case 1u: { return tanh(t); }
+    case 1u: { return tanh(clamp(t, -10.0, 10.0)); }  // f32 tanh is ±1 from ±9.1; SwiftShader's gives NaN past ~44
     case 2u: { return 1.0 / (1.0 + exp(-t)); }
     case 3u: { let r = max(t, 0.0); return r * r; }
     case 4u: { return exp(-0.606531 * (1.0 / (1.0 + exp(-t)))); }
