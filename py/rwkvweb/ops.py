@@ -121,20 +121,13 @@ def matvec(
     either way. `xq` (int8 rows-wg only, K a multiple of 128): x is quantized into this scratch first
     (quantize_x) and multiplied by packed int8 dot products (lib/matvec_dp4a.wgsl; the WGSL language feature
     packed_4x8_integer_dot_product)."""
-    assert K % 4 == 0, f"K={K} must be a multiple of 4"
-    assert row_threads >= 1 and WG % row_threads == 0 and row_threads & (row_threads - 1) == 0, row_threads
-    tile = 1 if row_major and row_threads > 1 else token_tile(tokens)
-    assert tokens % tile == 0, f"{tokens} token rows are not whole tiles of {tile}"
+    layout = _MatvecLayout.check("matvec", weight, dtype, bias, M, K, tokens, row_major, row_threads, m_pad)
+    m_pad, tile = layout.m_pad, layout.tile
     stride = row_offset + M if out_stride is None else out_stride
-    m_pad = M if row_major else -(-M // 4) * 4 if m_pad is None else m_pad  # k-major: whole vec4s at least
-    assert row_major or (m_pad >= M and m_pad % 4 == 0), f"m_pad={m_pad} for M={M}"
-    weight = _expect(weight, weight_bytes(dtype, m_pad * K), f"matvec weight [{M}x{K}] {dtype}")
     x_stride = K if x_stride is None else x_stride
     assert x_offset % 4 == 0 and x_stride % 4 == 0 and K <= x_stride, (x_offset, x_stride, K)  # offset: any row
     x = _expect(x, ((tokens - 1) * x_stride + x_offset + K) * F32, "matvec x")
     out = _expect(out, ((tokens - 1) * stride + row_offset + M) * F32, "matvec out")
-    if bias is not None:
-        bias = _expect(bias, M * F32, "matvec bias")
     count, counted = _counted(count, x)
     assert toward is None or not accumulate, "a matvec either accumulates or moves toward a target"
     assert toward is None or gate is None, "toward and gate share a binding"
@@ -151,20 +144,53 @@ def matvec(
         "ROW_THREADS": row_threads if row_major else 1,
         **({"M_PAD": m_pad} if not row_major and m_pad != -(-M // 4) * 4 else {}),
         "ACT": ACTIVATIONS[act],
-        "HAS_BIAS": bias is not None,
+        "HAS_BIAS": layout.bias is not None,
         "ACCUMULATE": accumulate,
         "ROW_OFFSET": row_offset,
         "WG": WG,
         **_chunk(tokens, counted, OUT_STRIDE=stride, TILE_T=tile),
     }
+    read = x
     if xq is not None:
         _check_dp4a(dtype, row_major, row_threads, K)
-        x = quantize_x(plan, program, x, xq, K, [x_offset], x_stride, tokens, count if counted["COUNTED"] else None)
-    kernel = _matvec_kernel(plan, constants, dtype, m_pad * K, subgroups, native_f16, xq is not None)
-    rows = _groups(m_pad // 4) if not row_major else _groups(M, WG // row_threads)
-    plan.dispatch(
-        program, kernel, [weight, x, bias or x, out, count, other], (rows[0], tokens // tile, 1)
-    )  # x: unread stand-ins
+        read = quantize_x(plan, program, x, xq, K, [x_offset], x_stride, tokens, count if counted["COUNTED"] else None)
+    layout.dispatch(plan, program, constants, subgroups, native_f16, xq is not None, read, out, count, x, other)
+
+
+@dataclass(frozen=True)
+class _MatvecLayout:
+    """What matvec and matvec_group share: the checked weight and bias, the rows stored (k-major: M padded to
+    whole vec4s at least, or to `m_pad`), the token rows one invocation keeps, and the dispatch."""
+
+    weight: View
+    bias: View | None
+    dtype: str
+    M: int
+    K: int
+    m_pad: int
+    tile: int
+    tokens: int
+    row_major: bool
+    row_threads: int
+
+    @classmethod
+    def check(cls, what, weight, dtype, bias, M, K, tokens, row_major, row_threads, m_pad=None) -> "_MatvecLayout":
+        assert K % 4 == 0, f"K={K} must be a multiple of 4"
+        assert row_threads >= 1 and WG % row_threads == 0 and row_threads & (row_threads - 1) == 0, row_threads
+        tile = 1 if row_major and row_threads > 1 else token_tile(tokens)
+        assert tokens % tile == 0, f"{tokens} token rows are not whole tiles of {tile}"
+        m_pad = M if row_major else -(-M // 4) * 4 if m_pad is None else m_pad
+        assert row_major or (m_pad >= M and m_pad % 4 == 0), f"m_pad={m_pad} for M={M}"
+        weight = _expect(weight, weight_bytes(dtype, m_pad * K), f"{what} weight [{M}x{K}] {dtype}")
+        bias = None if bias is None else _expect(bias, M * F32, f"{what} bias")
+        return cls(weight, bias, dtype, M, K, m_pad, tile, tokens, row_major, row_threads)
+
+    def dispatch(self, plan, program, constants, subgroups, native_f16, dp4a, x, out, count, stand_in, other=None):
+        """matvec.wgsl over x (or its quantized copy) into out; `stand_in` fills the bindings left unread."""
+        kernel = _matvec_kernel(plan, constants, self.dtype, self.m_pad * self.K, subgroups, native_f16, dp4a)
+        rows = _groups(self.m_pad // 4) if not self.row_major else _groups(self.M, WG // self.row_threads)
+        bindings = [self.weight, x, self.bias or stand_in, out, count, other or stand_in]
+        plan.dispatch(program, kernel, bindings, (rows[0], self.tokens // self.tile, 1))
 
 
 def _matvec_kernel(
@@ -273,20 +299,14 @@ def matvec_group(
     the last have M % 4 == 0 (model.py `_Builder.store_group`). `xq`: as matvec's, one quantize_x dispatch for
     all the parts (parts reading the same x share its slice)."""
     assert 1 <= len(parts) <= MAX_PARTS, f"a grouped matvec takes 1 to {MAX_PARTS} matrices, not {len(parts)}"
-    assert K % 4 == 0 and x_stride % 4 == 0, (K, x_stride)
+    assert x_stride % 4 == 0, x_stride
     assert row_major or all(p.M % 4 == 0 for p in parts[:-1]), "k-major parts before the last need M % 4 == 0"
-    assert row_threads >= 1 and WG % row_threads == 0 and row_threads & (row_threads - 1) == 0, row_threads
-    tile = 1 if row_major and row_threads > 1 else token_tile(tokens)
-    assert tokens % tile == 0, f"{tokens} token rows are not whole tiles of {tile}"
     M = sum(p.M for p in parts)
-    m_pad = M if row_major else -(-M // 4) * 4
-    weight = _expect(weight, weight_bytes(dtype, m_pad * K), f"grouped matvec weight [{M}x{K}] {dtype}")
+    layout = _MatvecLayout.check("grouped matvec", weight, dtype, bias, M, K, tokens, row_major, row_threads)
     for p in parts:
         assert p.x_offset % 4 == 0, p
         _expect(x, ((tokens - 1) * x_stride + p.x_offset + K) * F32, "grouped matvec x")
         _expect(out, ((tokens - 1) * out_stride + p.out_offset + p.M) * F32, "grouped matvec out")
-    if bias is not None:
-        bias = _expect(bias, M * F32, "grouped matvec bias")
     count, counted = _counted(count, x)
     starts = [sum(p.M for p in parts[:i]) for i in range(1, len(parts))]
     constants = {
@@ -306,7 +326,7 @@ def matvec_group(
         "HAS_BIAS": bias is not None,
         "ACCUMULATE": False,
         "WG": WG,
-        **_chunk(tokens, counted, TILE_T=tile),
+        **_chunk(tokens, counted, TILE_T=layout.tile),
     }
     read = x
     if xq is not None:
@@ -315,10 +335,7 @@ def matvec_group(
         slices = {f"XQ_SLICE{i or ''}": offsets.index(p.x_offset) for i, p in enumerate(parts)}
         constants.update({name: s for name, s in slices.items() if s})
         read = quantize_x(plan, program, x, xq, K, offsets, x_stride, tokens, count if counted["COUNTED"] else None)
-    kernel = _matvec_kernel(plan, constants, dtype, m_pad * K, subgroups, native_f16, xq is not None)
-    rows = _groups(m_pad // 4) if not row_major else _groups(M, WG // row_threads)
-    bindings = [weight, read, bias or x, out, count, x]  # x: unread stand-ins
-    plan.dispatch(program, kernel, bindings, (rows[0], tokens // tile, 1))
+    layout.dispatch(plan, program, constants, subgroups, native_f16, xq is not None, read, out, count, x)
 
 
 def _chunk(tokens: int, counted: dict, **more) -> dict:
