@@ -330,3 +330,17 @@ def check_dp4a_logits(got: np.ndarray, same_plan: np.ndarray, plain: np.ndarray)
     print(f"+dp4a vs the float int8 plan: gpu {ours:.1e}, numpy {theirs:.1e} of the range")
     assert got.shape == same_plan.shape == plain.shape
     assert 1e-5 < theirs and ours <= 2 * theirs
+
+
+def dp4a_plan(folder) -> dict:
+    """A one-layer RWKV-7 (C = 128: every K holds whole blocks of 128) with its matrices int8, planned under
+    rows-wg+dp4a: what an executor without the WGSL feature must refuse."""
+    from rwkvweb.config import ModelConfig
+    from rwkvweb.model import compile_model
+
+    path = str(folder / "dp4a.st")
+    config = ModelConfig.default_for(1, 128, 256, head_size=64)
+    write_test_model(path, config, seed=3, dtype="fp16")
+    tensors = SafetensorsFile(path).tensors
+    int8 = {name: "int8" for name, info in tensors.items() if len(info.shape) == 2 and name != "emb.weight"}
+    return compile_model(config, tensors, matvec="rows-wg+dp4a", precisions=int8).plan.to_json()

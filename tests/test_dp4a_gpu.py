@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import run_async
-from gpu_harness import check_dp4a_logits, device_features, plan_generated_model, run_prefill_in_browser
+from gpu_harness import check_dp4a_logits, device_features, dp4a_plan, plan_generated_model, run_prefill_in_browser
 from rwkvweb.api import Model
 from rwkvweb.config import ModelConfig
 from rwkvweb.ops import DP4A_FEATURE
@@ -69,17 +69,9 @@ async (plan) => {
 def test_the_page_reports_the_feature_and_refuses_a_dp4a_plan_without_it(gpu_page, tmp_path):
     """describe() carries the browser's WGSL language features (model.choose_matvec reads them; SwiftShader still
     gets cols); a +dp4a plan on a browser without packed_4x8_integer_dot_product fails in words, not in a shader."""
-    from rwkvweb.model import choose_matvec, compile_model
-    from rwkvweb.safetensors import SafetensorsFile
-    from rwkvweb.testmodel import write_test_model
+    from rwkvweb.model import choose_matvec
 
-    path = str(tmp_path / "m.st")
-    config = ModelConfig.default_for(1, 128, 256, head_size=64)
-    write_test_model(path, config, seed=3, dtype="fp16")
-    tensors = SafetensorsFile(path).tensors
-    int8 = {name: "int8" for name, info in tensors.items() if len(info.shape) == 2 and name != "emb.weight"}
-    plan = compile_model(config, tensors, matvec="rows-wg+dp4a", precisions=int8).plan.to_json()
-    out = gpu_page.evaluate(DESCRIBE_AND_REFUSE_JS, plan)
+    out = gpu_page.evaluate(DESCRIBE_AND_REFUSE_JS, dp4a_plan(tmp_path))
     assert DP4A_FEATURE in out["described"]["wgslLanguageFeatures"]
     assert choose_matvec(out["described"]) == "cols"  # SwiftShader's default, +dp4a or not
     assert out["refused"] and f"lacks {DP4A_FEATURE}: plan without +dp4a" in out["refused"]

@@ -285,15 +285,9 @@ def test_cli_backend_wgpu_prints_the_same_json_as_numpy(native, tmp_path):
 
 
 def test_a_dp4a_plan_is_refused_clearly_without_the_wgsl_feature(native, tmp_path):
-    from rwkvweb.model import compile_model
-    from rwkvweb.safetensors import SafetensorsFile
+    from gpu_harness import dp4a_plan
 
-    path = str(tmp_path / "m.st")
-    config = ModelConfig.default_for(1, 128, 256, head_size=64)
-    write_test_model(path, config, seed=3, dtype="fp16")
-    tensors = SafetensorsFile(path).tensors
-    int8 = {name: "int8" for name, info in tensors.items() if len(info.shape) == 2 and name != "emb.weight"}
-    plan = compile_model(config, tensors, matvec="rows-wg+dp4a", precisions=int8).plan.to_json()
+    plan = dp4a_plan(tmp_path)
     features, native.wgsl_features = native.wgsl_features, []
     try:
         with pytest.raises(ValueError, match="lacks packed_4x8_integer_dot_product: plan with matvec="):
