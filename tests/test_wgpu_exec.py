@@ -290,7 +290,7 @@ def test_a_dp4a_plan_is_refused_clearly_without_the_wgsl_feature(native, tmp_pat
     plan = dp4a_plan(tmp_path)
     features, native.wgsl_features = native.wgsl_features, []
     try:
-        with pytest.raises(ValueError, match="lacks packed_4x8_integer_dot_product: plan with matvec="):
+        with pytest.raises(ValueError, match="lacks, packed_4x8_integer_dot_product: plan with matvec="):
             run_async(native.load(plan))
     finally:
         native.wgsl_features = features

@@ -12,7 +12,7 @@ from functools import partial
 import numpy as np
 
 from .config import DECAY_SCALE
-from .ops import NOT_FINITE, SAMPLER_FORMAT, weights_prelude
+from .ops import NOT_FINITE, SAMPLER_FORMAT, quantized_x_bytes, weights_prelude
 from .plan import Plan
 from .quant import SCHEMES, dequantize, quantize, quantize_columns
 from .safetensors import bf16_to_f16, widen
@@ -133,11 +133,12 @@ def quantize_x_rows(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def quantize_x(c, include, x, count, xq):
     K, n = c["K"], _tokens(c, count)
     T, x_stride = c.get("T_PAD", 1), c.get("X_STRIDE", K)
-    offsets = [c.get("X_OFFSET" + s, 0) for s in ("", "1", "2", "3")][: xq.size // (T * (K + K // 128 * 16))]
+    row_bytes = quantized_x_bytes(K, 1)
+    offsets = [c.get("X_OFFSET" + s, 0) for s in ("", "1", "2", "3")][: xq.size // (T * row_bytes)]
     for s, offset in enumerate(offsets):
         codes, params = quantize_x_rows(_token_rows(x, offset, n, K, x_stride))
         for t in range(n):
-            row = (s * T + t) * (K + K // 128 * 16)
+            row = (s * T + t) * row_bytes
             xq[row : row + K] = codes[t].view(np.uint8)
             xq[row + K : row + K + params[t].nbytes] = params[t].reshape(-1).view(np.uint8)
 
@@ -149,7 +150,7 @@ def matvec_dp4a(c, include, weight, xq, bias, out, count, toward):
     codes = weight[: M * K].reshape(M, K // 128, 128).astype(np.int32)
     at = int8.param_offset(c["WEIGHT_ELEMENTS"])
     params = weight[at : at + M * K // 128 * 8].view(np.float32).reshape(M, K // 128, 2).astype(np.float64)
-    row = K + K // 128 * 16
+    row = quantized_x_bytes(K, 1)
     for group in matvec_groups(c):
         sums = np.zeros((n, group["M"]), np.float32)
         rows = slice(group["start"], group["start"] + group["M"])

@@ -26,7 +26,15 @@ def weight_bytes(dtype: str, n: int) -> int:
 
 
 def _weight_kernel(
-    plan: Plan, shader: str, constants: dict, dtype: str, elements: int, native_f16: bool = False, more=(), entry="main"
+    plan: Plan,
+    shader: str,
+    constants: dict,
+    dtype: str,
+    elements: int,
+    native_f16: bool = False,
+    more=(),
+    entry="main",
+    needs=(),
 ) -> int:
     """A kernel that reads weights through a prelude (lib/weights_<dtype>.wgsl, or with `native_f16` f16
     weights as vec4<f16>: lib/weights_native_f16.wgsl); quantized preludes also need the buffer's element
@@ -39,7 +47,7 @@ def _weight_kernel(
     enables = (["lib/enable_f16.wgsl"] if native else []) + (
         ["lib/enable_subgroups.wgsl"] if "lib/reduce_subgroup.wgsl" in more else []
     )
-    return plan.kernel(shader, constants, entry, include=(*enables, weights, *more))
+    return plan.kernel(shader, constants, entry, include=(*enables, weights, *more), needs=needs)
 
 
 def weights_prelude(include) -> str:
@@ -204,10 +212,8 @@ def _matvec_kernel(
     shared_rows = constants["ROW_MAJOR"] and constants["ROW_THREADS"] > 1
     assert not subgroups or shared_rows, "subgroups reduce the rows-wg layout's rows"
     reduce = f"lib/reduce_{'subgroup' if subgroups else 'workgroup' if shared_rows else 'none'}.wgsl"
-    if dp4a:
-        more, entry = (reduce, "lib/matvec_dp4a.wgsl"), "dp4a"
-        return _weight_kernel(plan, "matvec.wgsl", constants, dtype, elements, native_f16, more, entry)
-    return _weight_kernel(plan, "matvec.wgsl", constants, dtype, elements, native_f16, (reduce,))
+    more, entry, needs = ((reduce, "lib/matvec_dp4a.wgsl"), "dp4a", (DP4A_FEATURE,)) if dp4a else ((reduce,), "main", ())
+    return _weight_kernel(plan, "matvec.wgsl", constants, dtype, elements, native_f16, more, entry, needs)
 
 
 # --- packed int8 dot products (+dp4a): x quantized per token per block, then lib/matvec_dp4a.wgsl ---------------
@@ -252,7 +258,7 @@ def quantize_x(
         **({"T_PAD": tokens} if tokens > 1 else {}),
         **({"COUNTED": True} if counted["COUNTED"] else {}),
     }
-    kernel = plan.kernel("quantize_x.wgsl", constants)
+    kernel = plan.kernel("quantize_x.wgsl", constants, needs=(DP4A_FEATURE,))
     plan.dispatch(program, kernel, [x, count, xq], (K // XQ_BLOCK, tokens, len(x_offsets)))
     return xq
 

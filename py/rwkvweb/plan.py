@@ -85,13 +85,16 @@ class Plan:
             }
         )
 
-    def kernel(self, shader: str, constants: dict, entry: str = "main", include: tuple[str, ...] = ()) -> int:
+    def kernel(
+        self, shader: str, constants: dict, entry: str = "main", include: tuple[str, ...] = (), needs: tuple = ()
+    ) -> int:
+        """The id of the kernel `shader` (with its preludes `include`) specialised by `constants`; `needs`: the
+        WGSL language features it uses, which each executor checks for before it compiles anything."""
         key = (shader, entry, include, tuple(sorted(constants.items())))
         if key not in self._kernel_ids:
             self._kernel_ids[key] = len(self.kernels)
-            self.kernels.append(
-                {"shader": shader, "entry": entry, "include": list(include), "constants": dict(constants)}
-            )
+            kernel = {"shader": shader, "entry": entry, "include": list(include), "constants": dict(constants)}
+            self.kernels.append({**kernel, "needs": list(needs)} if needs else kernel)
         return self._kernel_ids[key]
 
     def dispatch(self, program: str, kernel: int, bindings: list[View], workgroups: tuple[int, int, int]) -> None:

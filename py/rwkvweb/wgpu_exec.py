@@ -84,11 +84,6 @@ WGSL_PROBES = {
 }
 
 
-def uses_dp4a(kernel: dict) -> bool:
-    """Whether a plan's kernel needs DP4A_FEATURE (web/gpu/bridge.js's checkLimits has the same rule)."""
-    return kernel["shader"] == "quantize_x.wgsl" or "lib/matvec_dp4a.wgsl" in kernel["include"]
-
-
 def wgsl_language_features(wgpu, device) -> list[str]:
     """The WGSL language features (WGSL_PROBES) this device's shader compiler takes: reported, or probed."""
     reported = set(getattr(wgpu.gpu, "wgsl_language_features", ()) or ())
@@ -242,10 +237,11 @@ class WgpuBackend:
     def _check_limits(self, plan: dict) -> None:
         """Say which limit a plan exceeds, in words, before wgpu fails with a validation error."""
         limits = self.device.limits
-        if DP4A_FEATURE not in self.wgsl_features and any(uses_dp4a(k) for k in plan["kernels"]):
+        missing = sorted({f for k in plan["kernels"] for f in k.get("needs", ())} - set(self.wgsl_features))
+        if missing:
             raise ValueError(
-                f"the plan multiplies with packed int8 dot products (+dp4a) but this device's WGSL lacks "
-                f"{DP4A_FEATURE}: plan with matvec={self.matvec!r}"
+                f"the plan's kernels use WGSL language features this device lacks, {', '.join(missing)}: "
+                f"plan with matvec={self.matvec!r}"
             )
         for b in plan["buffers"]:
             if b["role"] != "host" and b["bytes"] > limits["max-buffer-size"]:

@@ -10,7 +10,6 @@
 import { describe } from "./device.js";
 import { quantize, SCHEMES } from "./quantize.js";
 
-const DP4A_FEATURE = "packed_4x8_integer_dot_product"; // the WGSL language feature of dot4I8Packed / pack4xI8
 
 export class Bridge {
   constructor(device, shaderBase, adapter = null) {
@@ -60,10 +59,11 @@ export class Bridge {
   // Say which limit a plan exceeds, in words, before WebGPU fails with a validation error.
   checkLimits(plan) {
     const limits = this.device.limits;
-    // +dp4a's kernels (py/rwkvweb/wgpu_exec.py uses_dp4a: the same rule) need a WGSL language feature.
-    const dp4a = (k) => k.shader === "quantize_x.wgsl" || k.include.includes("lib/matvec_dp4a.wgsl");
-    if (plan.kernels.some(dp4a) && !globalThis.navigator?.gpu?.wgslLanguageFeatures?.has(DP4A_FEATURE)) {
-      throw new Error(`the plan multiplies with packed int8 dot products (+dp4a) but this browser's WGSL lacks ${DP4A_FEATURE}: plan without +dp4a`);
+    // Each kernel names the WGSL language features it uses (py/rwkvweb/plan.py Plan.kernel's `needs`).
+    const has = globalThis.navigator?.gpu?.wgslLanguageFeatures;
+    const missing = [...new Set(plan.kernels.flatMap((k) => k.needs ?? []))].filter((f) => !has?.has(f));
+    if (missing.length) {
+      throw new Error(`the plan's kernels use WGSL language features this browser lacks, ${missing.join(", ")}: plan without the matvec options that need them (e.g. +dp4a)`);
     }
     for (const b of plan.buffers) {
       if (b.bytes > limits.maxBufferSize) {
