@@ -144,24 +144,22 @@ def quantize_x(c, include, x, count, xq):
 
 
 def matvec_dp4a(c, include, weight, xq, bias, out, count, toward):
-    """lib/matvec_dp4a.wgsl: per block, min·Σx + range/255 · sx · Σ c·q with the integer sums exact."""
+    """lib/matvec_dp4a.wgsl: per block, min·Σx + range/255 · sx · Σ c·q with the integer sums exact. Each block's
+    Σ c·q is a float32 matrix product of integers: |Σ| ≤ 128·255·127 < 2^24, so every partial sum is exact."""
     M, K, T, n = c["M"], c["K"], c.get("T_PAD", 1), _tokens(c, count)
-    int8 = SCHEMES["int8"]
-    codes = weight[: M * K].reshape(M, K // 128, 128).astype(np.int32)
-    at = int8.param_offset(c["WEIGHT_ELEMENTS"])
-    params = weight[at : at + M * K // 128 * 8].view(np.float32).reshape(M, K // 128, 2).astype(np.float64)
-    row = quantized_x_bytes(K, 1)
+    blocks, row = K // 128, quantized_x_bytes(K, 1)
+    codes = weight[: M * K].reshape(M, blocks, 128)
+    at = SCHEMES["int8"].param_offset(c["WEIGHT_ELEMENTS"])
+    params = weight[at : at + M * blocks * 8].view(np.float32).reshape(M, blocks, 2).astype(np.float64)
     for group in matvec_groups(c):
-        sums = np.zeros((n, group["M"]), np.float32)
         rows = slice(group["start"], group["start"] + group["M"])
-        s = c.get("XQ_SLICE" + group["suffix"], 0)
-        for t in range(n):
-            at = (s * T + t) * row
-            q = xq[at : at + K].view(np.int8).reshape(K // 128, 128).astype(np.int32)
-            sx, sum_x, _, _ = xq[at + K : at + row].view(np.float32).reshape(K // 128, 4).T.astype(np.float64)
-            cq = np.einsum("mbk,bk->mb", codes[rows], q)  # exact integers
-            low, spread = params[rows, :, 0], params[rows, :, 1]
-            sums[t] = (low * sum_x + spread / 255 * sx * cq).sum(axis=1)
+        first = c.get("XQ_SLICE" + group["suffix"], 0) * T * row
+        tokens = xq[first : first + n * row].reshape(n, row)
+        q = tokens[:, :K].view(np.int8).reshape(n, blocks, 128).astype(np.float32)
+        sx, sum_x = np.moveaxis(tokens[:, K:].view(np.float32).reshape(n, blocks, 4)[..., :2].astype(np.float64), 2, 0)
+        cq = np.stack([q[:, b] @ codes[rows, b].T.astype(np.float32) for b in range(blocks)], axis=2)  # [n, M, blocks]
+        low, spread = params[rows, :, 0], params[rows, :, 1]
+        sums = (low * sum_x[:, None] + spread / 255 * sx[:, None] * cq).sum(axis=2).astype(np.float32)
         _epilogue(c, group, sums, n, bias, out, toward)
 
 
