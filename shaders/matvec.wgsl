@@ -134,7 +134,8 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(local_invocation_
       let w1 = weight4(w + stride);
       let w2 = weight4(w + 2u * stride);
       let w3 = weight4(w + 3u * stride);
-      for (var j = 0u; j < TILE_T; j++) {
+      for (var j = 0u; j < TILE_T; j++) {  // a constant bound, left early in a partial tile (a short prompt)
+        if (j == tiles) { break; }
         let xs = x[x_row(t0 + j, g) + k4];
         acc[j] += w0 * xs.x + w1 * xs.y + w2 * xs.z + w3 * xs.w;
       }
@@ -158,7 +159,10 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(local_invocation_
     var acc: array<vec4<f32>, MAX_TILE>;
     for (var k4 = 0u; k4 < K / 4u; k4++) {
       let w = weight4(row + k4);
-      for (var j = 0u; j < TILE_T; j++) { acc[j] += w * x[x_row(t0 + j, g) + k4]; }
+      for (var j = 0u; j < TILE_T; j++) {
+        if (j == tiles) { break; }
+        acc[j] += w * x[x_row(t0 + j, g) + k4];
+      }
     }
     for (var j = 0u; j < tiles; j++) { finish(t0 + j, m, acc[j].x + acc[j].y + acc[j].z + acc[j].w, g); }
   } else {  // TILE_T is 1: one token per workgroup row of the dispatch
