@@ -212,7 +212,9 @@ def _matvec_kernel(
     shared_rows = constants["ROW_MAJOR"] and constants["ROW_THREADS"] > 1
     assert not subgroups or shared_rows, "subgroups reduce the rows-wg layout's rows"
     reduce = f"lib/reduce_{'subgroup' if subgroups else 'workgroup' if shared_rows else 'none'}.wgsl"
-    more, entry, needs = ((reduce, "lib/matvec_dp4a.wgsl"), "dp4a", (DP4A_FEATURE,)) if dp4a else ((reduce,), "main", ())
+    more, entry, needs = (reduce,), "main", ()
+    if dp4a:
+        more, entry, needs = (reduce, "lib/matvec_dp4a.wgsl"), "dp4a", (DP4A_FEATURE,)
     return _weight_kernel(plan, "matvec.wgsl", constants, dtype, elements, native_f16, more, entry, needs)
 
 
